@@ -1,0 +1,54 @@
+# kernelbox.containers: the two set-up commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUILD := .build
+COLLECTIONS := $(BUILD)/collections
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL := $(BUILD)/kernelbox-containers-$(VERSION).tar.gz
+export KB_VENV := $(abspath $(VENV))
+export KB_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
+export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
+export ANSIBLE_NOCOLOR := 1
+
+.PHONY: demo teardown status test deps install unit sanity integration vm bench clean
+
+## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
+demo: install
+	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/demo.yml
+
+teardown: install
+	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/teardown.yml
+
+## make test: the whole suite (unit, sanity, integration in a sandbox, pure cgroup v2 VM)
+test: install
+	tests/run-all
+
+deps:
+	tools/install-deps
+
+## build the collection tarball and install it where every test and the demo load it from
+install: deps
+	rm -rf $(BUILD)/collections $(BUILD)/*.tar.gz
+	mkdir -p $(BUILD)
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(BUILD) . >/dev/null
+	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
+	@echo "installed $(TARBALL) into $(COLLECTIONS)"
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+sanity: install
+	tests/run-sanity
+
+integration: install
+	tests/sandbox --python $(PY) $(VENV)/bin/pytest -q tests/integration
+
+vm: install
+	tests/vm/run
+
+bench: install
+	bench/run
+
+clean:
+	rm -rf $(BUILD) tests/output .pytest_cache

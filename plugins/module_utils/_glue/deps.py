@@ -1,0 +1,45 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: target-side dependency checks.
+
+pyroute2 and psutil are imported lazily by the libraries that use them, so
+``ansible-test sanity --test import`` passes without them.  A module calls
+``require()`` first and, if one is missing, fails with Ansible's standard
+missing-library message naming both the distro package and the pip package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+import typing as t
+
+from ansible.module_utils.basic import missing_required_lib
+
+# import name -> (distro package, pip requirement, url)
+TARGET_LIBRARIES = {
+    "pyroute2": ("python3-pyroute2", "pyroute2>=0.7.2", "https://pypi.org/project/pyroute2/"),
+    "psutil": ("python3-psutil", "psutil>=5.9", "https://pypi.org/project/psutil/"),
+}
+
+
+def missing_libraries(names: t.Iterable[str]) -> t.List[t.Tuple[str, str]]:
+    """[(name, traceback)] for each library that cannot be imported."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append((name, traceback.format_exc()))
+    return missing
+
+
+def require(module: t.Any, *names: str) -> None:
+    """Fail the module with missing_required_lib() if any of ``names`` is not importable."""
+    for name, trace in missing_libraries(names):
+        distro, pip_req, url = TARGET_LIBRARIES[name]
+        reason = ("by kernelbox.containers; install the distro package %s (apt/dnf) or run "
+                  "\"pip install '%s'\" for the target's Python" % (distro, pip_req))
+        module.fail_json(msg=missing_required_lib(name, reason=reason, url=url), exception=trace)

@@ -1,0 +1,366 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: raw syscalls through ctypes.
+
+Pure mechanism, no policy and no Ansible.  Every wrapper raises
+``OSError(errno, "<syscall> failed: <context>", path)`` so callers get the
+errno *and* what was being attempted.  libc is loaded lazily; every wrapper
+accepts ``libc=`` so unit tests can inject a fake.
+
+Constants carry the kernel macro names; the uapi header is cited beside them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import typing as t
+from contextlib import contextmanager
+
+# include/uapi/linux/sched.h
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# Namespace type name (as in /proc/PID/ns/<name>) -> clone flag.
+NAMESPACE_FLAGS = {
+    "cgroup": CLONE_NEWCGROUP,
+    "ipc": CLONE_NEWIPC,
+    "mnt": CLONE_NEWNS,
+    "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID,
+    "time": CLONE_NEWTIME,
+    "user": CLONE_NEWUSER,
+    "uts": CLONE_NEWUTS,
+}
+
+# include/uapi/linux/mount.h
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+# umount2 flags
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# include/uapi/linux/prctl.h
+PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_GET_SECCOMP = 21
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# include/uapi/linux/seccomp.h
+SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+
+# include/uapi/linux/capability.h
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# x86_64 / aarch64 syscall numbers for calls glibc 2.36 does not wrap.
+# arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h
+_SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424,
+               "close_range": 436, "seccomp": 317, "capget": 125, "capset": 126,
+               "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429},
+    "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424,
+                "close_range": 436, "seccomp": 277, "capget": 90, "capset": 91,
+                "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429},
+}
+
+
+class _State:
+    """Holds the lazily loaded libc; one instance per process (fork keeps it valid)."""
+
+    libc: t.Optional[ctypes.CDLL] = None
+
+
+def get_libc(libc: t.Optional[t.Any] = None) -> t.Any:
+    """Return ``libc`` if given (tests inject fakes), else the real libc with errno capture."""
+    if libc is not None:
+        return libc
+    if _State.libc is None:
+        _State.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _State.libc
+
+
+def _check(ret: int, what: str, path: t.Optional[str] = None) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, "%s failed: %s" % (what, os.strerror(err)), path)
+    return ret
+
+
+def _bytes(value: t.Optional[t.Union[str, bytes]]) -> t.Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    return os.fsencode(value)
+
+
+def _syscall_number(name: str) -> int:
+    machine = os.uname().machine
+    try:
+        return _SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        raise OSError(38, "%s: no syscall number known for %s" % (name, machine))
+
+
+def syscall(name: str, *args: t.Any, libc: t.Optional[t.Any] = None, context: str = "") -> int:
+    """Call a syscall glibc may not wrap, by number for this architecture."""
+    lib = get_libc(libc)
+    fn = lib.syscall
+    fn.restype = ctypes.c_long
+    ret = fn(ctypes.c_long(_syscall_number(name)), *args)
+    return _check(ret, name, context or None)
+
+
+# --- namespaces --------------------------------------------------------------
+
+def unshare(flags: int, libc: t.Optional[t.Any] = None) -> None:
+    """unshare(2) the namespaces in ``flags``."""
+    _check(get_libc(libc).unshare(ctypes.c_int(flags)), "unshare(%s)" % describe_clone_flags(flags))
+
+
+def setns(fd: int, nstype: int = 0, libc: t.Optional[t.Any] = None, context: str = "") -> None:
+    """setns(2) into the namespace behind ``fd`` (an nsfs fd or a pidfd)."""
+    _check(get_libc(libc).setns(ctypes.c_int(fd), ctypes.c_int(nstype)),
+           "setns(%s)" % (describe_clone_flags(nstype) if nstype else "any"), context or None)
+
+
+def describe_clone_flags(flags: int) -> str:
+    names = [name for name, flag in sorted(NAMESPACE_FLAGS.items()) if flags & flag]
+    return "|".join(names) if names else hex(flags)
+
+
+@contextmanager
+def entered_netns(path: str, libc: t.Optional[t.Any] = None) -> t.Iterator[None]:
+    """Run the block in the network namespace at ``path``, then return for certain.
+
+    Only the network namespace of the calling thread changes; it is restored
+    in ``finally``.  If restoring ever fails the process is in an unknown
+    namespace, so it aborts rather than carry on and act on the wrong host.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(target, CLONE_NEWNET, libc=libc, context=path)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            try:
+                setns(own, CLONE_NEWNET, libc=libc, context="/proc/thread-self/ns/net (restore)")
+            except OSError:  # pragma: no cover - cannot happen as root; never continue if it does
+                os.write(2, b"kernelbox: could not return to the original network namespace\n")
+                os._exit(70)
+    finally:
+        os.close(own)
+
+
+# --- mounts ------------------------------------------------------------------
+
+def mount(source: t.Optional[str], target: str, fstype: t.Optional[str] = None, flags: int = 0,
+          data: t.Optional[t.Union[str, bytes]] = None, libc: t.Optional[t.Any] = None) -> None:
+    """mount(2).  ``data`` is passed as given; callers must escape it."""
+    _check(get_libc(libc).mount(_bytes(source), _bytes(target), _bytes(fstype),
+                                ctypes.c_ulong(flags), _bytes(data)),
+           "mount(%s on %s, type %s)" % (source, target, fstype), target)
+
+
+def umount2(target: str, flags: int = 0, libc: t.Optional[t.Any] = None) -> None:
+    """umount2(2)."""
+    _check(get_libc(libc).umount2(_bytes(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str, libc: t.Optional[t.Any] = None) -> None:
+    """pivot_root(2); glibc has no wrapper, so it goes by syscall number."""
+    syscall("pivot_root", _bytes(new_root), _bytes(put_old), libc=libc, context=new_root)
+
+
+# --- identity and process attributes ----------------------------------------
+
+def sethostname(name: str, libc: t.Optional[t.Any] = None) -> None:
+    raw = name.encode()
+    _check(get_libc(libc).sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
+
+
+def setdomainname(name: str, libc: t.Optional[t.Any] = None) -> None:
+    raw = name.encode()
+    _check(get_libc(libc).setdomainname(raw, ctypes.c_size_t(len(raw))), "setdomainname", name)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0,
+          libc: t.Optional[t.Any] = None) -> int:
+    lib = get_libc(libc)
+    return _check(lib.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                            ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+                  "prctl(%d)" % option)
+
+
+def set_dumpable(flag: bool, libc: t.Optional[t.Any] = None) -> None:
+    prctl(PR_SET_DUMPABLE, 1 if flag else 0, libc=libc)
+
+
+def set_no_new_privs(libc: t.Optional[t.Any] = None) -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1, libc=libc)
+
+
+def set_pdeathsig(signum: int, libc: t.Optional[t.Any] = None) -> None:
+    prctl(PR_SET_PDEATHSIG, signum, libc=libc)
+
+
+def set_child_subreaper(libc: t.Optional[t.Any] = None) -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1, libc=libc)
+
+
+def set_process_name(name: str, libc: t.Optional[t.Any] = None) -> None:
+    """PR_SET_NAME: what ps and /proc/PID/comm show (15 bytes kept)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    lib = get_libc(libc)
+    _check(lib.prctl(ctypes.c_int(PR_SET_NAME), buf, 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capget(pid: int = 0, libc: t.Optional[t.Any] = None) -> t.Tuple[int, int, int]:
+    """Return (effective, permitted, inheritable) as 64-bit masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    syscall("capget", ctypes.byref(header), ctypes.byref(data), libc=libc)
+
+    def joined(name: str) -> int:
+        return getattr(data[0], name) | (getattr(data[1], name) << 32)
+
+    return joined("effective"), joined("permitted"), joined("inheritable")
+
+
+def capset(effective: int, permitted: int, inheritable: int, libc: t.Optional[t.Any] = None) -> None:
+    """Set the three capability sets of the calling thread (64-bit masks)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for index, shift in ((0, 0), (1, 32)):
+        data[index].effective = (effective >> shift) & 0xFFFFFFFF
+        data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    syscall("capset", ctypes.byref(header), ctypes.byref(data), libc=libc)
+
+
+# --- pidfd and fds -----------------------------------------------------------
+
+def pidfd_open(pid: int, libc: t.Optional[t.Any] = None) -> int:
+    """A pidfd for ``pid``: a handle that can never point at a recycled PID."""
+    if hasattr(os, "pidfd_open"):
+        return os.pidfd_open(pid)
+    return syscall("pidfd_open", ctypes.c_int(pid), ctypes.c_uint(0), libc=libc, context=str(pid))
+
+
+def pidfd_send_signal(pidfd: int, signum: int, libc: t.Optional[t.Any] = None) -> None:
+    syscall("pidfd_send_signal", ctypes.c_int(pidfd), ctypes.c_int(signum), None, ctypes.c_uint(0),
+            libc=libc)
+
+
+def close_fds_above(lowest: int = 3, keep: t.Iterable[int] = ()) -> None:
+    """Close every fd >= ``lowest`` except ``keep``: the clean slate before execve.
+
+    close_range(2) is exact and fast; where it is missing (kernel < 5.9) fall
+    back to closing what /proc/self/fd lists.
+    """
+    keep = sorted(set(fd for fd in keep if fd >= lowest))
+    ranges = []
+    start = lowest
+    for fd in keep:
+        if fd > start:
+            ranges.append((start, fd - 1))
+        start = fd + 1
+    ranges.append((start, 0xFFFFFFFF))
+    try:
+        for first, last in ranges:
+            syscall("close_range", ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0))
+    except OSError:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd >= lowest and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+# --- filesystems -------------------------------------------------------------
+
+# include/uapi/linux/magic.h
+NSFS_MAGIC = 0x6E736673
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+TMPFS_MAGIC = 0x01021994
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+CGROUP2_SUPER_MAGIC = 0x63677270
+DEVPTS_SUPER_MAGIC = 0x1CD1
+
+
+def statfs_type(path: str, libc: t.Optional[t.Any] = None) -> int:
+    """f_type of statfs(2) on ``path`` (follows symlinks, as statfs does)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit; f_type comes first
+    _check(get_libc(libc).statfs(_bytes(path), buf), "statfs", path)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def fstatfs_type(fd: int, libc: t.Optional[t.Any] = None) -> int:
+    """f_type of fstatfs(2) on an open fd: the race-free form of statfs_type."""
+    buf = ctypes.create_string_buffer(256)
+    _check(get_libc(libc).fstatfs(ctypes.c_int(fd), buf), "fstatfs", "fd %d" % fd)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

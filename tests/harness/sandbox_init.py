@@ -1,0 +1,151 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PID-side of tests/sandbox, already inside the new network and mount namespaces.
+
+* mounts tmpfs on /run and /var/lib (private mount namespace: the host never sees them);
+* brings up lo in the sandbox network namespace;
+* becomes a child subreaper, so every process a test leaves behind (daemons
+  included) is re-parented here; after the command ends, any survivor is a
+  leak: it is reported, killed by PID and reaped, and the exit status is 1;
+* removes the run's cgroup test parent, reporting anything left inside it.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+MS_NOSUID, MS_NODEV = 2, 4
+
+
+def main(argv):
+    if not argv:
+        print("usage: sandbox_init.py CMD [ARGS...]", file=sys.stderr)
+        return 2
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    for target in ("/run", "/var/lib"):
+        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755") != 0:
+            print("sandbox: cannot mount tmpfs on %s: %s" % (target, os.strerror(ctypes.get_errno())),
+                  file=sys.stderr)
+            return 2
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("sandbox: cannot become a subreaper", file=sys.stderr)
+        return 2
+    run_id = "%d" % os.getpid()
+    env = dict(os.environ, KB_SANDBOX="1", KB_SANDBOX_PID=run_id,
+               KB_TEST_CGROUP_PARENT=os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-%s" % run_id))
+    child = subprocess.Popen(argv, env=env)
+    status = _wait_for(child)
+    leaked = _reap_leftovers(child.pid)
+    leaked_cgroups = _remove_cgroup_parent(env["KB_TEST_CGROUP_PARENT"])
+    if leaked or leaked_cgroups:
+        print("sandbox: LEAK: the test run left processes %s and cgroups %s behind"
+              % (leaked, leaked_cgroups), file=sys.stderr)
+        return status or 1
+    return status
+
+
+def _wait_for(child):
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+
+
+def _children():
+    """PIDs whose parent is this process: after the command exits, these are leftovers."""
+    me = os.getpid()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == me:
+            pids.append(int(entry))
+    return pids
+
+
+def _reap_leftovers(command_pid):
+    leaked = []
+    for _attempt in range(50):
+        pids = [p for p in _children() if p != command_pid]
+        if not pids:
+            break
+        for pid in pids:
+            if pid not in leaked:
+                leaked.append(pid)
+                try:
+                    with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                        cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    cmd = "?"
+                print("sandbox: leftover process %d: %s" % (pid, cmd), file=sys.stderr)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+        _reap_zombies()
+    _reap_zombies()
+    return leaked
+
+
+def _reap_zombies():
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _cgroup2_root():
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup2":
+                return fields[4]
+    return None
+
+
+def _remove_cgroup_parent(name):
+    root = _cgroup2_root()
+    if root is None:
+        return []
+    top = os.path.join(root, name)
+    if not os.path.isdir(top):
+        return []
+    left = []
+    for dirpath, _dirnames, _files in os.walk(top, topdown=False):
+        if dirpath != top:
+            left.append(os.path.relpath(dirpath, root))
+        try:
+            with open(os.path.join(dirpath, "cgroup.kill"), "w") as handle:
+                handle.write("1")
+        except OSError:
+            pass
+        for _attempt in range(50):
+            try:
+                os.rmdir(dirpath)
+                break
+            except OSError:
+                time.sleep(0.1)
+    return left
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Independent readers of host state, for leak checks and check-mode proofs.
+
+Everything here reads the kernel with tools other than the code under test
+(iproute2, iptables, /proc, the cgroup filesystem), per the rule "verify with
+an independent reader".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import typing as t
+
+STATE_DIRS = ("/run/kernelbox", "/var/lib/kernelbox")
+
+
+def _run_json(argv: t.List[str]) -> t.Any:
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout or "null")
+
+
+def netns_names() -> t.List[str]:
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
+
+
+def links(netns: t.Optional[str] = None, detailed: bool = False) -> t.Dict[str, t.Any]:
+    """name -> attributes, from ``ip -d -j addr`` (optionally inside a named netns)."""
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-d", "-j", "addr", "show"]
+    data = _run_json(argv) or []
+    result = {}
+    for link in data:
+        kind = (link.get("linkinfo") or {}).get("info_kind")
+        if detailed:
+            result[link["ifname"]] = {
+                "kind": kind,
+                "mtu": link.get("mtu"),
+                "flags": sorted(link.get("flags", [])),
+                "master": link.get("master"),
+                "address": link.get("address"),
+                "addrs": sorted("%s/%s" % (a["local"], a["prefixlen"]) for a in link.get("addr_info", [])),
+            }
+        else:
+            result[link["ifname"]] = kind
+    return result
+
+
+def routes(netns: t.Optional[str] = None) -> t.List[str]:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["route", "show", "table", "all"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+    return sorted(line.strip() for line in proc.stdout.splitlines() if line.strip())
+
+
+# /run/netns as a shared bind mount of itself is infrastructure that stays, as with iproute2.
+PERSISTENT_MOUNTS = {("/run/netns", "tmpfs")}
+
+
+def mounts() -> t.List[t.Tuple[str, str, str]]:
+    """(mount point, fs type, super options) of every mount in this mount namespace."""
+    result = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            fields = line.split()
+            sep = fields.index("-")
+            if (fields[4], fields[sep + 1]) in PERSISTENT_MOUNTS:
+                continue
+            result.append((fields[4], fields[sep + 1], fields[sep + 3] if len(fields) > sep + 3 else ""))
+    return sorted(result)
+
+
+def cgroup2_root() -> t.Optional[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup2":
+                return fields[4]
+    return None
+
+
+def cgroups(parent: t.Optional[str] = None) -> t.List[str]:
+    """Every cgroup directory under the test run's parent (relative paths)."""
+    root = cgroup2_root()
+    parent = parent or os.environ.get("KB_TEST_CGROUP_PARENT", "")
+    if not root or not parent:
+        return []
+    top = os.path.join(root, parent)
+    found = []
+    for dirpath, _dirs, _files in os.walk(top):
+        found.append(os.path.relpath(dirpath, root))
+    return sorted(found)
+
+
+def state_files() -> t.List[str]:
+    found = []
+    for top in STATE_DIRS:
+        for dirpath, dirs, files in os.walk(top):
+            for name in dirs + files:
+                found.append(os.path.join(dirpath, name))
+    return sorted(found)
+
+
+def iptables_rules() -> t.List[str]:
+    if not shutil.which("iptables"):
+        return []
+    rules = []
+    for table in ("filter", "nat"):
+        proc = subprocess.run(["iptables", "-t", table, "-S"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, check=False)
+        rules += ["%s %s" % (table, line) for line in proc.stdout.splitlines() if not line.startswith("-P")]
+    return sorted(rules)
+
+
+def stray_processes(exclude: t.Iterable[int] = ()) -> t.List[t.Tuple[int, str]]:
+    """Processes re-parented to the sandbox (daemons, orphans) or left as children of this test process.
+
+    The sandbox init is a child subreaper, so anything a test leaves running
+    ends up as its child or as ours.
+    """
+    parents = {os.getpid()}
+    sandbox = os.environ.get("KB_SANDBOX_PID")
+    if sandbox:
+        parents.add(int(sandbox))
+    skip = set(exclude) | {os.getpid()}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                cmd = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        tail = stat[stat.rindex(")") + 2:].split()
+        if tail[0] == "Z":
+            continue  # a zombie the subreaper has not collected yet: already dead
+        if int(tail[1]) in parents:
+            found.append((int(entry), cmd))
+    return sorted(found)
+
+
+def host_state(detailed: bool = True) -> t.Dict[str, t.Any]:
+    """Everything a test could change, in comparable form."""
+    names = netns_names()
+    return {
+        "links": links(detailed=detailed),
+        "routes": routes(),
+        "netns": {name: (links(name, detailed=detailed), routes(name)) for name in names},
+        "mounts": mounts(),
+        "cgroups": cgroups(),
+        "state_files": state_files(),
+        "iptables": iptables_rules(),
+    }
