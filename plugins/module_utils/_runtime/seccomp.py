@@ -245,7 +245,8 @@ def _rule_from_oci(data: t.Any, where: str) -> SyscallRule:
     if not names:
         _fail(where + ".names", "must name at least one syscall")
     action = _action(data["action"], where + ".action")
-    args = data.get("args") or []
+    args = data.get("args")
+    args = [] if args is None else args
     if not isinstance(args, list):
         _fail(where + ".args", "must be a list, got %r" % (args,))
     return SyscallRule(names=names, action=action, errno_ret=_errno_ret(data, "errnoRet", action, where),
@@ -259,7 +260,8 @@ def from_oci(data: t.Any, where: str = "linux.seccomp") -> Profile:
     if data.get("listenerPath") or data.get("listenerMetadata"):
         _fail(where + ".listenerPath", "seccomp notify agents are not supported")
     default_action = _action(data["defaultAction"], where + ".defaultAction")
-    syscalls = data.get("syscalls") or []
+    syscalls = data.get("syscalls")
+    syscalls = [] if syscalls is None else syscalls
     if not isinstance(syscalls, list):
         _fail(where + ".syscalls", "must be a list, got %r" % (syscalls,))
     return Profile(

@@ -7,7 +7,7 @@
 ``default_profile(capabilities)`` follows Docker's default profile
 (moby profiles/seccomp/default.json, v28 / 2025, which containerd's
 RuntimeDefault mirrors): an **allowlist**.  The default action is
-ERRNO(EPERM); about 360 syscalls are allowed; a further set is allowed only
+ERRNO(EPERM); about 305 x86_64 syscalls are allowed (3 more by argument); more only
 when the container holds the capability that governs it (CAP_SYS_ADMIN
 re-allows mount, unshare, setns, clone with namespace flags, bpf ...).  An
 allowlist was chosen over "allow + deny list" because a syscall added to a
@@ -211,7 +211,8 @@ def from_docker(data: t.Any, capabilities: t.Iterable[str] = (), arch: t.Optiona
         _seccomp._check_keys(entry, where + ".archMap[]", ("architecture", "subArchitectures"), ("architecture",))
         if entry["architecture"] == scmp:
             architectures = [scmp] + list(entry.get("subArchitectures") or [])
-    syscalls = data.get("syscalls") or []
+    syscalls = data.get("syscalls")
+    syscalls = [] if syscalls is None else syscalls
     if not isinstance(syscalls, list):
         raise ValidationError("%s.syscalls: must be a list" % where)
     rules = []
