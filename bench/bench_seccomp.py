@@ -10,6 +10,7 @@ ctypes on the same OCI profile; its binary-tree mode is shown too.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -20,7 +21,7 @@ import time
 from common import REPO, interleaved, median, ratio_rows, table
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (makes ansible_collections.kernelbox.containers importable)
+importlib.import_module("conftest")   # makes ansible_collections.kernelbox.containers importable
 from harness import libseccomp  # noqa: E402
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp  # noqa: E402
@@ -64,7 +65,7 @@ def ns_per_syscall(program):
             seccomp.install(program)
         getppid = os.getppid
         start = time.perf_counter()
-        for _ in range(SYSCALLS_PER_RUN):
+        for _call in range(SYSCALLS_PER_RUN):
             getppid()
         return (time.perf_counter() - start) / SYSCALLS_PER_RUN * 1e9
     return in_child(run)
@@ -100,7 +101,7 @@ def main():
                            "libseccomp 2.5, binary tree": lambda: libseccomp.compile_oci(lib, oci, True)}, rounds=30)
     seccomp.default_program(CAPS)
     cached = []
-    for _ in range(2000):
+    for _call in range(2000):
         start = time.perf_counter()
         seccomp.default_program(CAPS)
         cached.append(time.perf_counter() - start)
@@ -108,7 +109,7 @@ def main():
             ratio_rows(samples, "libseccomp 2.5 (rules + export)")]
     rows.append(("kernelbox default_program() cached", median(cached) * 1e3, median(cached) / median(
         samples["libseccomp 2.5 (rules + export)"])))
-    fresh = [fresh_process() for _ in range(10)]
+    fresh = [fresh_process() for _run in range(10)]
     rows.append(("kernelbox first call in a new process (import %.2f ms apart)"
                  % (median([f[0] for f in fresh]) * 1e3), median([f[1] for f in fresh]) * 1e3,
                  median([f[1] for f in fresh]) / median(samples["libseccomp 2.5 (rules + export)"])))
@@ -116,7 +117,7 @@ def main():
 
     programs = {"kernelbox": seccomp.default_program(CAPS), "libseccomp": libseccomp.compile_oci(lib, oci),
                 "libseccomp binary tree": libseccomp.compile_oci(lib, oci, True)}
-    install = {name: [timed_install(program) for _ in range(15)] for name, program in programs.items()}
+    install = {name: [timed_install(program) for _run in range(15)] for name, program in programs.items()}
     table("install(): seccomp(SECCOMP_SET_MODE_FILTER) in a fresh child, median of 15",
           [(name, len(programs[name]) // 8, median(values) * 1e6) for name, values in install.items()],
           ["program", "instructions", "us"])

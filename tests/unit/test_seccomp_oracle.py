@@ -22,6 +22,7 @@ from harness import libseccomp
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.syscall_table import X86_64
 
+
 @pytest.fixture(scope="module")
 def lib():
     try:
@@ -93,8 +94,8 @@ def test_random_argument_rules_match_libseccomp(lib, seed):
     matched = 0
     for rule in rules:
         nr = X86_64[rule["names"][0]]
-        for _ in range(60):
-            data = [_random_value(rng) for _ in range(6)]
+        for _case in range(60):
+            data = [_random_value(rng) for _slot in range(6)]
             for arg in rule["args"]:             # bias towards the boundary of each comparison
                 if rng.random() < 0.6:
                     data[arg["index"]] = (arg["value"] + rng.choice([-1, 0, 1])) & (2 ** 64 - 1)
