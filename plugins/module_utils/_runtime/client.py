@@ -38,8 +38,13 @@ class SupervisorUnavailable(KernelboxError):
 
 
 def call(request: t.Dict[str, t.Any], timeout: float = 60.0,
-         layout: state.Layout = state.DEFAULT_LAYOUT) -> t.Dict[str, t.Any]:
-    """One request, one reply; SupervisorUnavailable if nobody answers."""
+         layout: state.Layout = state.DEFAULT_LAYOUT,
+         after_send: t.Optional[t.Callable[[], None]] = None) -> t.Dict[str, t.Any]:
+    """One request, one reply; SupervisorUnavailable if nobody answers.
+
+    ``after_send`` runs once the request is out (test fault injection: the
+    module dies while the supervisor works on the request).
+    """
     path = supervisor.socket_path(layout)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     conn.settimeout(timeout)
@@ -50,6 +55,8 @@ def call(request: t.Dict[str, t.Any], timeout: float = 60.0,
             raise SupervisorUnavailable("no kernelbox supervisor is listening on %s (%s)" % (path, exc.strerror))
         try:
             conn.sendall((json.dumps(request) + "\n").encode())
+            if after_send is not None:
+                after_send()
             data = b""
             while not data.endswith(b"\n"):
                 chunk = conn.recv(65536)
@@ -120,14 +127,15 @@ class Client:
             time.sleep(0.05)
         raise KernelboxError("the kernelbox supervisor (PID %s) did not upgrade to %s" % (hello.get("pid"), self.code_dir))
 
-    def request(self, op: str, timeout: float = 120.0, **args: t.Any) -> t.Dict[str, t.Any]:
+    def request(self, op: str, timeout: float = 120.0, after_send: t.Optional[t.Callable[[], None]] = None,
+                **args: t.Any) -> t.Dict[str, t.Any]:
         """Send ``op`` to a live supervisor, retrying over supervisor restarts and upgrades."""
         request = dict(args, op=op)
         last: t.Optional[Exception] = None
         for _attempt in range(ATTEMPTS):
             hello = self.ensure()
             try:
-                reply = call(request, timeout=timeout, layout=self.layout)
+                reply = call(request, timeout=timeout, layout=self.layout, after_send=after_send)
             except SupervisorUnavailable as exc:
                 last = exc
                 continue

@@ -427,7 +427,7 @@ class Supervisor:
         elif op == "start":
             self._start(conn, name, request.get("fault"))
         elif op == "stop":
-            self._stop(conn, name, request.get("timeout"))
+            self._stop(conn, name, request.get("stop_timeout"))
         elif op == "reload":
             entry = self.entries.get(name)
             if entry is not None:
