@@ -42,6 +42,7 @@ def main(argv):
                KB_TEST_CGROUP_PARENT=os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-%s" % run_id))
     child = subprocess.Popen(argv, env=env)
     status = _wait_for(child)
+    _reap_zombies()
     leaked = _reap_leftovers(child.pid)
     leaked_cgroups = _remove_cgroup_parent(env["KB_TEST_CGROUP_PARENT"])
     if leaked or leaked_cgroups:
@@ -52,11 +53,23 @@ def main(argv):
 
 
 def _wait_for(child):
+    """Wait for the command, reaping re-parented orphans meanwhile, as a real init does.
+
+    Daemons that exit during the run (the container supervisor exits when it
+    has nothing left to supervise) must not linger as zombies and be taken
+    for leaks at the end.
+    """
     while True:
         try:
-            return child.wait()
+            pid, status = os.waitpid(-1, 0)
         except KeyboardInterrupt:
             child.send_signal(signal.SIGINT)
+            continue
+        except ChildProcessError:
+            return child.wait()
+        if pid == child.pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode
 
 
 def _children():

@@ -101,12 +101,20 @@ def cgroups(parent: t.Optional[str] = None) -> t.List[str]:
     return sorted(found)
 
 
+# Infrastructure that stays when no container does, as /run/netns does: the empty state
+# directories, and the supervisor's code copy (content-addressed; boot start needs it).
+STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/runtime"}
+
+
 def state_files() -> t.List[str]:
     found = []
     for top in STATE_DIRS:
         for dirpath, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if os.path.join(dirpath, d) != "/var/lib/kernelbox/runtime"]
             for name in dirs + files:
-                found.append(os.path.join(dirpath, name))
+                path = os.path.join(dirpath, name)
+                if path not in STATE_INFRASTRUCTURE:
+                    found.append(path)
     return sorted(found)
 
 

@@ -218,3 +218,21 @@ def parse_proc_stat(text: str) -> ProcStat:
     rest = text[end + 2:].split()
     return ProcStat(pid=int(text[:start].strip()), comm=text[start + 1:end], state=rest[0],
                     ppid=int(rest[1]), starttime=int(rest[19]), extra=rest)
+
+
+TCP_LISTEN = "0A"  # include/net/tcp_states.h: TCP_LISTEN = 10
+
+
+def listening_tcp_ports(text: str) -> t.Set[int]:
+    """Local ports in state LISTEN, from /proc/PID/net/tcp or tcp6 text (the process's network namespace)."""
+    ports: t.Set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != TCP_LISTEN:
+            continue
+        _address, _sep, port = fields[1].rpartition(":")
+        try:
+            ports.add(int(port, 16))
+        except ValueError:
+            continue
+    return ports

@@ -178,3 +178,15 @@ def sysctl_value(value: t.Any, option: str = "sysctls") -> str:
     if "\n" in str(value).strip() or "\0" in text:
         raise ValidationError("%s: value %r must be a single line" % (option, value))
     return text
+
+
+# Container names become directory names, cgroup names and systemd unit instance names.
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def container_name(value: t.Any, option: str = "name") -> str:
+    """A container name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit (as Docker allows)."""
+    if not isinstance(value, str) or not _CONTAINER_NAME.fullmatch(value):
+        raise ValidationError("%s: %r is not a valid container name; use 1 to 63 letters, digits, '_', '.' or "
+                              "'-', starting with a letter or digit" % (option, value))
+    return value

@@ -1,0 +1,439 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: glue between the container_process module and the runtime.
+
+read (state files + /proc + cgroupfs) -> desired (the options as a Spec) ->
+plan (create | recreate naming the keys | limits in place | settings |
+start/stop) -> act through the supervisor -> report (with the log tail).
+The whole run holds the container's name lock, so concurrent runs for one
+name serialise and start exactly one container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options as options
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
+    KernelboxError, Resource, Step, ValidationError)
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, logs, readiness
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
+
+ARGUMENT_SPEC = options.ARGUMENT_SPEC
+LIFECYCLE_KEYS = ("restart_policy", "enabled", "stop_signal", "stop_timeout", "log_max_size", "supervisor")
+
+
+class ContainerResource(Resource):
+    """One container: persistent spec + settings, and its process under a supervisor."""
+
+    layout = state.DEFAULT_LAYOUT
+
+    # --- validate ----------------------------------------------------------------
+
+    def validate(self) -> None:
+        p = self.params
+        self.name = validate.container_name(p["name"])
+        self.state = p["state"]
+        self.lock: t.Optional[state.NameLock] = None
+        self.recreated_keys: t.List[str] = []
+        self.created_now = False
+        self.removed = False
+        self.wait_result: t.Optional[t.Dict[str, t.Any]] = None
+        try:
+            self.policy = restart.parse(p["restart_policy"])
+        except ValueError as exc:
+            raise ValidationError("restart_policy: %s" % exc)
+        try:
+            self.stop_signal = state.signal_name(state.signal_number(p["stop_signal"]))
+        except ValueError as exc:
+            raise ValidationError("stop_signal: %s" % exc)
+        if p["stop_timeout"] < 0:
+            raise ValidationError("stop_timeout: must not be negative")
+        log = p.get("log") or {}
+        self.log_max_size = validate.size_bytes(log.get("max_size") or 0, "log.max_size")
+        self.tail_lines = log.get("tail_lines", 20) if log.get("tail_lines") is not None else 20
+        self.wait_for = options.wait_for(p.get("wait_for"))
+        self.cgroup_params = options.cgroup_params(p.get("cgroup"))
+        self.spec: t.Optional[specs.Spec] = None
+        if self.state == "absent":
+            return
+        if p.get("oci_config") is not None:
+            given = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
+            if given:
+                raise ValidationError("oci_config: the spec comes from it alone; remove %s, or drop oci_config"
+                                      % ", ".join(given))
+            if isinstance(p["oci_config"], dict):
+                self.spec = container_spec.from_oci(p["oci_config"], bundle=None)
+        else:
+            self.spec = container_spec.from_options(p, self.name)
+
+    # --- read --------------------------------------------------------------------
+
+    def read(self) -> t.Optional[t.Dict[str, t.Any]]:
+        if not self.check_mode:
+            self.lock = state.lock(self.name, self.layout).acquire()
+            lifecycle.fault("locked")
+        self.container = state.load(self.name, self.layout)
+        self.backend = self._backend(self.container.settings.supervisor if self.container.settings else None)
+        return self._view(self.container)
+
+    def _view(self, container: state.Container) -> t.Optional[t.Dict[str, t.Any]]:
+        if not container.exists:
+            return None
+        settings = container.settings
+        config = container.config if container.consistent else None
+        self.current_spec = None
+        if config is not None:
+            try:
+                self.current_spec = specs.from_oci(config)
+            except ValidationError:
+                self.current_spec = None  # written by another version: recreate it
+        view: t.Dict[str, t.Any] = {"state": "running" if self._running(container) else "stopped",
+                                    "config": config}
+        if settings is not None:
+            view.update({key: getattr(settings, key) for key in LIFECYCLE_KEYS})
+            view["cgroup"] = {"path": settings.cgroup.get("path"), "owned": bool(settings.cgroup.get("owned"))}
+        view["limits"] = self._current_limits(container)
+        return view
+
+    def _running(self, container: state.Container) -> bool:
+        """Running, or waiting out a restart back-off under a live supervisor (it comes back by itself)."""
+        if container.is_running():
+            return True
+        runtime = container.runtime
+        return bool(runtime and runtime.status == state.RESTARTING and self.backend.supervisor_alive(runtime))
+
+    def _current_limits(self, container: state.Container) -> t.Dict[str, t.Optional[str]]:
+        """What the cgroup files say now (drift shows up), for every file we manage or managed."""
+        persisted = container_spec.unified_of(self.current_spec) if container.consistent else {}
+        wanted = container_spec.unified_of(self.spec) if self.spec is not None else {}
+        names = sorted(set(persisted) | set(wanted))
+        path = container.settings.cgroup.get("path") if container.settings else None
+        if not names:
+            return {}
+        group = self._group(path) if path and container.settings.cgroup.get("owned") else None
+        if group is None or not group.exists():
+            return {name: persisted.get(name, container_spec.LIMIT_RESETS.get(name)) for name in names}
+        return {name: cgroup.read_limit(group, name) for name in names}
+
+    @staticmethod
+    def _group(path: str) -> t.Optional[cgroup.Cgroup]:
+        hierarchy = cgroup.find_hierarchy()
+        relative = os.path.relpath(path, hierarchy.mount)
+        if relative.startswith(".."):
+            return None
+        return cgroup.resolve(relative, parent="", hierarchy=hierarchy)
+
+    def _backend(self, kind: t.Optional[str]) -> t.Any:
+        wanted = kind or self.params.get("supervisor") or "auto"
+        if wanted == "auto":
+            wanted = "systemd" if systemd.available() else "kernelbox"
+        if wanted == "systemd":
+            return systemd.SystemdBackend(self.layout)
+        return lifecycle.KernelboxBackend(self.layout)
+
+    # --- desired -----------------------------------------------------------------
+
+    def desired(self, current: t.Optional[t.Dict[str, t.Any]]) -> t.Optional[t.Dict[str, t.Any]]:
+        if self.state == "absent":
+            return None
+        p = self.params
+        if self.spec is None:  # oci_config given as a path to config.json
+            self.spec = container_spec.from_oci(options.load_oci_config(p["oci_config"]),
+                                                bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
+        if not os.path.isdir(self.spec.root.path):
+            raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
+        self.placement = self._placement()
+        files = container_spec.limit_files(self.cgroup_params)
+        self.spec = container_spec.with_limits(self.spec, files)
+        unified = container_spec.unified_of(self.spec)
+        if unified:
+            if not self.placement["owned"]:
+                raise ValidationError("cgroup: limits need the container's own leaf; set them on the joined group "
+                                      "with cgroup_v2, or drop cgroup.path")
+            hierarchy = cgroup.find_hierarchy()
+            cgroup.require_controllers(hierarchy, cgroup_limits.NormalisedLimits(files=unified).controllers())
+        supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
+        if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
+            supervisor = p["supervisor"]
+        self.supervisor_kind = supervisor
+        desired = {
+            "state": "running" if self.state in ("started", "restarted") else "stopped",
+            "config": self.spec.to_oci(),
+            "restart_policy": str(self.policy),
+            "enabled": bool(p["enabled"]),
+            "stop_signal": self.stop_signal,
+            "stop_timeout": float(p["stop_timeout"]),
+            "log_max_size": self.log_max_size,
+            "supervisor": supervisor,
+            "cgroup": {"path": self.placement["path"], "owned": self.placement["owned"]},
+            "limits": dict(unified),
+        }
+        for name in (current or {}).get("limits") or {}:
+            if name not in unified and name in container_spec.LIMIT_RESETS:
+                desired["limits"][name] = container_spec.LIMIT_RESETS[name]
+            elif name not in unified:
+                desired["limits"][name] = current["limits"][name]  # not ours to reset: left as it is
+        desired["limits"] = dict(sorted(desired["limits"].items()))
+        self._desired_view = desired
+        return desired
+
+    def _placement(self) -> t.Dict[str, t.Any]:
+        params = self.cgroup_params
+        hierarchy = cgroup.find_hierarchy()
+        if params.get("path"):
+            group = cgroup.resolve(params["path"], parent="", hierarchy=hierarchy)
+            if not group.exists():
+                raise KernelboxError("cgroup.path: %s does not exist (create it with cgroup_v2 first)" % group.path)
+            return {"path": group.path, "owned": False}
+        parent = params.get("parent") or cgroup.DEFAULT_PARENT
+        group = cgroup.resolve(params.get("name") or self.name, parent=parent, hierarchy=hierarchy)
+        return {"path": group.path, "owned": True}
+
+    # --- plan --------------------------------------------------------------------
+
+    def plan(self, current: t.Optional[t.Dict[str, t.Any]],
+             desired: t.Optional[t.Dict[str, t.Any]]) -> t.List[Step]:
+        name = self.name
+        active = self._needs_stop()
+        if desired is None:
+            if current is None:
+                return []
+            steps = []
+            if active:
+                steps.append(Step("stop container %s" % name, self._stop, "state=absent"))
+            what = "state, log" + (", cgroup %s" % current["cgroup"]["path"]
+                                   if (current.get("cgroup") or {}).get("owned") else "")
+            steps.append(Step("remove container %s (%s)" % (name, what), self._remove, "state=absent"))
+            return steps
+        want_running = desired["state"] == "running"
+        if current is None:
+            steps = [Step("create container %s" % name, self._create, "absent")]
+            if want_running:
+                steps.append(Step("start container %s" % name, self._start, "state=%s" % self.state))
+            return steps
+        keys = self._recreate_keys(current, desired)
+        if keys:
+            self.recreated_keys = keys
+            why = "recreate: %s changed" % ", ".join(keys)
+            steps = []
+            if active:
+                steps.append(Step("stop container %s" % name, self._stop, why))
+            steps.append(Step("replace the spec of container %s" % name, self._create, why))
+            if want_running:
+                steps.append(Step("start container %s" % name, self._start, why))
+            return steps
+        steps = []
+        limit_changes = {k: (current["limits"].get(k), v) for k, v in desired["limits"].items()
+                         if current["limits"].get(k) != v}
+        if limit_changes:
+            text = ", ".join("%s %s -> %s" % (k, b, a) for k, (b, a) in sorted(limit_changes.items()))
+            steps.append(Step("apply cgroup limits in place: %s" % text, self._apply_limits,
+                              "only linux.resources changed: no restart"))
+        elif current["config"] != desired["config"]:
+            steps.append(Step("update the spec of container %s" % name, self._write_config,
+                              "only linux.resources changed"))
+        settings_changes = [k for k in LIFECYCLE_KEYS if current.get(k) != desired[k] and k != "supervisor"]
+        if settings_changes:
+            text = ", ".join("%s %s -> %s" % (k, current.get(k), desired[k]) for k in settings_changes)
+            steps.append(Step("update settings: %s" % text, self._update_settings, "changed"))
+        if self.state == "restarted":
+            if active:
+                steps.append(Step("stop container %s" % name, self._stop, "state=restarted"))
+            steps.append(Step("start container %s" % name, self._start, "state=restarted"))
+        elif want_running and current["state"] != "running":
+            steps.append(Step("start container %s" % name, self._start, self._why_not_running()))
+        elif not want_running and active:
+            steps.append(Step("stop container %s" % name, self._stop, "state=stopped"))
+        elif want_running and not self.backend.supervisor_alive(self.container.runtime):
+            steps.append(Step("start a supervisor for container %s" % name, self.backend.adopt,
+                              "it runs, but the supervisor that started it is gone"))
+        return steps
+
+    def _needs_stop(self) -> bool:
+        """A live init, or a restart that a live supervisor would still carry out."""
+        container = self.container
+        if container.is_running():
+            return True
+        runtime = container.runtime
+        return bool(runtime and runtime.status in state.ACTIVE and self.backend.supervisor_alive(runtime))
+
+    def _recreate_keys(self, current: t.Dict[str, t.Any], desired: t.Dict[str, t.Any]) -> t.List[str]:
+        if self.current_spec is None:
+            return ["config (the stored spec is incomplete or from another version)"]
+        keys = specs.recreate_keys(self.current_spec, self.spec)
+        if current.get("cgroup") != desired["cgroup"]:
+            keys.append("cgroup")
+        if current.get("supervisor") not in (None, desired["supervisor"]):
+            keys.append("supervisor")
+        return sorted(keys)
+
+    def _why_not_running(self) -> str:
+        runtime = self.container.runtime
+        if runtime is None or runtime.status == state.CREATED:
+            return "created, never started"
+        if runtime.status == state.FAILED:
+            return "its last start failed at step %s" % (runtime.error or {}).get("step")
+        if runtime.exit_code is not None:
+            return "exited with code %d" % runtime.exit_code
+        if runtime.status in state.ACTIVE:
+            return "its process is gone and no supervisor runs"
+        return "not running (%s)" % runtime.status
+
+    # --- actions -----------------------------------------------------------------
+
+    def _settings(self) -> state.Settings:
+        old = self.container.settings
+        config = self.spec.to_oci()
+        return state.Settings(
+            name=self.name, digest=state.digest(config),
+            created_at=old.created_at if old is not None and old.created_at else state.now_iso(),
+            enabled=bool(self.params["enabled"]), restart_policy=str(self.policy), stop_signal=self.stop_signal,
+            stop_timeout=float(self.params["stop_timeout"]), log_max_size=self.log_max_size,
+            cgroup=dict(self.placement), supervisor=self.supervisor_kind)
+
+    def _create(self) -> None:
+        self.created_now = self.container.settings is None
+        if self.supervisor_kind != self.backend.kind:
+            self.backend = self._backend(self.supervisor_kind)
+        state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
+        lifecycle.fault("persisted")
+
+    def _write_config(self) -> None:
+        state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
+
+    def _apply_limits(self) -> None:
+        # The cgroup first, then the files: a crash in between is seen as a difference and redone.
+        group = self._group(self.placement["path"])
+        if group is not None and group.exists():
+            wanted = {k: v for k, v in self.desired_limits().items()}
+            cgroup.apply_limits(group, wanted)
+        self._write_config()
+
+    def desired_limits(self) -> t.Dict[str, str]:
+        return dict(self._desired_view["limits"])
+
+    def _update_settings(self) -> None:
+        state.save_settings(self.name, self._settings(), self.layout)
+        if self.container.runtime and self.backend.supervisor_alive(self.container.runtime):
+            self.backend.reload(self.name)
+
+    def _start(self) -> None:
+        try:
+            runtime = self.backend.start(self.name)
+        except lifecycle.LaunchFailed as exc:
+            tail = logs.tail(state.paths(self.name, self.layout).log_file, self.tail_lines)
+            if self.created_now:  # a failed first start leaves nothing behind
+                self._remove()
+            raise KernelboxError(exc.msg, step=exc.result.get("step"), errno=exc.result.get("errno"),
+                                 log_tail=tail)
+        self.started_runtime = runtime
+
+    def _stop(self) -> None:
+        self.backend.stop(self.name, float(self.params["stop_timeout"]))
+
+    def _remove(self) -> None:
+        lifecycle.fault("removing")
+        settings = self.container.settings or state.load(self.name, self.layout).settings
+        if settings is not None and settings.cgroup.get("owned") and settings.cgroup.get("path"):
+            group = self._group(settings.cgroup["path"])
+            if group is not None:
+                cgroup.kill_and_remove(group)
+        state.remove_all(self.name, self.layout)
+        self.removed = True
+
+    # --- report ------------------------------------------------------------------
+
+    def refresh(self, current: t.Any, acted: bool) -> t.Any:
+        self.container = state.load(self.name, self.layout)
+        final = self._view(self.container)
+        if self.state in ("started", "restarted") and self.wait_for and not self.check_mode:
+            self._wait(final)
+        return final
+
+    def _wait(self, final: t.Optional[t.Dict[str, t.Any]]) -> None:
+        process = self.container.process()
+        log_file = state.paths(self.name, self.layout).log_file
+        try:
+            if process is None:
+                raise readiness.NotReady("wait_for: the container is not running")
+            kind, value, timeout = self.wait_for["kind"], self.wait_for["value"], self.wait_for["timeout"]
+            if kind == "port":
+                check = lambda _left: readiness.port_listening(process.pid, value)  # noqa: E731
+                what = "TCP port %d" % value
+            elif kind == "file":
+                check = lambda _left: readiness.file_exists(process.pid, value)  # noqa: E731
+                what = "file %s" % value
+            else:
+                from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import enter
+                check = lambda left: enter.run(process, self.spec, value, timeout=left) == 0  # noqa: E731
+                what = "command %s" % json.dumps(value)
+            elapsed = readiness.wait(what, check, process, timeout, self.wait_for["interval"])
+        except readiness.NotReady as exc:
+            tail = logs.tail(log_file, self.tail_lines)
+            text = exc.msg
+            if tail:
+                text += "; last log lines:\n" + "\n".join(tail)
+            raise KernelboxError(text, log_tail=tail, **self.result(final))
+        self.wait_result = {"ready": True, "elapsed": round(elapsed, 3)}
+
+    def diff_view(self, view: t.Any) -> t.Any:
+        if view is None:
+            return {"state": "absent"}
+        return view
+
+    def result(self, view: t.Any) -> t.Dict[str, t.Any]:
+        container = getattr(self, "container", None) or state.load(self.name, self.layout)
+        runtime = container.runtime if container.exists else None
+        settings = container.settings if container.exists else None
+        where = state.paths(self.name, self.layout)
+        running = container.process() is not None
+        out: t.Dict[str, t.Any] = {
+            "name": self.name,
+            "exists": container.exists,
+            "status": (runtime.status if runtime else ("created" if container.exists else "absent")),
+            "running": running,
+            "pid": runtime.pid if runtime and running else None,
+            "starttime": runtime.starttime if runtime and running else None,
+            "started_at": runtime.started_at if runtime else None,
+            "exited_at": runtime.exited_at if runtime else None,
+            "exit_code": runtime.exit_code if runtime else None,
+            "exit_signal": runtime.exit_signal if runtime else None,
+            "exit_note": runtime.exit_note if runtime else None,
+            "restart_count": runtime.restart_count if runtime else 0,
+            "error": runtime.error if runtime else None,
+            "namespaces": runtime.namespaces if runtime and running else {},
+            "supervisor": dict(runtime.supervisor or {}, kind=settings.supervisor if settings else None)
+            if runtime else {"kind": settings.supervisor if settings else None},
+            "restart_policy": settings.restart_policy if settings else None,
+            "enabled": settings.enabled if settings else False,
+            "cgroup": (settings.cgroup.get("path") if settings else None),
+            "config_digest": settings.digest if settings else None,
+            "config": container.config if container.exists else None,
+            "recreate_keys": list(self.recreated_keys),
+            "log_path": where.log_file if container.exists else None,
+            "log_tail": logs.tail(where.log_file, self.tail_lines) if container.exists else [],
+            "wait_for": self.wait_result,
+        }
+        return out
+
+    # --- session end -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the name lock; its file goes too when the container no longer exists."""
+        if getattr(self, "lock", None) is None:
+            return
+        where = state.paths(self.name, self.layout)
+        gone = not os.path.exists(where.run_dir) and not os.path.exists(where.lib_dir)
+        self.lock.release(remove=gone)
+        self.lock = None

@@ -1,0 +1,723 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: cgroup v2 groups, without Ansible.
+
+Public API (what the cgroup_v2 module and the container runtime call)::
+
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+
+    hierarchy = cgroup.find_hierarchy()      # the cgroup2 mount from mountinfo: /sys/fs/cgroup (pure v2)
+                                             # or /sys/fs/cgroup/unified (hybrid); .controllers, .layout
+    limits = cgroup.Limits(memory_max="512M", cpu_max={"cpus": 1.5}, pids_max=100,
+                           io_max=[{"device": "/dev/sda", "wbps": "10M"}])   # module option names
+    group = cgroup.create_leaf("web", parent="kernelbox", limits=limits)
+                                             # resolve + containment check, mkdir the parents, enable the
+                                             # controllers in every ancestor, mkdir, write the limits; idempotent
+    cgroup.move_pid(group, pid)              # write cgroup.procs (0 = the calling process)
+    changes = cgroup.apply_limits(group, limits)   # in place; [(file, before, after)] actually written
+    stats = cgroup.read_stats(group)         # memory/pids/cpu/io/pressure, see read_stats()
+    cgroup.kill_and_remove(group)            # cgroup.kill (or freeze+SIGKILL+thaw), wait populated 0,
+                                             # rmdir bottom-up; fine if already gone
+
+    group = cgroup.resolve("web", parent="kernelbox")   # a handle without creating anything
+    group.path, group.relpath, group.exists(), group.procs(), group.populated(), group.frozen()
+    cgroup.freeze(group, True)               # cgroup.freeze + wait for cgroup.events frozen
+
+Errors: ``ValidationError`` for bad input (paths, limit values), ``KernelboxError``
+for host conditions with a message ready for users (missing controllers with
+the fix, the no-internal-process rule, containment), ``OSError`` with the file
+named for everything else.
+
+Paths: a group is named by a ``path`` relative to a ``parent``, which is
+relative to the cgroup2 mount root (both may be written with a leading '/',
+as /proc/PID/cgroup shows them; an absolute ``path`` must lie inside the
+parent).  Containment is checked on whole components and again on the
+resolved filesystem path, one O_NOFOLLOW directory at a time, so '..',
+symlinked components and the sibling-prefix case ('foo' vs 'foo2') never
+escape the parent.  Lookups never list a directory: the cost of an operation
+does not grow with the number of sibling groups.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import time
+import typing as t
+from dataclasses import dataclass
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_limits import (
+    IoRule, Limits, NormalisedLimits)
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import NAME_MAX, ValidationError
+
+__all__ = ["DEFAULT_PARENT", "Cgroup", "Hierarchy", "IoRule", "Limits", "NormalisedLimits", "apply_limits",
+           "create_leaf", "enable_controllers", "find_hierarchy", "freeze", "kill", "kill_and_remove",
+           "move_pid", "read_stats", "remove", "resolve", "wait_until_empty"]
+
+DEFAULT_PARENT = "kernelbox"
+DEFAULT_TIMEOUT = 10.0
+FIX_HYBRID = ("boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line (for example add it to "
+              "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot) so that every controller "
+              "moves to cgroup v2")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """The cgroup2 mount this host offers."""
+
+    mount: str
+    layout: str  # "unified" (pure cgroup v2) or "hybrid" (v1 hierarchies mounted too)
+    controllers: t.FrozenSet[str]  # the root's cgroup.controllers
+    v1_controllers: t.FrozenSet[str] = frozenset()  # controllers bound to v1 hierarchies
+
+    def root(self) -> "Cgroup":
+        return Cgroup(self, ())
+
+
+def hierarchy_from_mounts(mounts: t.Sequence[procfs.MountInfo],
+                          read_controllers: t.Callable[[str], str]) -> Hierarchy:
+    """Pick the cgroup2 mount from parsed mountinfo (pure apart from ``read_controllers``)."""
+    cgroup2 = [m for m in mounts if m.fstype == "cgroup2" and m.root == "/"]
+    v1 = [m for m in mounts if m.fstype == "cgroup"]
+    v1_controllers = frozenset(opt for m in v1 for opt in m.super_options
+                               if opt not in ("rw", "ro") and "=" not in opt)
+    if not cgroup2:
+        raise KernelboxError("no cgroup2 filesystem is mounted on this host (cgroup v1 only); kernelbox needs "
+                             "cgroup v2: " + FIX_HYBRID, controllers_missing=sorted(v1_controllers))
+    preferred = {"/sys/fs/cgroup": 0, "/sys/fs/cgroup/unified": 1}
+    chosen = sorted(cgroup2, key=lambda m: preferred.get(m.mount_point, 2))[0]
+    controllers = frozenset(read_controllers(chosen.mount_point).split())
+    return Hierarchy(chosen.mount_point, "hybrid" if v1 else "unified", controllers, v1_controllers)
+
+
+def find_hierarchy() -> Hierarchy:
+    """The cgroup2 mount from /proc/self/mountinfo, checked to really be cgroup2."""
+    hierarchy = hierarchy_from_mounts(procfs.read_mountinfo(), lambda mount: _read(mount, "cgroup.controllers"))
+    if libc.statfs_type(hierarchy.mount) != libc.CGROUP2_SUPER_MAGIC:
+        raise KernelboxError("%s is listed as cgroup2 in mountinfo but is not a cgroup2 filesystem"
+                             % hierarchy.mount)
+    return hierarchy
+
+
+def missing_controllers_message(hierarchy: Hierarchy, needed: t.Mapping[str, t.Iterable[str]]) -> t.Optional[str]:
+    """None when every needed controller is available, else the error text (what, why, the fix)."""
+    missing = sorted(set(needed) - hierarchy.controllers)
+    if not missing:
+        return None
+    uses = "; ".join("%s for %s" % (c, ", ".join(sorted(needed[c]))) for c in missing)
+    text = ("cgroup v2 at %s lacks the controller%s %s (needed: %s); it offers only: %s."
+            % (hierarchy.mount, "s" if len(missing) > 1 else "", ", ".join(missing), uses,
+               " ".join(sorted(hierarchy.controllers)) or "none"))
+    in_v1 = [c for c in missing if c in hierarchy.v1_controllers]
+    if hierarchy.layout == "hybrid" or in_v1:
+        text += (" This host uses the hybrid cgroup layout, where %s belong%s to cgroup v1 hierarchies. Fix: %s."
+                 % (", ".join(in_v1 or missing), "s" if len(in_v1 or missing) == 1 else "", FIX_HYBRID))
+    else:
+        text += (" The kernel does not provide them or they are disabled (cgroup_disable= on the kernel "
+                 "command line); enable them in the kernel configuration or boot options.")
+    return text
+
+
+def require_controllers(hierarchy: Hierarchy, needed: t.Mapping[str, t.Iterable[str]]) -> None:
+    message = missing_controllers_message(hierarchy, needed)
+    if message:
+        raise KernelboxError(message, controllers_missing=sorted(set(needed) - hierarchy.controllers))
+
+
+# --- paths -------------------------------------------------------------------
+
+def path_parts(value: t.Any, option: str, allow_empty: bool = False) -> t.Tuple[str, ...]:
+    """Split a cgroup path into validated components; '..', '.', empty inner components and NUL are refused."""
+    if not isinstance(value, str):
+        raise ValidationError("%s: a cgroup path must be a string, got %r" % (option, value))
+    text = value.strip("/") if value.strip() == value else None
+    if text is None:
+        raise ValidationError("%s: %r has leading or trailing whitespace" % (option, value))
+    if text == "":
+        if allow_empty:
+            return ()
+        raise ValidationError("%s: must name a group, got %r" % (option, value))
+    parts = tuple(text.split("/"))
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValidationError("%s: %r contains the component %r; cgroup paths may not climb, repeat '/' or "
+                                  "use '.'" % (option, value, part))
+        if "\0" in part or "\n" in part:
+            raise ValidationError("%s: %r contains a NUL or newline" % (option, value))
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise ValidationError("%s: component %r is longer than %d bytes" % (option, part[:40], NAME_MAX))
+    return parts
+
+
+def group_parts(path: t.Any, parent: t.Any = DEFAULT_PARENT) -> t.Tuple[t.Tuple[str, ...], int]:
+    """(components from the mount root, how many of them are the parent).  Pure; no filesystem access."""
+    parent_parts = path_parts(parent, "parent", allow_empty=True)
+    parts = path_parts(path, "path")
+    if isinstance(path, str) and path.startswith("/"):
+        # An absolute path is root-relative, like /proc/PID/cgroup: it must lie *inside* the parent,
+        # compared component by component ('/foo2/x' is not inside 'foo').
+        if parts[:len(parent_parts)] != parent_parts or len(parts) <= len(parent_parts):
+            raise ValidationError("path: %r is outside the parent /%s; give a path below the parent"
+                                  % (path, "/".join(parent_parts)))
+        return parts, len(parent_parts)
+    return parent_parts + parts, len(parent_parts)
+
+
+def check_containment(mount: str, parts: t.Sequence[str], parent_depth: int) -> None:
+    """Walk the existing components one directory fd at a time with O_NOFOLLOW.
+
+    A symlinked or non-directory component, a component on another
+    filesystem, or a resolved path whose components differ from the
+    expected ones is refused.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        device = os.fstat(fd).st_dev
+        for depth, part in enumerate(parts):
+            role = "parent" if depth < parent_depth else "path"
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                return  # the rest does not exist yet; mkdir will create plain directories
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise KernelboxError("%s: %s/%s is a symlink or not a directory; refusing to follow it out of "
+                                         "the cgroup tree" % (role, mount, "/".join(parts[:depth + 1])))
+                raise
+            os.close(fd)
+            fd = child
+            if os.fstat(fd).st_dev != device:
+                raise KernelboxError("%s: %s/%s is another filesystem mounted inside the cgroup tree"
+                                     % (role, mount, "/".join(parts[:depth + 1])))
+        resolved = os.path.realpath("/proc/self/fd/%d" % fd)
+        expected = os.path.realpath(mount).rstrip("/").split("/") + list(parts)
+        if resolved.rstrip("/").split("/") != expected:
+            raise KernelboxError("path: %s resolves to %s, outside the expected place" % ("/".join(parts), resolved))
+    finally:
+        os.close(fd)
+
+
+def resolve(path: t.Any, parent: t.Any = DEFAULT_PARENT, hierarchy: t.Optional[Hierarchy] = None) -> "Cgroup":
+    """A handle for ``parent``/``path`` with containment checked; creates nothing."""
+    parts, parent_depth = group_parts(path, parent)
+    hierarchy = hierarchy or find_hierarchy()
+    check_containment(hierarchy.mount, parts, parent_depth)
+    return Cgroup(hierarchy, parts)
+
+
+# --- the group handle ----------------------------------------------------------
+
+def _read(directory: str, name: str) -> str:
+    with open(os.path.join(directory, name), "r", encoding="utf-8", errors="surrogateescape") as handle:
+        return handle.read()
+
+
+class Cgroup:
+    """One cgroup directory (it may not exist yet)."""
+
+    def __init__(self, hierarchy: Hierarchy, parts: t.Sequence[str]) -> None:
+        self.hierarchy = hierarchy
+        self.parts = tuple(parts)
+
+    @property
+    def relpath(self) -> str:
+        """Root-relative path without a leading '/', as /proc/PID/cgroup shows it after the '/'."""
+        return "/".join(self.parts)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.hierarchy.mount, *self.parts) if self.parts else self.hierarchy.mount
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parts
+
+    def parent(self) -> "Cgroup":
+        return Cgroup(self.hierarchy, self.parts[:-1])
+
+    def ancestors(self) -> t.List["Cgroup"]:
+        """Root first, down to the parent; excludes the group itself."""
+        return [Cgroup(self.hierarchy, self.parts[:depth]) for depth in range(len(self.parts))]
+
+    def exists(self) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def has_file(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.path, name))
+
+    def read(self, name: str) -> str:
+        """An interface file's text without the trailing newline."""
+        return _read(self.path, name).rstrip("\n")
+
+    def read_optional(self, name: str) -> t.Optional[str]:
+        """None when the file does not exist (controller not enabled, older kernel)."""
+        try:
+            return self.read(name)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENODEV):  # PSI disabled at boot, and similar
+                return None
+            raise
+
+    def write(self, name: str, value: str) -> None:
+        """One write(2) of ``value``; the kernel parses each write on its own."""
+        target = os.path.join(self.path, name)
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        except OSError as exc:
+            raise OSError(exc.errno, "writing %r to %s failed: %s" % (value, target, os.strerror(exc.errno)),
+                          target)
+        finally:
+            os.close(fd)
+
+    def controllers(self) -> t.Set[str]:
+        return set(self.read("cgroup.controllers").split())
+
+    def subtree_control(self) -> t.Set[str]:
+        return set(self.read("cgroup.subtree_control").split())
+
+    def procs(self) -> t.List[int]:
+        """PIDs directly in this group (not in descendants)."""
+        return sorted(int(line) for line in self.read("cgroup.procs").split())
+
+    def events(self) -> t.Dict[str, int]:
+        return procfs.parse_flat_keyed(self.read("cgroup.events"))
+
+    def populated(self) -> bool:
+        """Whether any process lives in the group or a descendant."""
+        return self.events().get("populated", 0) == 1
+
+    def frozen(self) -> bool:
+        return self.events().get("frozen", 0) == 1
+
+    def children(self) -> t.List["Cgroup"]:
+        return [Cgroup(self.hierarchy, self.parts + (entry.name,))
+                for entry in sorted(os.scandir(self.path), key=lambda e: e.name)
+                if entry.is_dir(follow_symlinks=False)]
+
+    def descendants(self) -> t.List["Cgroup"]:
+        """Every descendant, deepest first (the order rmdir needs)."""
+        found: t.List[Cgroup] = []
+        for child in self.children():
+            found.extend(child.descendants())
+            found.append(child)
+        return found
+
+    def __repr__(self) -> str:
+        return "Cgroup(%s)" % self.path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cgroup) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+
+# --- controllers and creation --------------------------------------------------
+
+def controllers_to_enable(group: Cgroup, needed: t.Iterable[str]) -> t.List[t.Tuple[Cgroup, t.List[str]]]:
+    """[(ancestor, controllers missing from its cgroup.subtree_control)], root first.
+
+    Ancestors that do not exist yet need every controller.
+    """
+    wanted = set(needed)
+    plan = []
+    for ancestor in group.ancestors():
+        have = ancestor.subtree_control() if ancestor.exists() else set()
+        missing = sorted(wanted - have)
+        if missing:
+            plan.append((ancestor, missing))
+    return plan
+
+
+def internal_process_conflict(ancestor: Cgroup) -> t.Optional[str]:
+    """The error text when ``ancestor`` holds processes and so cannot hand controllers down."""
+    if ancestor.is_root or not ancestor.exists():
+        return None  # the root is exempt from the no-internal-process rule; new groups are empty
+    pids = ancestor.procs()
+    if not pids:
+        return None
+    shown = ", ".join(str(pid) for pid in pids[:10]) + (" ..." if len(pids) > 10 else "")
+    return ("cannot enable controllers for the groups below %s: it holds processes itself (PIDs %s), and "
+            "cgroup v2's no-internal-process rule lets a group either contain processes or distribute "
+            "controllers to child groups, not both. Move those processes into a leaf group (for example "
+            "%s/supervisor), or choose a parent without processes" % (ancestor.path, shown, ancestor.path))
+
+
+def enable_controllers(ancestor: Cgroup, controllers: t.Iterable[str]) -> None:
+    """Write '+ctrl ...' to the ancestor's cgroup.subtree_control."""
+    conflict = internal_process_conflict(ancestor)
+    if conflict:
+        raise KernelboxError(conflict)
+    wanted = sorted(controllers)
+    try:
+        ancestor.write("cgroup.subtree_control", " ".join("+" + c for c in wanted))
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise KernelboxError(internal_process_conflict(ancestor) or
+                                 "enabling %s in %s/cgroup.subtree_control failed: the group is busy (it holds "
+                                 "processes or is threaded)" % (" ".join(wanted), ancestor.path))
+        if exc.errno == errno.ENOENT:
+            raise KernelboxError("enabling %s in %s/cgroup.subtree_control failed: not available there (the "
+                                 "parent does not pass them down)" % (" ".join(wanted), ancestor.path))
+        raise
+
+
+def make_group(group: Cgroup) -> None:
+    """mkdir one group (its parent must exist); an existing directory is fine."""
+    try:
+        os.mkdir(group.path, 0o755)
+    except FileExistsError:
+        if not group.exists():
+            raise KernelboxError("%s exists and is not a cgroup directory" % group.path)
+
+
+def ensure_group(group: Cgroup, controllers: t.Iterable[str] = ()) -> t.List[str]:
+    """Create the missing ancestors and the group, enabling ``controllers`` top-down; returns what was done."""
+    done = []
+    needed = set(controllers)
+    for ancestor in group.ancestors():
+        if not ancestor.exists():
+            make_group(ancestor)
+            done.append("created %s" % ancestor.relpath)
+        missing = sorted(needed - ancestor.subtree_control())
+        if missing:
+            enable_controllers(ancestor, missing)
+            done.append("enabled %s in %s" % (" ".join(missing), ancestor.relpath or "/"))
+    if not group.exists():
+        make_group(group)
+        done.append("created %s" % group.relpath)
+    return done
+
+
+# --- limits --------------------------------------------------------------------
+
+def device_number(device: str) -> str:
+    """'MAJ:MIN' of a whole block device, given as a path or as 'MAJ:MIN'."""
+    if not device.startswith("/"):
+        numbers = device
+    else:
+        try:
+            info = os.stat(device)
+        except FileNotFoundError:
+            raise KernelboxError("io_max: device %s does not exist" % device)
+        if not stat.S_ISBLK(info.st_mode):
+            raise KernelboxError("io_max: %s is not a block device" % device)
+        numbers = "%d:%d" % (os.major(info.st_rdev), os.minor(info.st_rdev))
+    sysfs = "/sys/dev/block/%s" % numbers
+    if not os.path.exists(sysfs):
+        raise KernelboxError("io_max: no block device %s (%s)" % (numbers, device))
+    if os.path.exists(os.path.join(sysfs, "partition")):
+        disk = os.path.basename(os.path.dirname(os.path.realpath(sysfs)))
+        raise KernelboxError("io_max: %s is a partition; the io controller limits whole disks (use /dev/%s)"
+                             % (device, disk))
+    return numbers
+
+
+def limit_files(limits: t.Union[Limits, NormalisedLimits]) -> t.Dict[str, str]:
+    """Every managed interface file -> its value as the kernel prints it, io.max devices resolved."""
+    normal = limits.normalise() if isinstance(limits, Limits) else limits
+    files = dict(normal.files)
+    if normal.io_rules is not None:
+        lines = [rule.line(device_number(rule.device)) for rule in normal.io_rules if not rule.unlimited]
+        files["io.max"] = cgroup_limits.io_max_text(lines)
+    return files
+
+
+def read_limit(group: Cgroup, name: str) -> t.Optional[str]:
+    """A limit file's current value in compared form; None when the file does not exist."""
+    text = group.read_optional(name)
+    if text is None:
+        return None
+    if name == "io.max":
+        return cgroup_limits.io_max_text(text.splitlines())
+    return " ".join(text.split())
+
+
+def write_limit(group: Cgroup, name: str, value: str, current: t.Optional[str] = None) -> None:
+    """Write one limit.  io.max is written per device, and devices no longer listed are reset to max."""
+    if name != "io.max":
+        group.write(name, value)
+        return
+    wanted = cgroup_limits.io_max_devices(value)
+    before = cgroup_limits.io_max_devices(current if current is not None else (read_limit(group, name) or ""))
+    for device in sorted(set(before) - set(wanted)):
+        group.write(name, "%s rbps=max wbps=max riops=max wiops=max" % device)
+    for device, settings in sorted(wanted.items()):
+        if before.get(device) != settings:
+            group.write(name, "%s %s" % (device, settings))
+
+
+def apply_limits(group: Cgroup, limits: t.Union[Limits, NormalisedLimits, t.Mapping[str, str]]
+                 ) -> t.List[t.Tuple[str, t.Optional[str], str]]:
+    """Write the files whose value differs; [(file, before, after)] for each write, in write order."""
+    files = dict(limits) if isinstance(limits, dict) else limit_files(limits)
+    changes = []
+    for name in cgroup_limits.ordered(files):
+        before = read_limit(group, name)
+        if before is None and not group.has_file(name):
+            raise KernelboxError("%s has no %s: the %s controller is not enabled for it, or this kernel lacks "
+                                 "the file" % (group.path, name, cgroup_limits.controller_of(name) or "core"))
+        if before != files[name]:
+            write_limit(group, name, files[name], before)
+            changes.append((name, before, files[name]))
+    return changes
+
+
+def create_leaf(path: str, parent: str = DEFAULT_PARENT, limits: t.Optional[t.Union[Limits, NormalisedLimits]] = None,
+                hierarchy: t.Optional[Hierarchy] = None) -> Cgroup:
+    """Resolve, create (with controllers for ``limits`` in every ancestor) and apply ``limits``; idempotent."""
+    normal = limits.normalise() if isinstance(limits, Limits) else (limits or NormalisedLimits())
+    group = resolve(path, parent, hierarchy)
+    needed = normal.controllers()
+    require_controllers(group.hierarchy, needed)
+    ensure_group(group, needed)
+    apply_limits(group, normal)
+    return group
+
+
+def move_pid(group: Cgroup, pid: int) -> None:
+    """Move process ``pid`` (all its threads) into the group; 0 moves the caller."""
+    try:
+        group.write("cgroup.procs", str(int(pid)))
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise KernelboxError("cannot move PID %d into %s: no such process" % (pid, group.path))
+        if exc.errno == errno.EBUSY:
+            raise KernelboxError("cannot move PID %d into %s: the group hands controllers to child groups "
+                                 "(cgroup.subtree_control is not empty), and cgroup v2 allows processes only in "
+                                 "leaf groups" % (pid, group.path))
+        raise
+
+
+def cgroup_of_pid(pid: int) -> t.Optional[str]:
+    """The cgroup v2 path of ``pid`` without the leading '/' ('' is the root); None if it has exited."""
+    try:
+        with open("/proc/%d/cgroup" % pid, "r", encoding="utf-8", errors="surrogateescape") as handle:
+            path = procfs.cgroup2_path_of(handle.read())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if path is None else path.lstrip("/")
+
+
+# --- freeze, kill, remove ------------------------------------------------------
+
+def _wait_for(predicate: t.Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def freeze(group: Cgroup, frozen: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Freeze or thaw the group (and its descendants) and wait until cgroup.events agrees."""
+    if not group.has_file("cgroup.freeze"):
+        raise KernelboxError("%s has no cgroup.freeze: the cgroup v2 freezer needs Linux 5.2 or later" % group.path)
+    group.write("cgroup.freeze", "1" if frozen else "0")
+    if _wait_for(lambda: group.frozen() == frozen, timeout):
+        return
+    if not frozen:
+        holders = [a.relpath for a in group.ancestors() if not a.is_root and a.read_optional("cgroup.freeze") == "1"]
+        if holders:
+            raise KernelboxError("%s stays frozen because its ancestor %s is frozen" % (group.path, holders[-1]))
+    raise KernelboxError("%s did not %s within %.0f s (cgroup.events: %s)"
+                         % (group.path, "freeze" if frozen else "thaw", timeout, group.events()))
+
+
+def _all_pids(group: Cgroup) -> t.List[int]:
+    pids = []
+    for member in [group] + group.descendants():
+        try:
+            pids.extend(member.procs())
+        except FileNotFoundError:
+            continue
+    return sorted(set(pids))
+
+
+def _inside(pid: int, group: Cgroup) -> bool:
+    path = cgroup_of_pid(pid)
+    return path is not None and tuple(p for p in path.split("/") if p)[:len(group.parts)] == group.parts
+
+
+def _signal_members(group: Cgroup) -> int:
+    """SIGKILL every process of the frozen group through a pidfd, after re-checking membership."""
+    count = 0
+    for pid in _all_pids(group):
+        try:
+            fd = libc.pidfd_open(pid)
+        except OSError:
+            fd = None  # exited meanwhile, or no pidfd (Linux < 5.3): fall back to kill(2) below
+        try:
+            if not _inside(pid, group):
+                continue  # the PID is no longer ours: never signal a recycled PID
+            if fd is not None:
+                libc.pidfd_send_signal(fd, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            count += 1
+        except (ProcessLookupError, OSError):
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return count
+
+
+def kill(group: Cgroup, timeout: float = DEFAULT_TIMEOUT, use_cgroup_kill: t.Optional[bool] = None) -> None:
+    """SIGKILL every process in the group and its descendants, then wait for populated 0.
+
+    cgroup.kill (Linux 5.14) does it atomically, frozen or not.  Without it,
+    freeze the group so nothing forks away, signal each member, and thaw.
+    """
+    if not group.exists() or not group.populated():
+        return
+    if use_cgroup_kill is None:
+        use_cgroup_kill = group.has_file("cgroup.kill")
+    if use_cgroup_kill:
+        group.write("cgroup.kill", "1")
+    else:
+        can_freeze = group.has_file("cgroup.freeze")
+        was_frozen = can_freeze and group.read("cgroup.freeze") == "1"
+        for _round in range(10):
+            if can_freeze:
+                freeze(group, True, timeout)
+            _signal_members(group)
+            if can_freeze and not was_frozen:
+                freeze(group, False, timeout)
+            if _wait_for(lambda: not group.populated(), 0.5):
+                break
+    wait_until_empty(group, timeout)
+
+
+def wait_until_empty(group: Cgroup, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait for cgroup.events 'populated 0'; explain what is left on timeout."""
+    if _wait_for(lambda: not group.exists() or not group.populated(), timeout):
+        return
+    left = []
+    for pid in _all_pids(group)[:10]:
+        try:
+            with open("/proc/%d/stat" % pid, "r") as handle:
+                left.append("%d (state %s)" % (pid, procfs.parse_proc_stat(handle.read()).state))
+        except OSError:
+            continue
+    raise KernelboxError("%s still holds processes %.0f s after SIGKILL: %s (a process in state D waits for I/O "
+                         "and dies when it returns)" % (group.path, timeout, ", ".join(left) or "none listed"))
+
+
+def remove(group: Cgroup, timeout: float = DEFAULT_TIMEOUT) -> t.List[str]:
+    """rmdir the descendants bottom-up, then the group; the group must be empty.  Returns what was removed."""
+    removed = []
+    for member in group.descendants() + [group]:
+        if not _wait_for(lambda member=member: _try_rmdir(member), timeout):
+            raise KernelboxError("cannot remove %s: still busy after %.0f s (cgroup.events: %s)"
+                                 % (member.path, timeout, member.read_optional("cgroup.events")))
+        removed.append(member.relpath)
+    return removed
+
+
+def _try_rmdir(group: Cgroup) -> bool:
+    try:
+        os.rmdir(group.path)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return False
+        raise
+    return True
+
+
+def kill_and_remove(group: Cgroup, timeout: float = DEFAULT_TIMEOUT) -> t.List[str]:
+    """Kill everything inside, wait for populated 0, remove descendants and the group; fine if gone."""
+    if not group.exists():
+        return []
+    kill(group, timeout)
+    return remove(group, timeout)
+
+
+# --- stats and features ---------------------------------------------------------
+
+def _int_or_none(text: t.Optional[str]) -> t.Optional[int]:
+    if text is None:
+        return None
+    text = text.strip()
+    return None if text == "max" else int(text)
+
+
+def read_stats(group: Cgroup) -> t.Dict[str, t.Any]:
+    """Live statistics; a section is None when its controller is not enabled for the group.
+
+    memory: current, peak, swap_current (bytes), events {low, high, max, oom, oom_kill, ...}
+    pids:   current, peak, events_max (forks refused by pids.max)
+    cpu:    cpu.stat as ints: usage_usec, user_usec, system_usec, nr_periods, nr_throttled, throttled_usec...
+    io:     io.stat per 'MAJ:MIN': rbytes, wbytes, rios, wios, dbytes, dios
+    pressure: {cpu|memory|io: {some|full: {avg10, avg60, avg300, total}}} where PSI is on
+    """
+    stats: t.Dict[str, t.Any] = {"populated": group.populated(), "frozen": group.frozen(),
+                                 "processes": len(group.procs())}
+    current = group.read_optional("memory.current")
+    stats["memory"] = None if current is None else {
+        "current": int(current),
+        "peak": _int_or_none(group.read_optional("memory.peak")),
+        "swap_current": _int_or_none(group.read_optional("memory.swap.current")),
+        "events": procfs.parse_flat_keyed(group.read_optional("memory.events") or ""),
+    }
+    pids_current = group.read_optional("pids.current")
+    stats["pids"] = None if pids_current is None else {
+        "current": int(pids_current),
+        "peak": _int_or_none(group.read_optional("pids.peak")),
+        "events_max": procfs.parse_flat_keyed(group.read_optional("pids.events") or "").get("max", 0),
+    }
+    cpu = group.read_optional("cpu.stat")
+    stats["cpu"] = None if cpu is None else procfs.parse_flat_keyed(cpu)
+    io = group.read_optional("io.stat")
+    stats["io"] = None if io is None else {
+        device: {key: int(value) for key, value in values.items() if value.isdigit()}
+        for device, values in procfs.parse_nested_keyed(io).items()}
+    pressure = {}
+    for resource in ("cpu", "memory", "io"):
+        text = group.read_optional("%s.pressure" % resource)
+        if text is not None:
+            pressure[resource] = procfs.parse_pressure(text)
+    stats["pressure"] = pressure or None
+    return stats
+
+
+def features(hierarchy: Hierarchy, probe: t.Optional[Cgroup] = None) -> t.Dict[str, t.Any]:
+    """What this kernel's cgroup v2 offers; ``probe`` is an existing non-root group (core files such as
+    cgroup.kill do not exist in the root), else the kernel release decides."""
+    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2] if x.isdigit())
+    probe = probe if probe is not None and not probe.is_root and probe.exists() else None
+
+    def has(name: str, since: t.Tuple[int, int]) -> bool:
+        return probe.has_file(name) if probe is not None else release >= since
+
+    root = hierarchy.root()
+    return {
+        "mount": hierarchy.mount,
+        "layout": hierarchy.layout,
+        "controllers": sorted(hierarchy.controllers),
+        "v1_controllers": sorted(hierarchy.v1_controllers),
+        "kill": has("cgroup.kill", (5, 14)),
+        "freeze": has("cgroup.freeze", (5, 2)),
+        "pressure": root.read_optional("cpu.pressure") is not None,
+        "memory_peak": has("memory.peak", (5, 19)) if "memory" in hierarchy.controllers else False,
+    }

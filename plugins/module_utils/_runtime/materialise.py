@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: a durable copy of the runtime code for the supervisor.
+
+A module runs from an AnsiballZ payload that Ansible deletes when the module
+exits; the supervisor outlives it, so it must never import from there.  The
+module copies the supervisor and everything it imports (found by walking the
+import statements from supervisor.py) to::
+
+    /var/lib/kernelbox/runtime/<digest>/kernelbox-supervisor.py
+    /var/lib/kernelbox/runtime/<digest>/ansible_collections/kernelbox/containers/plugins/module_utils/...
+    /var/lib/kernelbox/runtime/current -> <digest>
+
+The directory name is the digest of the code, so a collection upgrade makes a
+new directory beside the old one, and the running supervisor re-executes
+into it.  The copy is built in a temporary directory and renamed into
+place: it is complete or absent.  It is infrastructure, like an installed
+package, and stays when no container does (boot start needs it).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import os
+import typing as t
+
+# Imported so that Ansible's module_utils finder bundles the supervisor (and
+# everything it imports) into every payload that uses this file.
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import supervisor
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client  # noqa: F401
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+
+PACKAGE = "ansible_collections.kernelbox.containers.plugins.module_utils"
+ROOT_MODULES = (PACKAGE + "._runtime.supervisor", PACKAGE + "._runtime.client")
+
+ENTRY_TEMPLATE = '''#!/usr/bin/python3
+# kernelbox supervisor entry point, written by kernelbox.containers; do not edit.
+# Usage: %(script)s serve [--detach] | boot
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervisor import main  # noqa: E402
+
+sys.exit(main())
+'''
+
+
+def runtime_root(layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
+    return os.path.join(layout.lib_root, "runtime")
+
+
+def _source(name: str) -> str:
+    module = importlib.import_module(name)
+    loader = getattr(module, "__loader__", None)
+    source = loader.get_source(name) if loader is not None and hasattr(loader, "get_source") else None
+    if source is None:
+        raise ImportError("no source available for %s" % name)
+    return source
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _imports(source: str) -> t.Set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith(PACKAGE + "."))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                (node.module + ".").startswith(PACKAGE + "."):
+            for alias in node.names:
+                candidate = node.module + "." + alias.name
+                found.add(candidate if _is_module(candidate) else node.module)
+    return found
+
+
+def closure(roots: t.Iterable[str] = ROOT_MODULES) -> t.Dict[str, str]:
+    """module name -> source for the roots and everything of ours they import, at any depth."""
+    sources: t.Dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in sources or name == PACKAGE:
+            continue
+        sources[name] = _source(name)
+        todo.extend(sorted(_imports(sources[name]) - set(sources)))
+    return sources
+
+
+def _files(sources: t.Mapping[str, str]) -> t.Dict[str, bytes]:
+    """relative path -> content, with an empty __init__.py for every package level."""
+    files: t.Dict[str, bytes] = {}
+    for name, source in sources.items():
+        parts = name.split(".")
+        for depth in range(1, len(parts)):
+            files.setdefault(os.path.join(*parts[:depth], "__init__.py"), b"")
+        files[os.path.join(*parts) + ".py"] = source.encode("utf-8")
+    files[supervisor.ENTRY_SCRIPT] = (ENTRY_TEMPLATE % {"script": supervisor.ENTRY_SCRIPT}).encode()
+    return files
+
+
+def code_digest(files: t.Mapping[str, bytes]) -> str:
+    hasher = hashlib.sha256()
+    for path in sorted(files):
+        hasher.update(path.encode() + b"\0" + files[path] + b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def materialise(layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
+    """Write the copy if it is not there yet; return its directory (and point ``current`` at it)."""
+    files = _files(closure())
+    root = runtime_root(layout)
+    target = os.path.join(root, code_digest(files))
+    if not os.path.isfile(os.path.join(target, supervisor.ENTRY_SCRIPT)):
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        temp = os.path.join(root, ".tmp-%d" % os.getpid())
+        state.remove_tree(temp)
+        for path, content in files.items():
+            full = os.path.join(temp, path)
+            os.makedirs(os.path.dirname(full), mode=0o755, exist_ok=True)
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, content)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            os.rename(temp, target)
+        except OSError:  # another run put the same code there first
+            state.remove_tree(temp)
+            if not os.path.isfile(os.path.join(target, supervisor.ENTRY_SCRIPT)):
+                raise
+        state.fsync_dir(root)
+    _point_current(root, os.path.basename(target))
+    return target
+
+
+def _point_current(root: str, name: str) -> None:
+    link = os.path.join(root, "current")
+    try:
+        if os.readlink(link) == name:
+            return
+    except OSError:
+        pass
+    temp = os.path.join(root, ".current-%d" % os.getpid())
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    os.symlink(name, temp)
+    os.rename(temp, link)
+
+
+def collect_garbage(keep: t.Iterable[str], layout: state.Layout = state.DEFAULT_LAYOUT) -> t.List[str]:
+    """Remove code copies other than ``keep`` (paths) and ``current``; returns what was removed."""
+    root = runtime_root(layout)
+    kept = {os.path.basename(os.path.normpath(path)) for path in keep if path}
+    try:
+        kept.add(os.readlink(os.path.join(root, "current")))
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        full = os.path.join(root, entry)
+        if entry in kept or entry == "current" or entry.startswith(".") or not os.path.isdir(full):
+            continue
+        state.remove_tree(full)
+        removed.append(full)
+    return removed

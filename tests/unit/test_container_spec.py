@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""container_process options -> OCI spec (pure mapping, no host)."""
+import pytest
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options as options
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec as cs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+
+BASE = {"rootfs": "/srv/root", "command": ["/bin/sh", "-c", "sleep 1"], "seccomp": "unconfined"}
+
+
+def build(**extra):
+    params = dict(BASE)
+    params.update(extra)
+    return cs.from_options(params, "web")
+
+
+def test_defaults_are_the_secure_ones():
+    spec = build()
+    oci = spec.to_oci()
+    assert oci["root"] == {"path": "/srv/root", "readonly": False}
+    assert oci["hostname"] == "web"
+    assert [n["type"] for n in oci["linux"]["namespaces"]] == ["user", "pid", "network", "ipc", "uts", "mount",
+                                                               "cgroup"]
+    caps = oci["process"]["capabilities"]
+    assert len(caps["bounding"]) == 14 and caps["inheritable"] == [] and caps["ambient"] == []
+    assert oci["process"]["noNewPrivileges"] is True
+    assert "/proc/kcore" in oci["linux"]["maskedPaths"] and "/proc/sys" in oci["linux"]["readonlyPaths"]
+    assert oci["annotations"]["io.kernelbox.etc.hostname"] == "web\n"
+    assert "127.0.1.1\tweb" in oci["annotations"]["io.kernelbox.etc.hosts"]
+    assert "io.kernelbox.etc.resolv-conf" not in oci["annotations"]
+
+
+def test_default_seccomp_is_dockers_profile_for_the_caps():
+    params = dict(BASE, seccomp=None)
+    oci = cs.from_options(params, "web").to_oci()
+    assert oci["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+
+
+def test_env_is_sorted_with_a_default_path():
+    a = build(env={"B": 2, "A": "x"}).process.env
+    b = build(env={"A": "x", "B": "2"}).process.env
+    assert a == b == ["A=x", "B=2", specs.DEFAULT_PATH]
+    assert build(env={"PATH": "/bin"}).process.env == ["PATH=/bin"]
+
+
+def test_capabilities_add_drop():
+    spec = build(cap_drop=["net_raw", "CAP_MKNOD"], cap_add=["sys_ptrace"])
+    bounding = spec.process.capabilities.bounding
+    assert "CAP_NET_RAW" not in bounding and "CAP_MKNOD" not in bounding and "CAP_SYS_PTRACE" in bounding
+    assert build(cap_drop=["ALL"]).process.capabilities.effective == []
+    assert build(capabilities=["kill"]).process.capabilities.permitted == ["CAP_KILL"]
+    with pytest.raises(ValidationError, match="unknown capability"):
+        build(cap_add=["CAP_FLY"])
+
+
+def test_user_groups_umask_rlimits():
+    spec = build(user="1000:2000", groups=[20, 10, 20], umask="0077", rlimits={"nofile": "100:200", "core": 0})
+    assert (spec.process.user.uid, spec.process.user.gid, spec.process.user.additional_gids) == (1000, 2000, [10, 20])
+    assert spec.process.user.umask == 0o077
+    limits = {r.type: (r.soft, r.hard) for r in spec.process.rlimits}
+    assert limits == {"RLIMIT_NOFILE": (100, 200), "RLIMIT_CORE": (0, 0)}
+    assert build(user="7").process.user.gid == 7
+    with pytest.raises(ValidationError, match="numeric"):
+        build(user="nobody")
+
+
+def test_namespaces_and_joined_netns():
+    spec = build(namespaces={"netns": "blue", "user": False, "time": True}, time_offsets={"boottime": 3600.5})
+    types = {n.type: n.path for n in spec.linux.namespaces}
+    assert types["network"] == "/run/netns/blue" and "user" not in types and "time" in types
+    assert spec.linux.uid_mappings == []
+    assert spec.linux.time_offsets.boottime.secs == 3600 and spec.linux.time_offsets.boottime.nanosecs == 500000000
+    with pytest.raises(ValidationError, match="time_offsets"):
+        build(time_offsets={"monotonic": 5})
+    with pytest.raises(ValidationError):
+        build(namespaces={"netns": "a/b"})
+
+
+def test_uid_map():
+    spec = build(uid_map=[{"container_id": 0, "host_id": 200000, "size": 1000}],
+                 gid_map=[{"container_id": 0, "host_id": 200000, "size": 1000}])
+    assert spec.linux.uid_mappings[0].host_id == 200000
+
+
+def test_no_uts_means_no_hostname():
+    spec = build(namespaces={"uts": False})
+    assert spec.hostname is None and "io.kernelbox.etc.hostname" not in spec.annotations
+
+
+def test_mounts_add_and_replace_defaults():
+    spec = build(mounts=[{"type": "tmpfs", "destination": "/tmp", "size": "8m", "mode": "1777"},
+                         {"type": "bind", "source": "/srv/data", "destination": "/data", "readonly": True,
+                          "options": ["nosuid"]}])
+    by_dest = {m.destination: m for m in spec.mounts}
+    assert by_dest["/tmp"].options == ["nosuid", "nodev", "size=8m", "mode=1777"]
+    assert by_dest["/data"].options == ["rbind", "ro", "nosuid"] and by_dest["/data"].source == "/srv/data"
+    assert [m.destination for m in spec.mounts].count("/tmp") == 1
+    with pytest.raises(ValidationError, match="absolute host path"):
+        build(mounts=[{"type": "bind", "source": "rel", "destination": "/x"}])
+
+
+def test_etc_files():
+    spec = build(etc_hosts={"db": "10.0.0.2"}, dns=["1.1.1.1", "2606:4700:4700:0::1111"], dns_search=["example.org"],
+                 dns_options=["ndots:2"])
+    assert "10.0.0.2\tdb" in spec.annotations["io.kernelbox.etc.hosts"]
+    assert spec.annotations["io.kernelbox.etc.resolv-conf"] == (
+        "nameserver 1.1.1.1\nnameserver 2606:4700:4700::1111\nsearch example.org\noptions ndots:2\n")
+    with pytest.raises(ValidationError, match="io.kernelbox.etc"):
+        build(annotations={"io.kernelbox.etc.hosts": "x"})
+
+
+def test_bad_input_is_refused_early():
+    with pytest.raises(ValidationError, match="rootfs"):
+        cs.from_options({"command": ["x"]}, "web")
+    with pytest.raises(ValidationError, match="command"):
+        cs.from_options({"rootfs": "/r"}, "web")
+    with pytest.raises(ValidationError, match="seccomp"):
+        build(seccomp="sometimes")
+    with pytest.raises(ValidationError, match="sysctl"):
+        build(sysctls={"kernel.panic": 1})
+
+
+def test_same_options_same_spec_different_command_names_the_key():
+    old, new = build(), build(command=["/bin/true"])
+    assert specs.recreate_keys(old, build()) == []
+    assert specs.recreate_keys(old, new) == ["process.args"]
+
+
+def test_limits_live_in_resources_and_never_force_a_recreate():
+    base = build()
+    limited = cs.with_limits(base, {"memory.max": "268435456", "pids.max": "10"})
+    assert cs.unified_of(limited) == {"memory.max": "268435456", "pids.max": "10"}
+    assert specs.recreate_keys(base, limited) == []
+
+
+def test_oci_resources_to_unified_files():
+    resources = specs.Resources(memory=specs.Memory(limit=1 << 28, swap=1 << 29), pids=specs.Pids(limit=64),
+                                cpu=specs.CPU(quota=50000, period=100000, shares=1024, cpus="0-1"),
+                                unified={"memory.high": "1000000"})
+    assert cs.resources_files(resources) == {
+        "memory.max": str(1 << 28), "memory.swap.max": str(1 << 28), "pids.max": "64",
+        "cpu.max": "50000 100000", "cpu.weight": "100", "cpuset.cpus": "0-1", "memory.high": "1000000"}
+    with pytest.raises(ValidationError, match="blockIO"):
+        cs.resources_files(specs.Resources(block_io=specs.BlockIO(weight=10)))
+
+
+@pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 100), (262144, 10000), (1, 1), (10 ** 9, 10000)])
+def test_shares_to_weight(shares, weight):
+    assert cs.shares_to_weight(shares) == weight
+
+
+@pytest.mark.parametrize("raw, error", [
+    ({"port": 80, "file": "/x"}, "exactly one"), ({}, None), ({"timeout": 3}, "exactly one"),
+    ({"port": 70000}, "TCP port"), ({"file": "rel"}, "absolute"), ({"command": ["true"], "timeout": 0}, "positive"),
+])
+def test_wait_for_validation(raw, error):
+    if error is None:
+        assert options.wait_for(raw) is None
+        return
+    with pytest.raises(ValidationError, match=error):
+        options.wait_for(raw)
+
+
+def test_wait_for_normalised():
+    assert options.wait_for({"port": 8080, "timeout": None}) == {"kind": "port", "value": 8080, "timeout": 30.0,
+                                                                  "interval": 0.2}
+
+
+def test_cgroup_path_excludes_placement():
+    with pytest.raises(ValidationError, match="path joins"):
+        options.cgroup_params({"path": "a", "parent": "b"})
