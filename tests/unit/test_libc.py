@@ -60,4 +60,4 @@ def test_call_in_child_returns_data_and_errors():
         call_in_child(fails)
     assert (info.value.errno, info.value.filename) == (errno.EACCES, "/some/path")
     with pytest.raises(ChildError, match="ValueError: bad"):
-        call_in_child(lambda: (_ for _ in ()).throw(ValueError("bad")))
+        call_in_child(lambda: (item for item in ()).throw(ValueError("bad")))
