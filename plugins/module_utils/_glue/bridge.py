@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import typing as t
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.addresses import address_steps
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import Resource, Step
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import links
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
@@ -88,15 +89,8 @@ class BridgeResource(Resource):
             steps.append(Step("bring up bridge %s" % name, functools.partial(links.set_up, session, name),
                               "new bridge" if fresh else "down"))
         if self.addresses is not None:
-            to_add, to_remove = links.address_changes(current.get("addresses", []), self.addresses)
-            # Remove first: deleting a primary IPv4 address also deletes the secondaries of its subnet.
-            steps += [Step("remove address %s from bridge %s" % (cidr, name),
-                           functools.partial(links.remove_address, session, name, cidr), "not listed")
-                      for cidr in to_remove]
-            steps += [Step("add address %s to bridge %s" % (cidr, name),
-                           functools.partial(links.add_address, session, name, cidr),
-                           "new bridge" if fresh else "missing")
-                      for cidr in to_add]
+            steps += address_steps(session, name, "bridge %s" % name, current.get("addresses", []), self.addresses,
+                                   "new bridge" if fresh else "missing")
         return steps
 
     def result(self, state: t.Optional[t.Dict[str, t.Any]]) -> t.Dict[str, t.Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import typing as t
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.addresses import address_steps
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import links
@@ -230,17 +231,8 @@ class VethResource(Resource):
 
     def _address_steps(self, ifname: str, where: t.Optional[str], current: t.List[str], wanted: t.List[str],
                        fresh: bool) -> t.List[Step]:
-        to_add, to_remove = links.address_changes(current, wanted)
-        at = "%s in netns %s" % (ifname, where) if where else ifname
-        # Remove first: deleting a primary IPv4 address also deletes the secondaries of its subnet.
-        steps = [Step("remove address %s from %s" % (cidr, at),
-                      functools.partial(links.remove_address, self.session, ifname, cidr, where), "not listed")
-                 for cidr in to_remove]
-        steps += [Step("add address %s to %s" % (cidr, at),
-                       functools.partial(links.add_address, self.session, ifname, cidr, where),
-                       "new pair" if fresh else "missing")
-                  for cidr in to_add]
-        return steps
+        label = "%s in netns %s" % (ifname, where) if where else ifname
+        return address_steps(self.session, ifname, label, current, wanted, "new pair" if fresh else "missing", where)
 
     def _route_steps(self, peer_fresh: bool) -> t.List[Step]:
         spec, ns = self.spec, self.spec.netns

@@ -19,6 +19,7 @@ Errors are ``OSError`` (from the kernel, with context) or ``LinkConflict``
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -115,6 +116,16 @@ def address_changes(current: t.Iterable[str], wanted: t.Iterable[str]) -> t.Tupl
     to_remove = [a for a in counted if a not in wanted_list]
     to_add = [a for a in wanted_list if a not in counted]
     return to_add, to_remove
+
+
+def lost_with(removed: t.Iterable[str], kept: t.Iterable[str]) -> t.List[str]:
+    """Kept IPv4 addresses that share a subnet with a removed one.
+
+    Deleting the primary address of a subnet deletes its secondaries too
+    (unless the promote_secondaries sysctl is set), so these may need adding back.
+    """
+    gone = {ipaddress.ip_interface(a).network for a in removed if ipaddress.ip_interface(a).version == 4}
+    return [a for a in kept if ipaddress.ip_interface(a).network in gone]
 
 
 def family_of(address: str) -> int:
@@ -320,9 +331,20 @@ def add_address(session: Session, name: str, cidr: str, netns: t.Optional[str] =
 
 
 def remove_address(session: Session, name: str, cidr: str, netns: t.Optional[str] = None) -> None:
+    """Remove an address; already gone (a secondary deleted with its primary) is fine."""
     iface = ipaddress.ip_interface(cidr)
-    session.rtnl(netns).address_del(session.require(name, netns).index, str(iface.ip),
-                                    iface.network.prefixlen, name)
+    try:
+        session.rtnl(netns).address_del(session.require(name, netns).index, str(iface.ip),
+                                        iface.network.prefixlen, name)
+    except OSError as exc:
+        if exc.errno != errno.EADDRNOTAVAIL:
+            raise
+
+
+def restore_address(session: Session, name: str, cidr: str, netns: t.Optional[str] = None) -> None:
+    """Add an address again if it went with the primary of its subnet."""
+    if cidr not in session.addresses(session.require(name, netns), netns):
+        add_address(session, name, cidr, netns)
 
 
 def set_default_route(session: Session, name: str, gateway: str, netns: t.Optional[str] = None) -> None:
@@ -331,7 +353,13 @@ def set_default_route(session: Session, name: str, gateway: str, netns: t.Option
 
 
 def delete_default_route(session: Session, route: DefaultRoute, netns: t.Optional[str] = None) -> None:
-    session.rtnl(netns).default_route_del(route.family, route.gateway, route.oif or 0)
+    """Delete a default route; already gone (the kernel drops routes whose gateway left with
+    a removed address) is fine."""
+    try:
+        session.rtnl(netns).default_route_del(route.family, route.gateway, route.oif or 0)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
 
 
 def master_name(session: Session, link: netlink.Link) -> t.Optional[str]:
