@@ -317,61 +317,77 @@ def describe_users(users: t.Sequence[MountUser], limit: int = 10) -> str:
 
 
 def remove_tree(path: str) -> None:
-    """Remove directory ``path`` and everything in it.
+    """Remove directory ``path`` and everything in it (nothing to do if it does not exist).
 
     Never follows a symlink (entries are unlinked, not resolved), never
     descends into another mount, bind mounts of the same filesystem included
     (it fails instead: something is mounted inside), and works on dir fds so a
-    rename racing the walk cannot redirect it.  Iterative, so a hostile
-    100000-level tree cannot exhaust the Python stack.  If ``path`` itself is
-    a mount point, its contents are removed and the empty directory stays.
+    rename racing the walk cannot redirect it.  If ``path`` itself is a mount
+    point, its contents are removed and the empty directory stays.
     """
+    parent_path, name = os.path.dirname(path) or "/", os.path.basename(path)
+    if not name:
+        raise KernelboxError("refusing to remove /")
     try:
-        top = open_dir(path)
+        parent = open_dir(parent_path)
     except FileNotFoundError:
         return
     try:
-        mnt_id = mount_id_of(top)
-        real = os.open(fd_path(top), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        remove_tree_at(parent, name, path)
     finally:
-        os.close(top)
-    stack = [(real, path, os.scandir(real))]
+        os.close(parent)
+
+
+def remove_tree_at(parent_fd: int, name: str, shown: str = "") -> None:
+    """``remove_tree`` for entry ``name`` of the directory ``parent_fd`` (any fd type, O_PATH included).
+
+    A non-directory entry is simply unlinked.  Iterative, so a hostile
+    100000-level tree cannot exhaust the Python stack.
+    """
+    shown = shown or name
+    try:
+        info = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    top = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    mnt_id = mount_id_of(top)
+    stack = [(top, shown, os.scandir(top))]
     try:
         while stack:
-            dir_fd, shown, entries = stack[-1]
+            dir_fd, where, entries = stack[-1]
             entry = next(entries, None)
             if entry is None:
                 stack.pop()
                 entries.close()
                 os.close(dir_fd)
                 if stack:
-                    os.rmdir(os.path.basename(shown), dir_fd=stack[-1][0])
+                    os.rmdir(os.path.basename(where), dir_fd=stack[-1][0])
                 continue
             try:
-                info = os.lstat(entry.name, dir_fd=dir_fd)
+                entry_info = os.lstat(entry.name, dir_fd=dir_fd)
             except FileNotFoundError:
                 continue
-            if not stat.S_ISDIR(info.st_mode):
+            if not stat.S_ISDIR(entry_info.st_mode):
                 os.unlink(entry.name, dir_fd=dir_fd)
                 continue
             child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            child_shown = "%s/%s" % (shown, entry.name)
+            child_where = "%s/%s" % (where, entry.name)
             try:
                 if mount_id_of(child) != mnt_id:
-                    raise KernelboxError("refusing to remove %s: another filesystem is mounted there" % child_shown)
-                stack.append((child, child_shown, os.scandir(child)))
+                    raise KernelboxError("refusing to remove %s: another filesystem is mounted there" % child_where)
+                stack.append((child, child_where, os.scandir(child)))
             except BaseException:
                 os.close(child)
                 raise
     finally:
-        for dir_fd, _shown, entries in stack:
+        for dir_fd, _where, entries in stack:
             entries.close()
             os.close(dir_fd)
-    parent = open_dir(os.path.dirname(path) or "/")
     try:
-        os.rmdir(os.path.basename(path), dir_fd=parent)
+        os.rmdir(name, dir_fd=parent_fd)
     except OSError as exc:
-        if exc.errno != errno.EBUSY:
+        if exc.errno != errno.EBUSY:  # a mount point: its contents are gone, the directory stays
             raise
-    finally:
-        os.close(parent)
