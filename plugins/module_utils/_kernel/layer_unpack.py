@@ -449,7 +449,10 @@ class _Extractor:
             self.stats.skip("xattrs on symlink %s" % member.name)
 
     def _hardlink(self, parent: int, parts: t.Tuple[str, ...], member: tarfile.TarInfo) -> None:
-        target = tuple(member_parts(member.linkname))
+        try:
+            target = tuple(member_parts(member.linkname))
+        except UnsafeLayer as exc:
+            raise UnsafeLayer("hardlink %s -> %s points outside the layer (%s)" % (member.name, member.linkname, exc))
         if not target:
             raise UnsafeLayer("hardlink %s points at the layer root" % member.name)
         if whiteout_kind(target[-1])[0] != "entry":
