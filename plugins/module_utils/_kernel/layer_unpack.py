@@ -403,6 +403,8 @@ class _Extractor:
             return
         os.mknod(parts[-1], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         os.chown(parts[-1], member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        mtime = int(member.mtime * 1e9)
+        os.utime(parts[-1], ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
         self.stats.whiteouts += 1
 
     def _directory(self, parent: int, parts: t.Tuple[str, ...], member: tarfile.TarInfo) -> None:
