@@ -551,36 +551,41 @@ def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
     stream = decompressed(_PeekReader(outer, head), stats.compression)
     inner = HashingReader(stream, (expected_diff_id or "sha256:").split(":", 1)[0])
     extractor = _Extractor(root_fd, stats)
+    problem = ""
     try:
         try:
             with tarfile.open(fileobj=inner, mode="r|", errorlevel=1) as tar:  # type: ignore[call-overload]
                 for member in tar:
                     extractor.add(member, tar)
+            extractor.finish()
+            inner.drain()
         except tarfile.TarError as exc:
-            raise KernelboxError("%s is not a valid tar stream: %s" % (where, exc))
+            problem = "%s is not a valid tar stream: %s" % (where, exc)
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
-                raise
-            raise KernelboxError("%s cannot be decompressed (%s): %s" % (where, stats.compression, exc))
-        extractor.finish()
-        inner.drain()
-        outer.drain()
+                raise  # a real I/O error while writing, not a damaged stream
+            problem = "%s cannot be decompressed (%s): %s" % (where, stats.compression, exc)
+        outer.drain()  # the whole blob is hashed even when its content was bad: a digest mismatch is the root cause
     finally:
         extractor.close()
         if isinstance(stream, _ZstdProcess):
-            stream.close()
+            try:
+                stream.close()
+            except KernelboxError as exc:
+                problem = problem or str(exc)
     stats.compressed_digest, stats.compressed_size = outer.digest, outer.count
     stats.diff_id, stats.size = inner.digest, inner.count
-    if expected_size is not None and outer.count != expected_size:
-        raise DigestMismatch("%s is %d bytes, the manifest says %d" % (where, outer.count, expected_size))
     if expected_digest and outer.digest != expected_digest:
         raise DigestMismatch("%s does not match its digest: expected %s, read %s"
                              % (where, expected_digest, outer.digest))
+    if problem:
+        raise KernelboxError(problem)
+    if expected_size is not None and outer.count != expected_size:
+        raise DigestMismatch("%s is %d bytes, the manifest says %d" % (where, outer.count, expected_size))
     if expected_diff_id and inner.digest != expected_diff_id:
         raise DigestMismatch("%s: the uncompressed layer does not match its diff_id: expected %s, read %s"
                              % (where, expected_diff_id, inner.digest))
     return stats
-
 
 
 def digests(raw: t.Any) -> t.Tuple[str, str]:
