@@ -1,0 +1,602 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: run a command inside a running process's namespaces (``nsenter -t PID -a``).
+
+Nothing here creates a namespace.  ``Target.open(pid, starttime)`` pins the
+process: a pidfd and a /proc/PID directory fd, opened first and then checked
+against the start time, so every later read (``ns/*``, ``root``, ``status``)
+goes through the directory fd and can never hit a recycled PID.
+``run(target, request)`` then does::
+
+    module process (M)
+      fork -> joiner (J)                       invisible inside: it never enters the PID namespace
+          PR_SET_DUMPABLE 0                    first of all (CVE-2019-5736, below)
+          PR_SET_PDEATHSIG SIGKILL             it dies with M
+          join the exec's cgroup               write 0 to <container cgroup>/kb-exec-*/cgroup.procs
+          close every fd it does not need
+          setns cgroup ipc uts net pid time mnt    as host root, who may enter all of them
+          setns user                           last: entering it first would leave no privilege over
+                                               namespaces the container shares with the host
+          fork -> command (C)                  setns(pid) and setns(time) apply to children only
+              setsid, default signal dispositions, empty signal mask
+              chroot to the container's root   fchdir(/proc/PID/root opened in M) + chroot(".")
+              chdir to cwd                     resolved inside the root (rootfs.enter_cwd)
+              rlimits, umask, seccomp?, uid/gid/groups + capabilities, no_new_privs, seccomp?
+              close fds above 2, execve        (confine.apply: the same order as the launcher)
+          wait for C, report its wait status to M
+
+**CVE-2019-5736.**  Until execve, J and C run the host's Python: /proc/<J or
+C>/exe is the host interpreter, and a root process inside that could open it
+(or ptrace J/C and write to it) would overwrite it.  Both are non-dumpable
+from before they enter anything (dumpability survives fork; only execve
+resets it), so the kernel refuses /proc/PID/exe, /proc/PID/fd, /proc/PID/mem
+and ptrace to anyone without CAP_SYS_PTRACE in the *initial* user namespace.
+A container with its own user namespace therefore cannot reach them even
+with CAP_SYS_PTRACE; a container without one that was given CAP_SYS_PTRACE
+is root on the host in every sense that matters, and can.  J additionally
+never enters the container's PID namespace, so it is not even visible there.
+
+**Cgroup and timeouts.**  The command runs in its own child group of the
+container's cgroup (``kb-exec-<M pid>-<M start time>``), so it is charged to
+the container and bound by its limits, and a timeout kills exactly its
+processes (cgroup.kill) and never the container's.  When the command exits,
+processes it left behind move up into the container's group and keep
+running there, as with ``docker exec``; the child group is removed.  Groups
+left by a killed module are removed by the next exec into that container.
+Without a cgroup to use (exec by PID), a timeout kills the command's session
+and process tree, deepest first.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import select
+import selectors
+import signal
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+
+# Entered in this order as host root, then the user namespace (see the module docstring).
+JOIN_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "time", "mnt")
+NAMESPACES = ("user",) + JOIN_ORDER
+EXEC_GROUP_PREFIX = "kb-exec-"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_READ_CHUNK = 65536
+_KILL_WAIT = 10.0
+
+
+class ExecError(KernelboxError):
+    """The command could not be started: ``step`` and ``errno`` say where and why."""
+
+
+class TargetGone(KernelboxError):
+    """The process to join does not exist (any more)."""
+
+
+# --- the target ---------------------------------------------------------------
+
+class Target:
+    """A running process, pinned by a pidfd and a /proc/PID directory fd."""
+
+    def __init__(self, pid: int, starttime: int, pidfd: int, proc_fd: int) -> None:
+        self.pid = pid
+        self.starttime = starttime
+        self.pidfd = pidfd
+        self.proc_fd = proc_fd
+
+    @classmethod
+    def open(cls, pid: int, starttime: t.Optional[int] = None) -> "Target":
+        """Pin ``pid``; with ``starttime`` it must be that very process (PID + start time identity)."""
+        try:
+            pidfd = libc.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise TargetGone("process %d does not exist" % pid)
+            raise
+        try:
+            proc_fd = os.open("/proc/%d" % pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            os.close(pidfd)
+            raise TargetGone("process %d does not exist" % pid)
+        target = cls(pid, 0, pidfd, proc_fd)
+        try:
+            parsed = procfs.parse_proc_stat(target.read("stat"))
+        except OSError:  # ESRCH: it exited between the two opens
+            parsed = None
+        problem = None
+        if parsed is None or parsed.state in ("Z", "X") or not target.alive():
+            problem = "process %d has exited" % pid
+        elif starttime is not None and parsed.starttime != starttime:
+            problem = ("process %d is not the one recorded (start time %d, expected %d): the PID was reused"
+                       % (pid, parsed.starttime, starttime))
+        if problem is not None:
+            target.close()
+            raise TargetGone(problem)
+        target.starttime = parsed.starttime
+        return target
+
+    def read(self, name: str) -> str:
+        """A file of /proc/PID through the pinned directory fd (ESRCH once the process is gone)."""
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.proc_fd)
+        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def alive(self) -> bool:
+        """False once the process has exited (its pidfd becomes readable)."""
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return not poller.poll(0)
+
+    def namespace_fd(self, kind: str) -> int:
+        return os.open("ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.proc_fd)
+
+    def root_fd(self) -> int:
+        """The process's root directory (in its own mount namespace), as an O_PATH fd."""
+        return os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc_fd)
+
+    def credentials(self) -> procscan.Credentials:
+        return procscan.parse_credentials(self.read("status"))
+
+    def id_map(self, kind: str) -> procscan.IdMap:
+        return procscan.parse_id_map(self.read("%s_map" % kind))
+
+    def cgroup_path(self) -> t.Optional[str]:
+        """Its cgroup v2 path relative to the mount root, without the leading '/'."""
+        path = procfs.cgroup2_path_of(self.read("cgroup"))
+        return None if path is None else path.strip("/")
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self.proc_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.pidfd = self.proc_fd = -1
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.close()
+
+
+def own_namespace(kind: str) -> t.Tuple[int, int]:
+    info = os.stat("/proc/self/ns/%s" % kind)
+    return info.st_dev, info.st_ino
+
+
+# --- the request ------------------------------------------------------------------
+
+@dataclass
+class Request:
+    """What to run and how; ``confinement`` comes from confine.prepare/restrict/from_masks."""
+
+    argv: t.List[str]
+    env: t.Dict[str, str]
+    confinement: confine.Confinement
+    namespaces: t.Sequence[str] = NAMESPACES   # the ones asked for; user is always joined when it differs
+    cwd: t.Optional[str] = None                # None: '/' (of the container's root, when mnt is joined)
+    stdin: t.Optional[bytes] = None
+    timeout: t.Optional[float] = None
+    cgroup: t.Optional[t.Any] = None           # the container's cgroup (a _kernel.cgroup.Cgroup), or None
+    hold: float = 0.0                          # tests only: pause right before execve (KERNELBOX_TEST_EXEC_HOLD)
+
+
+@dataclass
+class Result:
+    rc: t.Optional[int]                  # exit code, or -N when killed by signal N (as ansible.builtin.command)
+    stdout: bytes
+    stderr: bytes
+    started: float                       # time.time() at fork
+    ended: float
+    timed_out: bool = False
+    killed: int = 0                      # processes killed at the timeout
+    joined: t.List[str] = field(default_factory=list)  # namespaces actually entered
+    moved: int = 0                       # processes left behind and moved into the container's group
+
+
+def plan_namespaces(target: Target, wanted: t.Iterable[str]) -> t.List[str]:
+    """Which namespaces to enter: the ones asked for that differ from ours, plus user whenever it differs."""
+    wanted = set(wanted) | {"user"}
+    chosen = []
+    for kind in NAMESPACES:
+        if kind not in wanted:
+            continue
+        try:
+            info = os.stat("ns/%s" % kind, dir_fd=target.proc_fd)
+        except FileNotFoundError:
+            continue  # the kernel lacks this namespace type (time before 5.6)
+        if (info.st_dev, info.st_ino) != own_namespace(kind):
+            chosen.append(kind)
+    return chosen
+
+
+# --- running ------------------------------------------------------------------------
+
+def run(target: Target, request: Request) -> Result:
+    """Run ``request`` in ``target``'s namespaces; raises ExecError if it could not start."""
+    joined = plan_namespaces(target, request.namespaces)
+    ns_fds: t.Dict[str, int] = {}
+    pipes: t.List[int] = []
+    root_fd = -1
+    group = None
+    result = None
+    try:
+        for kind in joined:
+            ns_fds[kind] = target.namespace_fd(kind)
+        if "mnt" in joined:
+            root_fd = target.root_fd()
+        if not target.alive():  # everything above came through the pinned fd: this closes the last gap
+            raise TargetGone("process %d has exited" % target.pid)
+        request, host_groups = _groups_outside(target, request, joined)
+        if request.cgroup is not None:
+            group = open_exec_group(request.cgroup)
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        pipes = [stdin_r, stdin_w, out_r, out_w, err_r, err_w, report_r, report_w]
+        parent = os.getpid()
+        started = time.time()
+        pid = os.fork()
+        if pid == 0:  # the joiner: never returns
+            _joiner(parent, request, joined, ns_fds, root_fd, group, host_groups, stdin_r, out_w, err_w, report_w)
+        for fd in (stdin_r, out_w, err_w, report_w):
+            os.close(fd)
+        pipes = [stdin_w, out_r, err_r, report_r]
+        result = _supervise(pid, request, group, pipes)
+        result.started = started
+        result.joined = joined
+        if group is not None:
+            result.moved = _retire_exec_group(group, keep_leftovers=not result.timed_out)
+            group = None
+        return result
+    finally:
+        for fd in list(ns_fds.values()) + pipes + ([root_fd] if root_fd >= 0 else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if group is not None:  # it failed to start: nothing of it may stay
+            _retire_exec_group(group, keep_leftovers=False)
+
+
+def _groups_outside(target: Target, request: Request,
+                    joined: t.List[str]) -> t.Tuple[Request, t.Optional[t.List[int]]]:
+    """Where the target's user namespace denies setgroups (made unprivileged, as by ``unshare -r``), the
+    supplementary groups are set before entering it, as host gids, and left alone inside."""
+    groups = request.confinement.credentials.groups
+    if "user" not in joined or groups is None or target.read("setgroups").strip() != "deny":
+        return request, None
+    gid_map = target.id_map("gid")
+    outside = [procscan.outside_id(gid, gid_map) for gid in groups]
+    if None in outside:
+        raise ExecError("cannot join process %d as groups %s: its user namespace denies setgroups and does not "
+                        "map %s" % (target.pid, groups, [g for g, o in zip(groups, outside) if o is None]))
+    changed = copy.deepcopy(request)
+    changed.confinement.credentials.groups = None
+    return changed, [gid for gid in outside if gid is not None]
+
+
+def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[str, int], root_fd: int,
+            group: t.Any, host_groups: t.Optional[t.List[int]], stdin_r: int, out_w: int, err_w: int,
+            report_w: int) -> t.NoReturn:
+    step = "dumpable"
+    try:
+        libc.set_dumpable(False)
+        step = "pdeathsig"
+        libc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)  # the module died before we could tie our life to it
+        if group is not None:
+            step = "cgroup"
+            group.write("cgroup.procs", "0")
+        step = "close fds"
+        keep = list(ns_fds.values()) + [root_fd, stdin_r, out_w, err_w, report_w]
+        libc.close_fds_above(3, keep=[fd for fd in keep if fd >= 0])
+        if host_groups is not None:
+            step = "setgroups"
+            os.setgroups(host_groups)
+        for kind in JOIN_ORDER + ("user",):
+            if kind in ns_fds:
+                step = "setns %s" % kind
+                fd = ns_fds.pop(kind)
+                libc.setns(fd, libc.NAMESPACE_FLAGS[kind])
+                os.close(fd)
+        step = "fork"
+        pid = os.fork()
+        if pid == 0:
+            _command(request, "mnt" in joined, root_fd, stdin_r, out_w, err_w, report_w)
+        for fd in (stdin_r, out_w, err_w, root_fd):
+            if fd >= 0:
+                os.close(fd)
+        try:
+            _pid, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = -1
+        _report(report_w, {"status": status})
+        os._exit(0)
+    except BaseException as exc:  # the joiner must never unwind into the module's code
+        _report_failure(report_w, step, exc)
+        os._exit(1)
+
+
+def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: int, err_w: int,
+             report_w: int) -> t.NoReturn:
+    step = "setup"
+    try:
+        libc.set_pdeathsig(signal.SIGKILL)
+        os.setsid()
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        step = "stdio"
+        for fd, target in ((stdin_r, 0), (out_w, 1), (err_w, 2)):
+            os.dup2(fd, target)  # dup2 clears FD_CLOEXEC on the copy
+        if chroot:
+            step = "chroot"
+            expected = os.fstat(root_fd)
+            os.fchdir(root_fd)
+            os.chroot(".")
+            here = os.stat("/")
+            if (here.st_dev, here.st_ino) != (expected.st_dev, expected.st_ino):
+                raise OSError(errno.EXDEV, "the new root is not the container's root")
+            os.close(root_fd)
+        step = "cwd"
+        try:
+            rootfs.enter_cwd(request.cwd or "/")
+        except rootfs.StepFailure as exc:
+            raise OSError(exc.errno, exc.detail)
+        confine.apply(request.confinement)
+        if request.hold > 0:
+            time.sleep(request.hold)
+        step = "close fds"
+        libc.close_fds_above(3, keep=[report_w])
+        step = "exec"
+        os.execvpe(request.argv[0], request.argv, request.env)
+    except BaseException as exc:
+        step = getattr(exc, "step", step)
+        _report_failure(report_w, step, exc)
+    os._exit(127)
+
+
+def _report(fd: int, message: t.Dict[str, t.Any]) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+def _report_failure(fd: int, step: str, exc: BaseException) -> None:
+    err = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    filename = getattr(exc, "filename", None)
+    if filename and str(filename) not in text:
+        text = "%s: %s" % (text, filename)
+    _report(fd, {"step": step, "errno": err, "msg": text})
+
+
+def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> Result:
+    """Feed stdin, collect stdout/stderr and the report, enforce the deadline, reap the joiner.
+
+    Like ansible.builtin.command, it returns when the command has exited *and*
+    its stdout and stderr are closed (a background process that keeps them
+    open keeps the exec running, until the timeout).  ``pipes`` are closed here.
+    """
+    stdin_w, out_r, err_r, report_r = pipes
+    deadline = None if request.timeout is None else time.monotonic() + request.timeout
+    pending = memoryview(request.stdin or b"")
+    chunks: t.Dict[int, t.List[bytes]] = {out_r: [], err_r: [], report_r: []}
+    timed_out = False
+    killed = 0
+    with selectors.DefaultSelector() as selector:
+        for fd in (out_r, err_r, report_r):
+            selector.register(fd, selectors.EVENT_READ)
+        if pending:
+            os.set_blocking(stdin_w, False)
+            selector.register(stdin_w, selectors.EVENT_WRITE)
+        else:
+            os.close(stdin_w)
+        while selector.get_map():
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if wait == 0.0 and not timed_out:
+                timed_out = True
+                killed = _kill_command(pid, group)
+                deadline = time.monotonic() + _KILL_WAIT  # drain what the dead processes wrote
+                continue
+            if wait == 0.0:
+                break  # something outside our reach still holds a pipe: give up on it
+            for key, _events in selector.select(wait):
+                fd = key.fd
+                if fd == stdin_w:
+                    try:
+                        pending = pending[os.write(fd, pending[:_READ_CHUNK]):]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(fd)
+                        os.close(fd)
+                    continue
+                data = os.read(fd, _READ_CHUNK)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    selector.unregister(fd)
+                    os.close(fd)
+        for key in list(selector.get_map().values()):
+            selector.unregister(key.fd)
+            os.close(key.fd)
+    pipes[:] = []
+    _reap(pid)
+    messages = _messages(b"".join(chunks[report_r]))
+    failure = next((m for m in messages if "step" in m), None)
+    if failure is not None and not timed_out:
+        raise ExecError("could not start %s: step '%s' failed: %s%s"
+                        % (request.argv[0], failure["step"], failure["msg"],
+                           " [errno %s %s]" % (failure["errno"], errno.errorcode.get(failure["errno"], "?"))
+                           if failure.get("errno") else ""),
+                        step=failure["step"], errno=failure.get("errno"))
+    status = next((m["status"] for m in messages if "status" in m), None)
+    if status is None or status < 0:
+        rc = -int(signal.SIGKILL) if timed_out else None
+    elif os.WIFSIGNALED(status):
+        rc = -os.WTERMSIG(status)
+    else:
+        rc = os.WEXITSTATUS(status)
+    return Result(rc=rc, stdout=b"".join(chunks[out_r]), stderr=b"".join(chunks[err_r]),
+                  started=0.0, ended=time.time(), timed_out=timed_out, killed=killed)
+
+
+def _messages(raw: bytes) -> t.List[t.Dict[str, t.Any]]:
+    found = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+# --- the exec's own cgroup, and killing -----------------------------------------------
+
+def _exec_group_name() -> str:
+    """Named after the module process (PID + start time), so a stale group is recognised as such."""
+    with open("/proc/self/stat", encoding="utf-8") as handle:
+        starttime = procfs.parse_proc_stat(handle.read()).starttime
+    return "%s%d-%d" % (EXEC_GROUP_PREFIX, os.getpid(), starttime)
+
+
+def open_exec_group(container: t.Any) -> t.Any:
+    """Create this exec's child group under the container's cgroup, removing stale ones first."""
+    remove_stale_exec_groups(container)
+    group = cgroup.Cgroup(container.hierarchy, container.parts + (_exec_group_name(),))
+    cgroup.make_group(group)
+    return group
+
+
+def remove_stale_exec_groups(container: t.Any) -> t.List[str]:
+    """Groups of execs whose module process is gone (killed mid-run): kill what is in them, remove them."""
+    removed = []
+    try:
+        children = container.children()
+    except FileNotFoundError:
+        return removed
+    for child in children:
+        name = child.parts[-1]
+        if not name.startswith(EXEC_GROUP_PREFIX):
+            continue
+        owner = name[len(EXEC_GROUP_PREFIX):].split("-")
+        if len(owner) == 2 and all(part.isdigit() for part in owner) and _alive(int(owner[0]), int(owner[1])):
+            continue
+        try:
+            cgroup.kill_and_remove(child, timeout=_KILL_WAIT)
+            removed.append(child.relpath)
+        except (OSError, KernelboxError):
+            continue
+    return removed
+
+
+def _alive(pid: int, starttime: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8", errors="replace") as handle:
+            return procfs.parse_proc_stat(handle.read()).starttime == starttime
+    except OSError:
+        return False
+
+
+def _kill_command(joiner: int, group: t.Any) -> int:
+    """SIGKILL everything this exec started; returns how many processes that was."""
+    if group is not None:
+        count = len([pid for pid in _group_pids(group) if pid != joiner])
+        try:
+            cgroup.kill(group, timeout=_KILL_WAIT)
+        except (OSError, KernelboxError):
+            pass
+        _signal(joiner, signal.SIGKILL)  # in case the deadline came before it joined the group
+        return count
+    return kill_tree(joiner)
+
+
+def _group_pids(group: t.Any) -> t.List[int]:
+    try:
+        return group.procs()
+    except OSError:
+        return []
+
+
+def _signal(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def kill_tree(root: int, rounds: int = 20) -> int:
+    """SIGKILL ``root``'s descendants deepest first (so none is re-parented away before its turn), then root.
+
+    Repeated until nothing below ``root`` is left: a child forked meanwhile is caught by the next round.
+    """
+    killed: t.Set[int] = set()
+    for _round in range(rounds):
+        entries = procscan.scan()
+        tree = [pid for pid in procscan.descendants(root, procscan.children_map(entries))
+                if entries.get(pid) is not None and entries[pid].state not in ("Z", "X")]
+        if not tree or tree == [root] and root in killed:
+            break
+        for pid in reversed(tree):
+            if _signal(pid, signal.SIGKILL):
+                killed.add(pid)
+        time.sleep(0.01)
+    return len(killed - {root})
+
+
+def _retire_exec_group(group: t.Any, keep_leftovers: bool) -> int:
+    """After the command: move what it left running into the container's group (or kill it), remove ours.
+
+    Returns how many processes were moved.  The group is frozen while its
+    members move, so none can fork a child that stays behind.
+    """
+    moved = 0
+    try:
+        if not group.exists():
+            return 0
+        if keep_leftovers and _group_pids(group):
+            parent = group.parent()
+            cgroup.freeze(group, True, timeout=_KILL_WAIT)
+            try:
+                for pid in _group_pids(group):
+                    try:
+                        parent.write("cgroup.procs", str(pid))  # a process moved out of a frozen group thaws
+                        moved += 1
+                    except OSError:
+                        continue
+            finally:
+                if group.exists():
+                    cgroup.freeze(group, False, timeout=_KILL_WAIT)
+        cgroup.kill_and_remove(group, timeout=_KILL_WAIT)
+    except (OSError, KernelboxError):
+        pass
+    return moved
