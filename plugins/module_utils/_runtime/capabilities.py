@@ -127,7 +127,7 @@ class Credentials:
 
     uid: int
     gid: int
-    groups: t.List[int]
+    groups: t.Optional[t.List[int]]  # None: keep the current supplementary groups (setgroups is denied)
     drop_bounding: t.List[int]
     effective: int
     permitted: int
@@ -177,7 +177,8 @@ def apply_credentials(creds: Credentials) -> None:
     for cap in creds.drop_bounding:
         libc.prctl(libc.PR_CAPBSET_DROP, cap)
     libc.prctl(libc.PR_SET_KEEPCAPS, 1)
-    os.setgroups(creds.groups)
+    if creds.groups is not None:
+        os.setgroups(creds.groups)
     os.setresgid(creds.gid, creds.gid, creds.gid)
     os.setresuid(creds.uid, creds.uid, creds.uid)
     libc.capset(creds.effective, creds.permitted, creds.inheritable)
