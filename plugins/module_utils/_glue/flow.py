@@ -77,6 +77,14 @@ class Resource:
         """Return values besides changed/actions/diff, from the final (or, in check mode, current) state."""
         return {}
 
+    def failure(self, state: t.Any) -> t.Optional[str]:
+        """A ``msg`` when the steps ran but the task must still fail (a command's non-zero exit), else None.
+
+        Unlike an exception from a step, the steps count as done: ``changed``
+        and ``actions`` say they ran, and ``result`` is reported in full.
+        """
+        return None
+
     def diff_view(self, state: t.Any) -> t.Any:
         """What ``--diff`` shows for a state; by default the state itself."""
         return state if state is not None else {}
@@ -121,7 +129,9 @@ def execute(resource: Resource) -> Outcome:
             step.apply()
             done.append(step.description)
         final = resource.refresh(current, bool(steps))
-        return Outcome(bool(steps), done, diff, resource.result(final), resource.warnings)
+        failure = resource.failure(final)
+        return Outcome(bool(steps), done, diff, resource.result(final), resource.warnings,
+                       failed=failure is not None, msg=failure or "")
     except ValidationError as exc:
         return Outcome(bool(done), done, {}, {}, resource.warnings, failed=True, msg=str(exc))
     except KernelboxError as exc:
