@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: what an exec into a container (or any process) runs with.
+
+``open_container(name)`` finds a kernelbox container's init through its state
+(PID + start time) and pins it; ``for_container`` builds the
+``execution.Request`` from the container's stored spec; ``for_process`` does
+the same for any process, from what /proc says about it.
+
+The rule in both: **never more than the target has.**
+
+* Capabilities: a kernelbox container's spec sets, each intersected with the
+  init's current bounding set (CapBnd); any process's own five sets.
+* no_new_privs: on if the spec or the init has it.
+* seccomp: a kernelbox container's own profile (its stored spec), compiled as
+  the launcher compiles it.  A target under a seccomp filter this code cannot
+  reproduce (the spec has none, or exec by PID) is refused rather than
+  joined unconfined.
+* The user namespace is always joined when the target has its own, whatever
+  ``namespaces`` says: privileges live there, so joining a subset (only
+  ``net``, say) never runs with the host's root privileges.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, execution, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+
+HOLD_ENV = "KERNELBOX_TEST_EXEC_HOLD"  # tests only: seconds to pause right before execve
+
+
+class NotRunning(KernelboxError):
+    """The container exists but its init is not running."""
+
+
+class NoSuchContainer(KernelboxError):
+    """There is no container by that name."""
+
+
+@dataclass
+class Options:
+    """The module's options, validated."""
+
+    argv: t.List[str]
+    env: t.Dict[str, str] = field(default_factory=dict)
+    cwd: t.Optional[str] = None
+    uid: t.Optional[int] = None
+    gid: t.Optional[int] = None
+    groups: t.Optional[t.List[int]] = None
+    namespaces: t.Sequence[str] = execution.NAMESPACES
+    stdin: t.Optional[bytes] = None
+    timeout: t.Optional[float] = None
+
+
+def test_hold() -> float:
+    try:
+        return max(0.0, float(os.environ.get(HOLD_ENV, "0")))
+    except ValueError:
+        return 0.0
+
+
+def describe_stopped(container: state.Container) -> str:
+    runtime = container.runtime
+    if runtime is None:
+        return "container %s is not running (it was created but never started)" % container.name
+    text = "container %s is not running (state: %s" % (container.name, runtime.status)
+    if runtime.exit_code is not None:
+        text += ", exit code %d" % runtime.exit_code
+    if runtime.exit_signal:
+        text += ", killed by %s" % runtime.exit_signal
+    if runtime.exited_at:
+        text += ", exited at %s" % runtime.exited_at
+    if runtime.status in (state.RUNNING, state.STARTING, state.STOPPING):
+        text += "; its recorded init (PID %s) is gone" % runtime.pid
+    return text + ")"
+
+
+def open_container(name: str, layout: state.Layout = state.DEFAULT_LAYOUT
+                   ) -> t.Tuple[state.Container, execution.Target]:
+    """The container's state and its pinned init; NoSuchContainer / NotRunning otherwise."""
+    container = state.load(name, layout)
+    if not container.exists:
+        raise NoSuchContainer("no container named %s (no state under %s or %s)"
+                              % (name, layout.lib_containers, layout.run_containers))
+    proc = container.process()
+    if proc is None:
+        raise NotRunning(describe_stopped(container), state=container.runtime.status if container.runtime else "created")
+    try:
+        target = execution.Target.open(proc.pid, proc.starttime)
+    except execution.TargetGone:
+        raise NotRunning(describe_stopped(container))
+    return container, target
+
+
+def container_spec(container: state.Container) -> specs.Spec:
+    if container.config is None or not container.consistent:
+        raise KernelboxError("container %s has no complete stored spec (%s); recreate it with container_process"
+                             % (container.name, container.paths.config_file))
+    return specs.from_oci(container.config)
+
+
+def for_container(container: state.Container, target: execution.Target, options: Options) -> execution.Request:
+    spec = container_spec(container)
+    status = target.credentials()
+    confinement = confine.prepare(spec.process, spec.linux.seccomp, options.uid, options.gid, options.groups)
+    confinement = confine.restrict(confinement, status.cap_bounding, status.no_new_privs)
+    if status.seccomp_mode != 0 and confinement.seccomp_program is None:
+        raise KernelboxError("container %s: its init runs under a seccomp filter but its stored spec has no "
+                             "profile, so exec cannot apply the same filter; refusing to run unconfined"
+                             % container.name)
+    env = _env_list(spec.process.env)
+    env.update(options.env)
+    return execution.Request(
+        argv=list(options.argv), env=_with_path(env), confinement=confinement,
+        namespaces=list(options.namespaces), cwd=options.cwd or spec.process.cwd or "/",
+        stdin=options.stdin, timeout=options.timeout, cgroup=_container_group(container, target),
+        hold=test_hold())
+
+
+def for_process(target: execution.Target, options: Options) -> execution.Request:
+    status = target.credentials()
+    if status.seccomp_mode != 0:
+        raise KernelboxError("process %d runs under a seccomp filter (Seccomp: %d), which container_exec cannot "
+                             "copy from another process; it will not run the command unconfined. Use the name of a "
+                             "kernelbox container instead: its profile is in its spec" % (target.pid, status.seccomp_mode))
+    uid, gid, groups = status.uid, status.gid, list(status.groups)
+    joined = execution.plan_namespaces(target, options.namespaces)
+    if "user" in joined:  # status shows host ids; setresuid inside needs the namespace's own
+        uid_map, gid_map = target.id_map("uid"), target.id_map("gid")
+        uid, gid = _inside(uid, uid_map, "uid", target.pid), _inside(gid, gid_map, "gid", target.pid)
+        groups = [g for g in (procscan.inside_id(g, gid_map) for g in groups) if g is not None]
+    confinement = confine.from_masks(
+        options.uid if options.uid is not None else uid,
+        options.gid if options.gid is not None else gid,
+        options.groups if options.groups is not None else groups,
+        status.cap_bounding, status.cap_effective, status.cap_permitted, status.cap_inheritable,
+        status.cap_ambient, status.no_new_privs)
+    env = {"PATH": execution.DEFAULT_PATH}
+    env.update(options.env)
+    return execution.Request(
+        argv=list(options.argv), env=env, confinement=confinement, namespaces=list(options.namespaces),
+        cwd=options.cwd or "/", stdin=options.stdin, timeout=options.timeout, cgroup=None, hold=test_hold())
+
+
+def _inside(outside: int, mapping: procscan.IdMap, kind: str, pid: int) -> int:
+    inside = procscan.inside_id(outside, mapping)
+    if inside is None:
+        raise KernelboxError("process %d runs as host %s %d, which its user namespace does not map"
+                             % (pid, kind, outside))
+    return inside
+
+
+def _env_list(entries: t.Iterable[str]) -> t.Dict[str, str]:
+    env = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def _with_path(env: t.Dict[str, str]) -> t.Dict[str, str]:
+    if "PATH" not in env:
+        env["PATH"] = execution.DEFAULT_PATH
+    return env
+
+
+def _container_group(container: state.Container, target: execution.Target) -> t.Optional[cgroup.Cgroup]:
+    """The cgroup v2 group the init is in (the truth, whatever the state file says), unless it is the root."""
+    try:
+        relative = target.cgroup_path()
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise NotRunning(describe_stopped(container))
+        raise
+    if not relative:
+        return None
+    hierarchy = cgroup.find_hierarchy()
+    return cgroup.resolve(relative, parent="", hierarchy=hierarchy)
