@@ -265,16 +265,25 @@ def fsmount(fs_fd: int, attr_flags: int = 0, libc: t.Optional[t.Any] = None) -> 
                    libc=libc)
 
 
-def open_tree_clone(dir_fd: int, path: str, libc: t.Optional[t.Any] = None) -> int:
-    """A detached bind mount of ``path`` relative to ``dir_fd`` (open_tree OPEN_TREE_CLONE)."""
-    return syscall("open_tree", ctypes.c_int(dir_fd), _bytes(path),
-                   ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), libc=libc, context=path)
+AT_FDCWD = -100
 
 
-def move_mount_fd(from_fd: int, to_fd: int, libc: t.Optional[t.Any] = None) -> None:
-    """Attach the detached mount ``from_fd`` onto the object ``to_fd`` refers to."""
-    syscall("move_mount", ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), b"",
-            ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), libc=libc)
+def open_tree_clone(dir_fd: int, path: str, recursive: bool = True, libc: t.Optional[t.Any] = None) -> int:
+    """A detached (recursive) bind mount of ``path`` relative to ``dir_fd`` (open_tree OPEN_TREE_CLONE).
+
+    Nothing is attached anywhere: the clone lives until its last fd closes
+    or it is attached with ``move_mount_fd``.
+    """
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return syscall("open_tree", ctypes.c_int(dir_fd), _bytes(path), ctypes.c_uint(flags), libc=libc,
+                   context=path)
+
+
+def move_mount_fd(from_fd: int, to_fd: int, to_path: str = "", libc: t.Optional[t.Any] = None) -> None:
+    """Attach the detached mount ``from_fd`` onto ``to_path`` relative to ``to_fd`` (the fd itself if '')."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (0 if to_path else MOVE_MOUNT_T_EMPTY_PATH)
+    syscall("move_mount", ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), _bytes(to_path),
+            ctypes.c_uint(flags), libc=libc)
 
 
 class _MountAttr(ctypes.Structure):
