@@ -307,6 +307,47 @@ def capture(p: RootfsPlan) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOSYS:
                 raise _fail("devices", exc, "harden %s" % device.source)
+    _make_targets(p)
+
+
+def _make_targets(p: RootfsPlan) -> None:
+    """Create the mount targets that live in the rootfs itself, as the caller.
+
+    Container root is an unprivileged id outside when there is a user
+    namespace, and usually may not create files in a rootfs owned by host
+    root; the caller can.  Targets below a filesystem the container mounts
+    itself (/dev/pts on the /dev tmpfs) are left to init, which owns those.
+    Resolution is the same symlink-safe walk, so nothing outside the rootfs
+    is ever created.
+    """
+    for top in _STRICT_TOPS:
+        _check_not_symlink(p.root_dir, top)
+    covered: t.List[str] = []
+
+    def make(destination: str, kind: str, strict: bool, step: str) -> None:
+        if any(destination == c or destination.startswith(c + "/") for c in covered):
+            return
+        try:
+            os.close(resolve(p.root_dir, destination, create=kind, strict=strict))
+        except OSError as exc:
+            raise _fail(step, exc, "mount target %s" % destination)
+
+    for op in p.mounts:
+        make(op.destination, "dir" if op.is_dir else "file", op.strict, "mounts")
+        covered.append(op.destination)
+    for device in p.devices:
+        make("/dev/" + device.name, "file", True, "devices")
+    if not any(c == "/dev" for c in covered):  # the image's own /dev: the symlinks go there now
+        try:
+            dev_fd = resolve(p.root_dir, "/dev", create="dir", strict=True)
+        except OSError as exc:
+            raise _fail("devices", exc, "/dev")
+        try:
+            _dev_symlinks(dev_fd)
+        finally:
+            os.close(dev_fd)
+    for destination, _content in p.etc_files:
+        make(destination, "file", False, "etc files")
 
 
 def detached_fs(fstype: str, options: t.Sequence[t.Tuple[str, str]], attrs: int) -> int:
@@ -436,15 +477,19 @@ def _add_devices(root_fd: int, devices: t.List[DeviceOp]) -> None:
     try:
         for device in devices:
             _bind_device(dev_fd, device)
-        for name, target in DEV_SYMLINKS:
-            try:
-                os.symlink(target, name, dir_fd=dev_fd)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise _fail(step, exc, "symlink /dev/%s" % name)
+        _dev_symlinks(dev_fd)
     finally:
         os.close(dev_fd)
+
+
+def _dev_symlinks(dev_fd: int) -> None:
+    for name, target in DEV_SYMLINKS:
+        try:
+            os.symlink(target, name, dir_fd=dev_fd)
+        except FileExistsError:
+            pass  # the image has its own (or the caller made them); never followed here
+        except OSError as exc:
+            raise _fail("devices", exc, "symlink /dev/%s" % name)
 
 
 def _bind_device(dev_fd: int, device: DeviceOp) -> None:
