@@ -19,8 +19,8 @@ lays out the fds, closes every other one and execs.  Both raise
 
 from __future__ import annotations
 
+import copy
 import fcntl
-import json
 import os
 import resource
 import signal
@@ -55,18 +55,20 @@ class Prepared:
     candidates: t.List[bytes] = field(default_factory=list)
 
 
-_PROGRAM_CACHE: t.Dict[str, bytes] = {}
+# id(profile) -> (a private copy of the profile as compiled, the program).  A hit needs the
+# profile to still be equal to that copy, so changing a profile in place recompiles it.
+_PROGRAM_CACHE: t.Dict[int, t.Tuple["seccomp_lib.Profile", bytes]] = {}
 
 
 def compile_seccomp(profile: "seccomp_lib.Profile") -> bytes:
-    """The BPF program for ``profile``, compiled once per distinct profile in this process."""
-    key = json.dumps(profile.to_oci(), sort_keys=True)
-    program = _PROGRAM_CACHE.get(key)
-    if program is None:
-        program = seccomp_lib.compile_profile(profile)
-        if len(_PROGRAM_CACHE) > 32:
-            _PROGRAM_CACHE.clear()
-        _PROGRAM_CACHE[key] = program
+    """The BPF program for ``profile``; compiling (about a millisecond) happens once per profile."""
+    cached = _PROGRAM_CACHE.get(id(profile))
+    if cached is not None and cached[0] == profile:
+        return cached[1]
+    program = seccomp_lib.compile_profile(profile)
+    if len(_PROGRAM_CACHE) > 32:
+        _PROGRAM_CACHE.clear()
+    _PROGRAM_CACHE[id(profile)] = (copy.deepcopy(profile), program)
     return program
 
 

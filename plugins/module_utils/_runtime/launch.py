@@ -297,32 +297,58 @@ def _error_from(line: str) -> LaunchError:
     return LaunchError(step, int(err or 0), detail)
 
 
+def _direct(plan: _Plan) -> bool:
+    """Whether one cloned process can be the whole setup (see the module docstring)."""
+    if plan.joins or plan.unshare_flags & libc.CLONE_NEWTIME or plan.own_sysfs:
+        return False
+    return len(os.listdir("/proc/self/task")) == 1  # clone_process needs a single-threaded caller
+
+
 def _run(plan: _Plan, timeout: float) -> Launched:
     from_child_r, from_child_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
-    parent = os.getpid()
-    pid_a = os.fork()
-    if pid_a == 0:  # A: never returns
+    direct = _direct(plan)
+    if direct:
+        flags = (libc.CLONE_NEWUSER if plan.new_userns else 0) | (plan.unshare_flags & libc.CLONE_NEWPID)
         try:
-            os.close(from_child_r)
-            os.close(to_child_w)
-            _setup_process(plan, parent, to_child_r, from_child_w)
-        finally:
-            os._exit(126)
+            first = libc.clone_process(flags)
+        except OSError as exc:
+            os.close(from_child_r), os.close(from_child_w), os.close(to_child_r), os.close(to_child_w)
+            raise LaunchError("namespaces", exc.errno or 0, str(exc.strerror))
+        if first == 0:  # the container's init (PID 1): never returns
+            try:
+                os.close(from_child_r)
+                os.close(to_child_w)
+                _child_main(from_child_w, lambda: _direct_init(plan, to_child_r, from_child_w))
+            finally:
+                os._exit(126)
+    else:
+        parent = os.getpid()
+        first = os.fork()
+        if first == 0:  # A, the setup process: never returns
+            try:
+                os.close(from_child_r)
+                os.close(to_child_w)
+                _setup_process(plan, parent, to_child_r, from_child_w)
+            finally:
+                os._exit(126)
     os.close(from_child_w)
     os.close(to_child_r)
     channel = _Channel(from_child_r, to_child_w, time.monotonic() + timeout)
-    pid_b = None
-    a_reaped = False
+    init = first if direct else None
+    first_reaped = direct  # in the direct path the first child is init, reaped by the caller later
     try:
-        line = channel.readline("the user namespace")
-        if line is None or line.startswith("E"):
-            raise _error_from(line) if line else _died(pid_a, "setup process")
+        if not direct:
+            line = channel.readline("the user namespace")
+            if line is None or line.startswith("E"):
+                raise _error_from(line) if line else _died(first, "setup process")
         if plan.new_userns:
-            _write_id_maps(pid_a, plan)
+            _write_id_maps(first, plan)
+        if plan.oom_score_adj is not None:
+            _write_proc(first, "oom_score_adj", plan.oom_score_adj)
         if plan.cgroup_procs is not None:
             try:
-                os.write(plan.cgroup_procs, b"%d" % pid_a)
+                os.write(plan.cgroup_procs, b"%d" % first)
             except OSError as exc:
                 raise LaunchError("cgroup", exc.errno or 0, "join the cgroup: %s" % exc.strerror)
         channel.send(b"G")
@@ -333,41 +359,44 @@ def _run(plan: _Plan, timeout: float) -> Launched:
             if line is None:
                 break
             if line.startswith("P"):
-                pid_b = int(line[2:])
-                os.waitpid(pid_a, 0)
-                a_reaped = True
+                init = int(line[2:])
+                os.waitpid(first, 0)
+                first_reaped = True
             elif line.startswith("X"):
                 ready = line
             elif line.startswith("E") and failure is None:
                 failure = _error_from(line)
         if failure is not None:
             raise failure
-        if pid_b is None:
-            raise _died(pid_a, "setup process")
+        if init is None:
+            raise _died(first, "setup process")
         if ready is None:
-            raise _died(pid_b, "container init")
-        return Launched(pid=pid_b, starttime=_starttime(pid_b), namespaces=_parse_namespaces(ready))
+            raise _died(init, "container init")
+        return Launched(pid=init, starttime=_starttime(init), namespaces=_parse_namespaces(ready))
     except BaseException:
-        _kill_and_reap(pid_a, a_reaped, pid_b)
+        _kill_and_reap(first, first_reaped, init)
         raise
     finally:
         os.close(from_child_r)
         os.close(to_child_w)
 
 
-def _write_id_maps(pid: int, plan: _Plan) -> None:
-    for name, data in (("uid_map", plan.uid_map), ("setgroups", b"deny" if plan.deny_setgroups else None),
-                       ("gid_map", plan.gid_map)):
-        if data is None:
-            continue
+def _write_proc(pid: int, name: str, data: bytes) -> None:
+    try:
+        fd = os.open("/proc/%d/%s" % (pid, name), os.O_WRONLY | os.O_CLOEXEC)
         try:
-            fd = os.open("/proc/%d/%s" % (pid, name), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise LaunchError(name, exc.errno or 0, "write %r: %s" % (data.decode().strip(), exc.strerror))
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LaunchError(name, exc.errno or 0, "write %r: %s" % (data.decode().strip(), exc.strerror))
+
+
+def _write_id_maps(pid: int, plan: _Plan) -> None:
+    _write_proc(pid, "uid_map", plan.uid_map)
+    if plan.deny_setgroups:
+        _write_proc(pid, "setgroups", b"deny")
+    _write_proc(pid, "gid_map", plan.gid_map)
 
 
 def _died(pid: int, what: str) -> LaunchError:
@@ -394,14 +423,17 @@ def _parse_namespaces(line: str) -> t.Dict[str, int]:
     return result
 
 
-def _kill_and_reap(pid_a: int, a_reaped: bool, pid_b: t.Optional[int]) -> None:
-    """Leave nothing behind: B is PID 1 of its namespace, so killing it ends everything inside."""
-    for pid in ([pid_b] if pid_b else []) + ([] if a_reaped else [pid_a]):
+def _kill_and_reap(first: int, first_reaped: bool, init: t.Optional[int]) -> None:
+    """Leave nothing behind: init is PID 1 of its namespace, so killing it ends everything inside.
+
+    The setup process (if any) is reaped first: only then is init re-parented here.
+    """
+    for pid in ([init] if init else []) + ([] if first_reaped else [first]):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for pid in ([] if a_reaped else [pid_a]) + ([pid_b] if pid_b else []):
+    for pid in ([] if first_reaped else [first]) + ([init] if init else []):
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
@@ -452,8 +484,6 @@ def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -
         assert plan.rootfs is not None and plan.rootfs.root_dir is not None
         # The cwd follows into the new mount namespace: init attaches the rootfs clone here.
         _step("rootfs", os.fchdir, plan.rootfs.root_dir)
-        if plan.oom_score_adj is not None:
-            _step("oom_score_adj", _write_file, "/proc/self/oom_score_adj", plan.oom_score_adj)
         timens_fd = None
         if plan.timens_offsets:
             # Opened while still host root: once the ids switch, /proc/self is not ours to open.
@@ -470,14 +500,7 @@ def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -
         os.write(status_fd, b"U\n")
         if os.read(from_parent, 1) != b"G":
             os._exit(1)  # the caller gave up
-        if plan.any_userns:
-            _step("user namespace", os.setresgid, 0, 0, 0)
-            _step("user namespace", os.setresuid, 0, 0, 0)
-        if plan.unshare_flags:
-            _step("namespaces", libc.unshare, plan.unshare_flags)
-        if plan.unshare_flags & libc.CLONE_NEWNS:
-            # First, before any mount: nothing made in here may propagate to the host.
-            _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
+        _enter_remaining_namespaces(plan, plan.unshare_flags)
         if timens_fd is not None:
             # Before the first process enters the new time namespace: B, forked next.
             _step("time offsets", os.write, timens_fd, plan.timens_offsets)
@@ -491,6 +514,30 @@ def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -
     _child_main(status_fd, body)
 
 
+def _direct_init(plan: _Plan, from_parent: int, status_fd: int) -> None:
+    """The direct path: cloned already inside the new user and PID namespaces, as PID 1."""
+    libc.set_pdeathsig(signal.SIGKILL)
+    libc.set_dumpable(False)
+    assert plan.rootfs is not None and plan.rootfs.root_dir is not None
+    _step("rootfs", os.fchdir, plan.rootfs.root_dir)
+    if os.read(from_parent, 1) != b"G":
+        os._exit(1)  # the caller died or gave up
+    _enter_remaining_namespaces(plan, plan.unshare_flags & ~libc.CLONE_NEWPID)
+    _init_process(plan, from_parent, status_fd)
+
+
+def _enter_remaining_namespaces(plan: _Plan, flags: int) -> None:
+    """Root inside the user namespace (the maps exist now), then every namespace left to make."""
+    if plan.any_userns:
+        _step("user namespace", os.setresgid, 0, 0, 0)
+        _step("user namespace", os.setresuid, 0, 0, 0)
+    if flags:
+        _step("namespaces", libc.unshare, flags)
+    if flags & libc.CLONE_NEWNS:
+        # First, before any mount: nothing made in here may propagate to the host.
+        _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
+
+
 def _write_file(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -501,6 +548,9 @@ def _write_file(path: str, data: bytes) -> None:
 
 def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
     assert plan.rootfs is not None and plan.prepared is not None
+    # Through the host's /proc, while it is still there (the container may mount none).
+    namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
+                          for kind, (_flag, name) in NAMESPACES.items())
     root_fd = rootfs.setup_before_pivot(plan.rootfs)
     rootfs.pivot(root_fd)
     rootfs.write_sysctls(plan.rootfs.sysctl)
@@ -510,8 +560,6 @@ def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
     if plan.domainname is not None:
         _step("domainname", libc.setdomainname, plan.domainname)
     rootfs.enter_cwd(plan.cwd)
-    namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
-                          for kind, (_flag, name) in NAMESPACES.items())
     confine.confine(plan.prepared)
     if select.select([from_parent], [], [], 0)[0]:
         os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan

@@ -33,6 +33,7 @@ import stat
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
@@ -73,11 +74,10 @@ def _fail(step: str, exc: OSError, what: str) -> StepFailure:
     return StepFailure(step, exc.errno or 0, "%s: %s" % (what, exc.strerror or exc))
 
 
-def fd_path(fd: int) -> str:
-    return "/proc/self/fd/%d" % fd
-
-
 # --- safe resolution -------------------------------------------------------------
+
+_OPENAT2 = [True]  # cleared once the kernel says ENOSYS (Linux < 5.6)
+
 
 def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: bool = False,
             clamp: bool = True) -> int:
@@ -88,7 +88,29 @@ def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: boo
     refuses a '..' that would climb above the root instead of staying at it.
     ``create`` ('dir' or 'file') makes missing components (directories, and
     the last one as a file when 'file').  Procfs magic links are refused.
+
+    The kernel does the same in one call with openat2(RESOLVE_IN_ROOT |
+    RESOLVE_NO_MAGICLINKS), used when it can; the component walk below is the
+    fallback, and the only way for ``create`` and ``clamp=False``.
     """
+    if clamp and _OPENAT2[0]:
+        resolve_flags = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+        if strict:
+            resolve_flags |= libc.RESOLVE_NO_SYMLINKS
+        try:
+            return libc.openat2(root_fd, path, os.O_PATH, resolve_flags)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                _OPENAT2[0] = False
+            elif exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "%s: a component is a %s, which is not allowed here"
+                              % (path, "symlink" if strict else "magic link or a symlink loop"), path)
+            elif not (exc.errno == errno.ENOENT and create):
+                raise
+    return _walk(root_fd, path, create, strict, clamp)
+
+
+def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp: bool) -> int:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     stack = [os.dup(root_fd)]
     links = 0

@@ -38,7 +38,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.capa
     DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
-OCI_VERSION = "1.2.0"
+OCI_VERSION = "1.1.0"
 
 # Keys whose change is applied to a running container in place (cgroup files);
 # every other difference forces a recreate.
