@@ -518,7 +518,7 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
     """Attach the caller's verified clone of the host node onto /dev/NAME (a file made for it)."""
     step = "devices"
     try:
-        target = resolve(dev_fd, device.name, create="file", strict=True)
+        target = _new_file(dev_fd, device.name) or resolve(dev_fd, device.name, create="file", strict=True)
     except OSError as exc:
         raise _fail(step, exc, "/dev/%s" % device.name)
     try:
@@ -530,6 +530,18 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
         raise _fail(step, exc, "attach %s" % device.source)
     finally:
         os.close(target)
+
+
+def _new_file(dir_fd: int, name: str) -> t.Optional[int]:
+    """O_PATH fd of a regular file just created as ``name`` (the common case on a fresh tmpfs), else None."""
+    if "/" in name:
+        return None
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd))
+    except FileExistsError:
+        return None
+    return os.open(name, _O_PATH, dir_fd=dir_fd)
 
 
 def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:

@@ -150,12 +150,16 @@ def _bytes(value: t.Optional[t.Union[str, bytes]]) -> t.Optional[bytes]:
     return os.fsencode(value)
 
 
+_MACHINE: t.List[str] = []
+
+
 def _syscall_number(name: str) -> int:
-    machine = os.uname().machine
+    if not _MACHINE:
+        _MACHINE.append(os.uname().machine)  # once per process: the launcher calls this in hot paths
     try:
-        return _SYSCALL_NUMBERS[machine][name]
+        return _SYSCALL_NUMBERS[_MACHINE[0]][name]
     except KeyError:
-        raise OSError(38, "%s: no syscall number known for %s" % (name, machine))
+        raise OSError(38, "%s: no syscall number known for %s" % (name, _MACHINE[0]))
 
 
 def syscall(name: str, *args: t.Any, libc: t.Optional[t.Any] = None, context: str = "") -> int:
