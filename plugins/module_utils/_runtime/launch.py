@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec, from_oci
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
@@ -128,10 +128,14 @@ class _Plan:
         self.opened = []
 
 
-def start(spec: Spec, *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
+def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
           cgroup_dir: t.Optional[str] = None, extra_files: t.Sequence[t.Any] = (),
           timeout: float = 60.0) -> Launched:
     """Start ``spec``'s process in a new container; return once it has exec'd.
+
+    ``spec`` is a validated ``Spec``, or a config.json dict (validated here
+    with ``spec.from_oci``; a caller that starts the same spec often keeps
+    the Spec instead, which also keeps the compiled seccomp program cached).
 
     ``stdin`` (None: /dev/null), ``stdout``, ``stderr`` and ``extra_files``
     (they become fds 3, 4, ...) are fds or objects with ``fileno()``; every
@@ -141,6 +145,8 @@ def start(spec: Spec, *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
     this host cannot honour).
     """
     _require_subreaper()
+    if not isinstance(spec, Spec):
+        spec = from_oci(spec)
     plan = _Plan()
     try:
         _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
