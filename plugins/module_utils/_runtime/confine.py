@@ -2,155 +2,187 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to kernelbox.containers: a process's confinement, prepared in the parent, applied in the child.
+"""PRIVATE to kernelbox.containers: the last steps before a container process execs.
 
-Confinement is what a container process runs under besides its namespaces:
-uid/gid/groups, the five capability sets, no_new_privs, the seccomp program,
-rlimits and umask.  ``prepare()`` computes all of it from a spec's
-``process`` and ``linux.seccomp`` in the parent (a bad profile fails before
-anything is forked), and ``apply()`` does the syscalls in the child, in the
-one order that works:
+Shared by the launcher (a new container's PID 1) and by ``container_exec``
+(a process that joins a running container with setns): both must end up with
+the same credentials, capabilities, no_new_privs and seccomp filter.
 
-1. rlimits and umask (lowering needs no privilege; raising a hard limit needs
-   CAP_SYS_RESOURCE, still held);
-2. seccomp *first* when no_new_privs is off: installing a filter without
-   no_new_privs needs CAP_SYS_ADMIN, which step 3 drops (runc does the same);
-3. uid/gid/groups and capabilities (``capabilities.apply_credentials``);
-4. no_new_privs;
-5. seccomp when no_new_privs is on (it needs no privilege then).
-
-Shared by everything that starts a process in a container: ``container_exec``
-(``execution.py``) uses it, and the launcher can too.  Nothing here is
-exec-specific: ``restrict()`` is how exec makes sure it never runs with more
-than the container's init has.
+``prepare(process, seccomp_profile)`` runs in the parent and does every piece
+of work that can be done before fork (capability masks, the compiled seccomp
+program, argv/env, PATH candidates).  In the child, ``confine(prepared)``
+applies rlimits, umask, credentials and capabilities, no_new_privs and the
+seccomp filter in the right order, and ``execute(prepared, fds, status_fd)``
+lays out the fds, closes every other one and execs.  Both raise
+``StepFailure`` naming the step; they never return on success (execute).
 """
 
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import resource
+import signal
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities, seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as seccomp_lib
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure, _fail
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Process
 
-class ConfineFailure(OSError):
-    """One step of ``apply`` failed; ``step`` names it for the user."""
+DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    def __init__(self, step: str, err: int, detail: str) -> None:
-        super().__init__(err, "%s: %s" % (step, detail))
-        self.step = step
+_SIGNALS = tuple(sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP))
 
 
 @dataclass
-class Confinement:
-    credentials: capabilities.Credentials
-    no_new_privs: bool
-    seccomp_program: t.Optional[bytes] = None
-    seccomp_flags: int = 0
-    rlimits: t.List[t.Tuple[int, int, int]] = field(default_factory=list)  # (RLIMIT_*, soft, hard)
-    umask: t.Optional[int] = None
+class Prepared:
+    """A process's confinement and command, ready to apply in a forked child."""
 
-    def summary(self) -> t.Dict[str, t.Any]:
-        """What the process gets, in words (for results and errors)."""
-        creds = self.credentials
-        bounding = [cap for cap in range(capabilities.last_cap() + 1) if cap not in creds.drop_bounding]
-        return {
-            "uid": creds.uid, "gid": creds.gid, "groups": list(creds.groups or []),
-            "capabilities": {
-                "bounding": capabilities.names_of(sum(1 << cap for cap in bounding)),
-                "effective": capabilities.names_of(creds.effective),
-                "permitted": capabilities.names_of(creds.permitted),
-                "inheritable": capabilities.names_of(creds.inheritable),
-                "ambient": capabilities.names_of(sum(1 << cap for cap in creds.ambient)),
-            },
-            "no_new_privileges": self.no_new_privs,
-            "seccomp": self.seccomp_program is not None,
-        }
+    credentials: caps.Credentials
+    rlimits: t.List[t.Tuple[int, int, int]]
+    umask: t.Optional[int]
+    no_new_privileges: bool
+    seccomp_program: t.Optional[bytes]
+    seccomp_flags: int
+    argv: t.List[bytes]
+    env: t.Dict[bytes, bytes]
+    candidates: t.List[bytes] = field(default_factory=list)
 
 
-def _rlimit_number(name: str) -> int:
-    return int(getattr(resource, name))
+# id(profile) -> (a private copy of the profile as compiled, the program).  A hit needs the
+# profile to still be equal to that copy, so changing a profile in place recompiles it.
+_PROGRAM_CACHE: t.Dict[int, t.Tuple["seccomp_lib.Profile", bytes]] = {}
 
 
-def prepare(process: t.Any, seccomp_profile: t.Optional[t.Mapping[str, t.Any]],
-            uid: t.Optional[int] = None, gid: t.Optional[int] = None,
-            groups: t.Optional[t.Sequence[int]] = None) -> Confinement:
-    """From a validated ``spec.process`` and ``spec.linux.seccomp``; ``uid``/``gid``/``groups`` override the spec's.
+def compile_seccomp(profile: "seccomp_lib.Profile") -> bytes:
+    """The BPF program for ``profile``; compiling (about a millisecond) happens once per profile."""
+    cached = _PROGRAM_CACHE.get(id(profile))
+    if cached is not None and cached[0] == profile:
+        return cached[1]
+    program = seccomp_lib.compile_profile(profile)
+    if len(_PROGRAM_CACHE) > 32:
+        _PROGRAM_CACHE.clear()
+    _PROGRAM_CACHE[id(profile)] = (copy.deepcopy(profile), program)
+    return program
 
-    Raises ValidationError for a profile or capability this kernel cannot apply.
-    """
-    user = process.user
-    creds = capabilities.prepare_credentials(
-        user.uid if uid is None else uid, user.gid if gid is None else gid,
-        list(user.additional_gids if groups is None else groups), process.capabilities)
-    program, flags = None, 0
+
+def prepare(process: "Process", seccomp_profile: t.Optional["seccomp_lib.Profile"]) -> Prepared:
+    """Everything the child needs, computed in the parent.  Raises ValidationError or StepFailure."""
+    creds = caps.prepare_credentials(process.user.uid, process.user.gid, process.user.additional_gids,
+                                     process.capabilities)
+    rlimits = []
+    for limit in process.rlimits:
+        number = getattr(resource, limit.type, None)
+        if number is None:
+            raise StepFailure("rlimits", 22, "%s is not supported by this Python/kernel" % limit.type)
+        rlimits.append((number, _rlim(limit.soft), _rlim(limit.hard)))
+    env: t.Dict[bytes, bytes] = {}
+    for entry in process.env:
+        name, _sep, value = entry.partition("=")
+        env[os.fsencode(name)] = os.fsencode(value)
+    argv = [os.fsencode(arg) for arg in process.args]
+    program = None
+    flags = 0
     if seccomp_profile is not None:
-        profile = seccomp.from_oci(copy.deepcopy(dict(seccomp_profile)))
-        program, flags = seccomp.program_for(profile, process.capabilities.bounding)
-    return Confinement(
-        credentials=creds, no_new_privs=bool(process.no_new_privileges),
-        seccomp_program=program, seccomp_flags=flags,
-        rlimits=[(_rlimit_number(limit.type), limit.soft, limit.hard) for limit in process.rlimits],
-        umask=user.umask)
-
-
-def restrict(confinement: Confinement, bounding: int, no_new_privs: bool) -> Confinement:
-    """Never more than a reference process has: intersect every set with its ``bounding`` mask
-    (CapBnd of /proc/PID/status) and keep no_new_privs on if it has it."""
-    creds = copy.deepcopy(confinement.credentials)
-    top = capabilities.last_cap()
-    creds.drop_bounding = sorted(set(creds.drop_bounding) | {cap for cap in range(top + 1)
-                                                              if not bounding & (1 << cap)})
-    creds.effective &= bounding
-    creds.permitted &= bounding
-    creds.inheritable &= bounding
-    creds.ambient = [cap for cap in creds.ambient if bounding & (1 << cap)]
-    result = copy.copy(confinement)
-    result.credentials = creds
-    result.no_new_privs = confinement.no_new_privs or no_new_privs
-    return result
-
-
-def from_masks(uid: int, gid: int, groups: t.Sequence[int], bounding: int, effective: int, permitted: int,
-               inheritable: int, ambient: int, no_new_privs: bool) -> Confinement:
-    """A confinement copied from another process's status (exec by PID): same ids, sets and no_new_privs."""
-    top = capabilities.last_cap()
-    creds = capabilities.Credentials(
-        uid=uid, gid=gid, groups=list(groups),
-        drop_bounding=[cap for cap in range(top + 1) if not bounding & (1 << cap)],
-        effective=effective & permitted & bounding, permitted=permitted & bounding,
-        inheritable=inheritable & bounding,
-        ambient=[cap for cap in range(top + 1) if ambient & (1 << cap) and permitted & inheritable & (1 << cap)])
-    return Confinement(credentials=creds, no_new_privs=no_new_privs)
-
-
-def apply(confinement: Confinement) -> None:
-    """In the child, right before execve; raises ConfineFailure naming the step."""
-    step = "rlimits"
-    try:
-        for number, soft, hard in confinement.rlimits:
-            resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
-        if confinement.umask is not None:
-            os.umask(confinement.umask)
-        if confinement.seccomp_program is not None and not confinement.no_new_privs:
-            step = "seccomp"
-            seccomp.install(confinement.seccomp_program, confinement.seccomp_flags)
-        step = "credentials"
-        capabilities.apply_credentials(confinement.credentials)
-        if confinement.no_new_privs:
-            step = "no_new_privs"
-            libc.set_no_new_privs()
-        if confinement.seccomp_program is not None and confinement.no_new_privs:
-            step = "seccomp"
-            seccomp.install(confinement.seccomp_program, confinement.seccomp_flags)
-    except (OSError, ValueError) as exc:
-        err = getattr(exc, "errno", None) or 0
-        raise ConfineFailure(step, err, getattr(exc, "strerror", None) or str(exc))
+        program = compile_seccomp(seccomp_profile)
+        flags = seccomp_profile.install_flags()
+    return Prepared(credentials=creds, rlimits=rlimits, umask=process.user.umask,
+                    no_new_privileges=process.no_new_privileges, seccomp_program=program, seccomp_flags=flags,
+                    argv=argv, env=env, candidates=_candidates(argv[0], env))
 
 
 def _rlim(value: int) -> int:
     return resource.RLIM_INFINITY if value >= (1 << 64) - 1 else value
+
+
+def _candidates(command: bytes, env: t.Dict[bytes, bytes]) -> t.List[bytes]:
+    """execvp's search order, with the container's PATH (resolved inside the container at exec)."""
+    if b"/" in command:
+        return [command]
+    search = env.get(b"PATH", os.fsencode(DEFAULT_SEARCH_PATH))
+    return [os.path.join(entry or b".", command) for entry in search.split(b":")]
+
+
+def confine(prepared: Prepared) -> None:
+    """rlimits, umask, credentials and capabilities, no_new_privs, seccomp: in the child.
+
+    With no_new_privs the filter goes last, so it only has to allow the
+    syscalls exec needs.  Without it, installing a filter needs CAP_SYS_ADMIN,
+    so the filter goes in before the capabilities are dropped (as runc does).
+    """
+    for number, soft, hard in prepared.rlimits:
+        try:
+            resource.setrlimit(number, (soft, hard))
+        except (OSError, ValueError) as exc:
+            raise StepFailure("rlimits", getattr(exc, "errno", None) or 1,
+                              "setrlimit(%d, %d, %d): %s (raising a hard limit needs CAP_SYS_RESOURCE in "
+                              "the host's user namespace)" % (number, soft, hard, exc))
+    if prepared.umask is not None:
+        os.umask(prepared.umask)
+    if not prepared.no_new_privileges:
+        _install_seccomp(prepared)
+    try:
+        caps.apply_credentials(prepared.credentials)
+    except OSError as exc:
+        raise _fail("capabilities", exc, "uid %d gid %d" % (prepared.credentials.uid, prepared.credentials.gid))
+    if prepared.no_new_privileges:
+        try:
+            libc.set_no_new_privs()
+        except OSError as exc:
+            raise _fail("no_new_privs", exc, "prctl(PR_SET_NO_NEW_PRIVS)")
+        _install_seccomp(prepared)
+
+
+def _install_seccomp(prepared: Prepared) -> None:
+    if prepared.seccomp_program is None:
+        return
+    try:
+        seccomp_lib.install(prepared.seccomp_program, prepared.seccomp_flags)
+    except OSError as exc:
+        raise _fail("seccomp", exc, "install filter")
+
+
+def execute(prepared: Prepared, fds: t.Sequence[int], status_fd: int, ready: bytes = b"") -> t.NoReturn:
+    """Make ``fds`` the process's 0, 1, 2, 3..., close every other fd, reset signals, execve.
+
+    ``status_fd`` (close-on-exec) stays open so an exec failure can still be
+    reported; ``ready`` is written to it just before the first execve, so
+    EOF after ``ready`` means the exec happened.  Raises StepFailure('exec')
+    whose ``status_fd`` attribute is where ``status_fd`` now lives.
+    """
+    count = len(fds)
+    try:
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, count) for fd in fds]
+        status = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, count)
+        for target, fd in enumerate(moved):
+            os.dup2(fd, target, inheritable=True)
+        libc.close_fds_above(count, keep=(status,))
+    except OSError as exc:
+        raise _fail("fds", exc, "arrange fds 0..%d" % (count - 1))
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in _SIGNALS:
+        try:
+            if signal.getsignal(sig) is not signal.SIG_DFL:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    libc.prctl(libc.PR_SET_PDEATHSIG, 0)
+    if ready:
+        os.write(status, ready)
+    first_error: t.Optional[OSError] = None
+    for path in prepared.candidates:
+        try:
+            os.execve(path, prepared.argv, prepared.env)
+        except OSError as exc:
+            if first_error is None or (first_error.errno in (2, 20) and exc.errno not in (2, 20)):
+                first_error = exc
+    assert first_error is not None
+    failure = _fail("exec", first_error, os.fsdecode(prepared.argv[0]))
+    failure.status_fd = status  # the caller's status_fd number was closed above
+    raise failure

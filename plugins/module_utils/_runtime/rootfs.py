@@ -16,8 +16,10 @@ rules (each answers a runc/crun CVE; see README "Container runtime"):
   the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
   under them, may contain no symlink at all (CVE-2019-16884, CVE-2026-41579).
   Procfs magic links (/proc/self/fd/N, /proc/1/cwd) are refused (CVE-2024-21626).
-* Devices are the host's own nodes, bind-mounted after checking that each is
-  the expected char device (mknod is impossible in a user namespace).
+* Host objects (the rootfs, bind sources, device nodes) are captured by the
+  caller as detached mount clones (open_tree) before fork, and attached
+  inside; devices are checked to be the expected char device on that very
+  clone (mknod is impossible in a user namespace anyway).
 * Masking binds a /dev/null opened once and checked to be char 1:3
   (CVE-2025-31133); directories get a read-only empty tmpfs.
 * The root is switched with pivot_root, and the old root detached; never chroot.
@@ -31,6 +33,7 @@ import stat
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
@@ -52,6 +55,10 @@ _ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, l
              (0x2000, libc.MS_NOSYMFOLLOW))
 
 
+_MS_TO_ATTR = ((libc.MS_RDONLY, libc.MOUNT_ATTR_RDONLY), (libc.MS_NOSUID, libc.MOUNT_ATTR_NOSUID),
+               (libc.MS_NODEV, libc.MOUNT_ATTR_NODEV), (libc.MS_NOEXEC, libc.MOUNT_ATTR_NOEXEC))
+
+
 class StepFailure(Exception):
     """A launch step failed: ``step`` for the user, ``errno`` and a detail naming the object."""
 
@@ -60,17 +67,17 @@ class StepFailure(Exception):
         self.step = step
         self.errno = err
         self.detail = detail
+        self.status_fd: t.Optional[int] = None
 
 
 def _fail(step: str, exc: OSError, what: str) -> StepFailure:
     return StepFailure(step, exc.errno or 0, "%s: %s" % (what, exc.strerror or exc))
 
 
-def fd_path(fd: int) -> str:
-    return "/proc/self/fd/%d" % fd
-
-
 # --- safe resolution -------------------------------------------------------------
+
+_OPENAT2 = [True]  # cleared once the kernel says ENOSYS (Linux < 5.6)
+
 
 def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: bool = False,
             clamp: bool = True) -> int:
@@ -81,7 +88,29 @@ def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: boo
     refuses a '..' that would climb above the root instead of staying at it.
     ``create`` ('dir' or 'file') makes missing components (directories, and
     the last one as a file when 'file').  Procfs magic links are refused.
+
+    The kernel does the same in one call with openat2(RESOLVE_IN_ROOT |
+    RESOLVE_NO_MAGICLINKS), used when it can; the component walk below is the
+    fallback, and the only way for ``create`` and ``clamp=False``.
     """
+    if clamp and _OPENAT2[0]:
+        resolve_flags = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+        if strict:
+            resolve_flags |= libc.RESOLVE_NO_SYMLINKS
+        try:
+            return libc.openat2(root_fd, path, os.O_PATH, resolve_flags)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                _OPENAT2[0] = False
+            elif exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "%s: a component is a %s, which is not allowed here"
+                              % (path, "symlink" if strict else "magic link or a symlink loop"), path)
+            elif not (exc.errno == errno.ENOENT and create):
+                raise
+    return _walk(root_fd, path, create, strict, clamp)
+
+
+def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp: bool) -> int:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     stack = [os.dup(root_fd)]
     links = 0
@@ -176,6 +205,8 @@ class MountOp:
     propagation: t.List[int]
     recursive: bool
     strict: bool
+    tree: t.Optional[int] = None  # bind: detached clone of the source, made by the caller
+    is_dir: bool = True
 
 
 @dataclass
@@ -185,12 +216,16 @@ class DeviceOp:
     major: int
     minor: int
     source: str  # the host node bound in
+    tree: t.Optional[int] = None
 
 
 @dataclass
 class RootfsPlan:
     rootfs: str
     readonly: bool
+    root_tree: t.Optional[int] = None  # detached recursive clone of the rootfs
+    root_dir: t.Optional[int] = None  # O_PATH fd of the rootfs directory (the setup process chdirs there)
+    sys_tree: t.Optional[int] = None  # a detached sysfs made by the setup process (see make_sysfs)
     mounts: t.List[MountOp] = field(default_factory=list)
     devices: t.List[DeviceOp] = field(default_factory=list)
     etc_files: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
@@ -199,6 +234,16 @@ class RootfsPlan:
     sysctl: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
     propagation: t.Optional[int] = None
     userns: bool = False
+    opened: t.List[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the captured host objects (detached clones vanish with their last fd)."""
+        for fd in self.opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.opened = []
 
 
 def plan(spec: Spec) -> RootfsPlan:
@@ -240,19 +285,138 @@ def plan(spec: Spec) -> RootfsPlan:
     return result
 
 
+# --- in the caller: capture the host objects --------------------------------------
+
+def capture(p: RootfsPlan) -> None:
+    """Open, as the caller (host root, host mount namespace), everything the container takes from the host.
+
+    The rootfs, bind sources and device nodes become detached mount clones
+    (open_tree OPEN_TREE_CLONE): no host mount table changes, and the
+    container's init attaches exactly these objects.  That closes the race
+    between checking a device and binding it, and lets a container root that
+    is an unprivileged id outside use a rootfs or volume below a 0700
+    directory it could not walk.  Raises StepFailure; ``p.close()`` releases.
+    """
+    def clone(path: str, recursive: bool, step: str, what: str) -> int:
+        try:
+            fd = libc.open_tree_clone(libc.AT_FDCWD, path, recursive=recursive)
+        except OSError as exc:
+            raise _fail(step, exc, "%s %s" % (what, path))
+        p.opened.append(fd)
+        return fd
+
+    try:
+        p.root_dir = os.open(p.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _fail("rootfs", exc, p.rootfs)
+    p.opened.append(p.root_dir)
+    p.root_tree = clone(p.rootfs, True, "rootfs", "rootfs")
+    for op in p.mounts:
+        if op.kind == "bind":
+            op.tree = clone(op.source or "", op.recursive, "mounts", "bind source")
+            op.is_dir = stat.S_ISDIR(os.fstat(op.tree).st_mode)
+    for device in p.devices:
+        device.tree = clone(device.source, False, "devices", "host device")
+        info = os.fstat(device.tree)
+        is_kind = stat.S_ISCHR if device.kind == "c" else stat.S_ISBLK
+        if not is_kind(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major,
+                                                                                              device.minor):
+            raise StepFailure("devices", errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
+                              % (device.source, "char" if device.kind == "c" else "block", device.major,
+                                 device.minor))
+        try:  # a device node needs neither set-uid nor exec
+            libc.mount_setattr(device.tree, libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NOEXEC, recursive=False)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise _fail("devices", exc, "harden %s" % device.source)
+    _make_targets(p)
+
+
+def _make_targets(p: RootfsPlan) -> None:
+    """Create the mount targets that live in the rootfs itself, as the caller.
+
+    Container root is an unprivileged id outside when there is a user
+    namespace, and usually may not create files in a rootfs owned by host
+    root; the caller can.  Targets below a filesystem the container mounts
+    itself (/dev/pts on the /dev tmpfs) are left to init, which owns those.
+    Resolution is the same symlink-safe walk, so nothing outside the rootfs
+    is ever created.
+    """
+    for top in _STRICT_TOPS:
+        _check_not_symlink(p.root_dir, top)
+    covered: t.List[str] = []
+
+    def make(destination: str, kind: str, strict: bool, step: str) -> None:
+        if any(destination == c or destination.startswith(c + "/") for c in covered):
+            return
+        try:
+            os.close(resolve(p.root_dir, destination, create=kind, strict=strict))
+        except OSError as exc:
+            raise _fail(step, exc, "mount target %s" % destination)
+
+    for op in p.mounts:
+        make(op.destination, "dir" if op.is_dir else "file", op.strict, "mounts")
+        covered.append(op.destination)
+    for device in p.devices:
+        make("/dev/" + device.name, "file", True, "devices")
+    if not any(c == "/dev" for c in covered):  # the image's own /dev: the symlinks go there now
+        try:
+            dev_fd = resolve(p.root_dir, "/dev", create="dir", strict=True)
+        except OSError as exc:
+            raise _fail("devices", exc, "/dev")
+        try:
+            _dev_symlinks(dev_fd)
+        finally:
+            os.close(dev_fd)
+    for destination, _content in p.etc_files:
+        make(destination, "file", False, "etc files")
+
+
+def detached_fs(fstype: str, options: t.Sequence[t.Tuple[str, str]], attrs: int) -> int:
+    """A new, detached filesystem instance (fsopen, fsconfig, fsmount): an fd no path reaches."""
+    fs_fd = libc.fsopen(fstype)
+    try:
+        for key, value in options:
+            libc.fsconfig_string(fs_fd, key, value)
+        libc.fsconfig_create(fs_fd)
+        return libc.fsmount(fs_fd, attrs)
+    finally:
+        os.close(fs_fd)
+
+
+def make_sysfs(p: RootfsPlan) -> None:
+    """In the setup process, still host root and already in the joined network namespace.
+
+    A user namespace that does not own the network namespace may not mount
+    sysfs (runc and crun then bind the host's /sys, which shows the host's
+    interfaces).  A sysfs made here, before the user namespace, shows the
+    container's own network namespace; init attaches it read-only.
+    """
+    try:
+        p.sys_tree = detached_fs("sysfs", (), libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID
+                                 | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
+    except OSError as exc:
+        raise _fail("mounts", exc, "sysfs for the joined network namespace")
+
+
 # --- in the container, before pivot_root ----------------------------------------
 
 def setup_before_pivot(p: RootfsPlan) -> int:
-    """Bind the rootfs, check it, mount everything, add devices and /etc files; return the root fd."""
+    """Attach the rootfs, check it, mount everything, add devices and /etc files; return the root fd.
+
+    The setup process's cwd is the rootfs directory in this mount namespace
+    (it did fchdir(root_dir) before unsharing), so the clone is attached on
+    top of it without walking any host path.
+    """
+    root_fd = p.root_tree
     try:
-        libc.mount(p.rootfs, p.rootfs, None, libc.MS_BIND | libc.MS_REC)
-        root_fd = os.open(p.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        libc.move_mount_fd(root_fd, libc.AT_FDCWD, ".")
     except OSError as exc:
-        raise _fail("rootfs", exc, "bind %s onto itself" % p.rootfs)
+        raise _fail("rootfs", exc, "attach %s" % p.rootfs)
     for top in _STRICT_TOPS:
         _check_not_symlink(root_fd, top)
     for op in p.mounts:
-        _mount(root_fd, op, p.userns)
+        _mount(root_fd, op, p)
     _add_devices(root_fd, p.devices)
     if p.etc_files:
         _add_etc_files(root_fd, p.etc_files)
@@ -270,48 +434,32 @@ def _check_not_symlink(root_fd: int, name: str) -> None:
                           "/%s in the rootfs is %s; it must be an ordinary directory" % (name, what))
 
 
-def _mount(root_fd: int, op: MountOp, userns: bool) -> None:
+def _mount(root_fd: int, op: MountOp, p: RootfsPlan) -> None:
     step = "mounts"
-    source_fd = None
     target = None
     try:
-        create = "dir"
-        if op.kind == "bind":
-            try:
-                source_fd = os.open(op.source, os.O_PATH | os.O_CLOEXEC)
-            except OSError as exc:
-                raise _fail(step, exc, "bind source %s" % op.source)
-            if not stat.S_ISDIR(os.fstat(source_fd).st_mode):
-                create = "file"
         try:
-            target = resolve(root_fd, op.destination, create=create, strict=op.strict)
+            target = resolve(root_fd, op.destination, create="dir" if op.is_dir else "file", strict=op.strict)
         except OSError as exc:
             raise _fail(step, exc, "mount target %s" % op.destination)
         try:
-            _mount_at(root_fd, op, target, source_fd, userns)
+            _mount_at(root_fd, op, target, p)
         except OSError as exc:
             raise _fail(step, exc, "%s on %s" % (op.fstype or "bind of %s" % op.source, op.destination))
     finally:
-        for fd in (source_fd, target):
-            if fd is not None:
-                os.close(fd)
+        if target is not None:
+            os.close(target)
 
 
-def _mount_at(root_fd: int, op: MountOp, target: int, source_fd: t.Optional[int], userns: bool) -> None:
+def _mount_at(root_fd: int, op: MountOp, target: int, p: RootfsPlan) -> None:
     where = fd_path(target)
     if op.kind == "bind":
-        libc.mount(fd_path(source_fd), where, None, libc.MS_BIND | (libc.MS_REC if op.recursive else 0))
-        _after_bind(root_fd, op.destination, op.flags, op.recursive, op.strict)
-    elif op.kind == "sysfs":
-        try:
-            libc.mount("sysfs", where, "sysfs", op.flags, op.data)
-        except OSError as exc:
-            # In a user namespace that does not own the network namespace (a joined named netns)
-            # sysfs cannot be mounted; like runc and crun, bind the host's read-only instead.
-            if exc.errno != errno.EPERM or not userns:
-                raise
-            libc.mount("/sys", where, None, libc.MS_BIND | libc.MS_REC)
-            _after_bind(root_fd, op.destination, op.flags | libc.MS_RDONLY, True, True)
+        assert op.tree is not None
+        libc.move_mount_fd(op.tree, target)
+        _after_bind(op.tree, op.flags, op.recursive)
+    elif op.kind == "sysfs" and p.sys_tree is not None:
+        libc.move_mount_fd(p.sys_tree, target)
+        p.sys_tree = None  # a mount attaches once; a second /sys mount gets a plain sysfs
     else:
         source = op.source or op.fstype
         libc.mount(source, where, op.fstype, op.flags, op.data)
@@ -324,27 +472,22 @@ def _mount_at(root_fd: int, op: MountOp, target: int, source_fd: t.Optional[int]
             os.close(top)
 
 
-def _after_bind(root_fd: int, destination: str, flags: int, recursive: bool, strict: bool) -> None:
-    """Apply ro/nosuid/... to a fresh bind mount (recursively for rbind when the kernel can)."""
+def _after_bind(top: int, flags: int, recursive: bool) -> None:
+    """Apply ro/nosuid/... to an attached bind mount ``top`` (recursively for rbind when the kernel can)."""
     wanted = flags & mountopts.PER_MOUNT_FLAGS
     if not wanted:
         return
-    top = resolve(root_fd, destination, strict=strict)  # the new mount, not the directory under it
-    try:
-        if recursive and wanted & (libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC):
-            attrs = 0
-            for ms_flag, attr in ((libc.MS_RDONLY, libc.MOUNT_ATTR_RDONLY), (libc.MS_NOSUID, libc.MOUNT_ATTR_NOSUID),
-                                  (libc.MS_NODEV, libc.MOUNT_ATTR_NODEV), (libc.MS_NOEXEC, libc.MOUNT_ATTR_NOEXEC)):
-                if wanted & ms_flag:
-                    attrs |= attr
-            try:
-                libc.mount_setattr(top, attrs, recursive=True)
-            except OSError as exc:
-                if exc.errno != errno.ENOSYS:
-                    raise
-        libc.mount(None, fd_path(top), None, libc.MS_REMOUNT | libc.MS_BIND | wanted | locked_flags(top))
-    finally:
-        os.close(top)
+    if recursive and wanted & (libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC):
+        attrs = 0
+        for ms_flag, attr in _MS_TO_ATTR:
+            if wanted & ms_flag:
+                attrs |= attr
+        try:
+            libc.mount_setattr(top, attrs, recursive=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:  # before Linux 5.12 only the top mount gets the flags
+                raise
+    libc.mount(None, fd_path(top), None, libc.MS_REMOUNT | libc.MS_BIND | wanted | locked_flags(top))
 
 
 def _add_devices(root_fd: int, devices: t.List[DeviceOp]) -> None:
@@ -356,60 +499,57 @@ def _add_devices(root_fd: int, devices: t.List[DeviceOp]) -> None:
     try:
         for device in devices:
             _bind_device(dev_fd, device)
-        for name, target in DEV_SYMLINKS:
-            try:
-                os.symlink(target, name, dir_fd=dev_fd)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise _fail(step, exc, "symlink /dev/%s" % name)
+        _dev_symlinks(dev_fd)
     finally:
         os.close(dev_fd)
 
 
+def _dev_symlinks(dev_fd: int) -> None:
+    for name, target in DEV_SYMLINKS:
+        try:
+            os.symlink(target, name, dir_fd=dev_fd)
+        except FileExistsError:
+            pass  # the image has its own (or the caller made them); never followed here
+        except OSError as exc:
+            raise _fail("devices", exc, "symlink /dev/%s" % name)
+
+
 def _bind_device(dev_fd: int, device: DeviceOp) -> None:
+    """Attach the caller's verified clone of the host node onto /dev/NAME (a file made for it)."""
     step = "devices"
     try:
-        source = os.open(device.source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        target = _new_file(dev_fd, device.name) or resolve(dev_fd, device.name, create="file", strict=True)
     except OSError as exc:
-        raise _fail(step, exc, "host device %s" % device.source)
-    target = None
+        raise _fail(step, exc, "/dev/%s" % device.name)
     try:
-        info = os.fstat(source)
-        is_kind = stat.S_ISCHR if device.kind == "c" else stat.S_ISBLK
-        if not is_kind(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major,
-                                                                                              device.minor):
-            raise StepFailure(step, errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
-                              % (device.source, "char" if device.kind == "c" else "block", device.major,
-                                 device.minor))
-        try:
-            target = resolve(dev_fd, device.name, create="file", strict=True)
-        except OSError as exc:
-            raise _fail(step, exc, "/dev/%s" % device.name)
         if stat.S_ISDIR(os.fstat(target).st_mode):
             raise StepFailure(step, errno.EISDIR, "/dev/%s in the rootfs is a directory" % device.name)
-        try:
-            libc.mount(fd_path(source), fd_path(target), None, libc.MS_BIND)
-        except OSError as exc:
-            raise _fail(step, exc, "bind %s" % device.source)
+        assert device.tree is not None
+        libc.move_mount_fd(device.tree, target)
+    except OSError as exc:
+        raise _fail(step, exc, "attach %s" % device.source)
     finally:
-        os.close(source)
-        if target is not None:
-            os.close(target)
+        os.close(target)
+
+
+def _new_file(dir_fd: int, name: str) -> t.Optional[int]:
+    """O_PATH fd of a regular file just created as ``name`` (the common case on a fresh tmpfs), else None."""
+    if "/" in name:
+        return None
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd))
+    except FileExistsError:
+        return None
+    return os.open(name, _O_PATH, dir_fd=dir_fd)
 
 
 def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:
     """Each file on a private tmpfs that no path reaches, then moved onto its place in /etc."""
     step = "etc files"
     try:
-        fs_fd = libc.fsopen("tmpfs")
-        try:
-            libc.fsconfig_string(fs_fd, "size", "1m")
-            libc.fsconfig_string(fs_fd, "mode", "0755")
-            libc.fsconfig_create(fs_fd)
-            mnt_fd = libc.fsmount(fs_fd, libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
-        finally:
-            os.close(fs_fd)
+        mnt_fd = detached_fs("tmpfs", (("size", "1m"), ("mode", "0755")),
+                             libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
     except OSError as exc:
         raise _fail(step, exc, "private tmpfs")
     try:
@@ -421,7 +561,7 @@ def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:
                     os.write(fd, content)
                 finally:
                     os.close(fd)
-                tree = libc.open_tree_clone(mnt_fd, name)
+                tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
                 try:
                     target = resolve(root_fd, destination, create="file")
                     try:
