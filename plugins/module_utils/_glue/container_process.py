@@ -49,33 +49,45 @@ class ContainerResource(Resource):
         self.created_now = False
         self.removed = False
         self.wait_result: t.Optional[t.Dict[str, t.Any]] = None
-        try:
-            self.policy = restart.parse(p["restart_policy"])
-        except ValueError as exc:
-            raise ValidationError("restart_policy: %s" % exc)
-        try:
-            self.stop_signal = state.signal_name(state.signal_number(p["stop_signal"]))
-        except ValueError as exc:
-            raise ValidationError("stop_signal: %s" % exc)
-        if p["stop_timeout"] < 0:
-            raise ValidationError("stop_timeout: must not be negative")
+        # Lifecycle settings as given (None: keep the stored value, or the default for a new container).
+        self.given: t.Dict[str, t.Any] = {}
+        if p.get("restart_policy") is not None:
+            try:
+                self.given["restart_policy"] = str(restart.parse(p["restart_policy"]))
+            except ValueError as exc:
+                raise ValidationError("restart_policy: %s" % exc)
+        if p.get("stop_signal") is not None:
+            try:
+                self.given["stop_signal"] = state.signal_name(state.signal_number(p["stop_signal"]))
+            except ValueError as exc:
+                raise ValidationError("stop_signal: %s" % exc)
+        if p.get("stop_timeout") is not None:
+            if p["stop_timeout"] < 0:
+                raise ValidationError("stop_timeout: must not be negative")
+            self.given["stop_timeout"] = float(p["stop_timeout"])
+        if p.get("enabled") is not None:
+            self.given["enabled"] = bool(p["enabled"])
         log = p.get("log") or {}
-        self.log_max_size = validate.size_bytes(log.get("max_size") or 0, "log.max_size")
-        self.tail_lines = log.get("tail_lines", 20) if log.get("tail_lines") is not None else 20
+        if log.get("max_size") is not None:
+            self.given["log_max_size"] = validate.size_bytes(log["max_size"], "log.max_size")
+        self.tail_lines = log.get("tail_lines") if log.get("tail_lines") is not None else 20
         self.wait_for = options.wait_for(p.get("wait_for"))
         self.cgroup_params = options.cgroup_params(p.get("cgroup"))
         self.spec: t.Optional[specs.Spec] = None
         if self.state == "absent":
             return
+        spec_options = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
+        self.keep_spec = False
         if p.get("oci_config") is not None:
-            given = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
-            if given:
+            if spec_options:
                 raise ValidationError("oci_config: the spec comes from it alone; remove %s, or drop oci_config"
-                                      % ", ".join(given))
+                                      % ", ".join(spec_options))
             if isinstance(p["oci_config"], dict):
                 self.spec = container_spec.from_oci(p["oci_config"], bundle=None)
-        else:
+        elif spec_options:
             self.spec = container_spec.from_options(p, self.name)
+        else:
+            self.keep_spec = True  # only a name: act on the stored container as it is
 
     # --- read --------------------------------------------------------------------
 
@@ -148,14 +160,23 @@ class ContainerResource(Resource):
         if self.state == "absent":
             return None
         p = self.params
-        if self.spec is None:  # oci_config given as a path to config.json
+        stored = self.container.settings if self.container.consistent else None
+        if self.keep_spec:
+            if self.current_spec is None:
+                raise ValidationError("rootfs: is required to create container %s (with command), or give "
+                                      "oci_config" % self.name)
+            self.spec = self.current_spec.copy()
+        elif self.spec is None:  # oci_config given as a path to config.json
             self.spec = container_spec.from_oci(options.load_oci_config(p["oci_config"]),
                                                 bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
-        self.placement = self._placement()
+        self.placement = self._placement(stored)
         files = container_spec.limit_files(self.cgroup_params)
-        self.spec = container_spec.with_limits(self.spec, files)
+        if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
+            self.spec.linux.resources = None  # limits given: they replace the stored ones
+        if files or not self.keep_spec:
+            self.spec = container_spec.with_limits(self.spec, files)
         unified = container_spec.unified_of(self.spec)
         if unified:
             if not self.placement["owned"]:
@@ -167,18 +188,16 @@ class ContainerResource(Resource):
         if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
             supervisor = p["supervisor"]
         self.supervisor_kind = supervisor
+        self.lifecycle = {key: self.given.get(key, getattr(stored, key) if stored else default)
+                          for key, default in options.LIFECYCLE_DEFAULTS.items()}
         desired = {
             "state": "running" if self.state in ("started", "restarted") else "stopped",
             "config": self.spec.to_oci(),
-            "restart_policy": str(self.policy),
-            "enabled": bool(p["enabled"]),
-            "stop_signal": self.stop_signal,
-            "stop_timeout": float(p["stop_timeout"]),
-            "log_max_size": self.log_max_size,
             "supervisor": supervisor,
             "cgroup": {"path": self.placement["path"], "owned": self.placement["owned"]},
             "limits": dict(unified),
         }
+        desired.update(self.lifecycle)
         for name in (current or {}).get("limits") or {}:
             if name not in unified and name in container_spec.LIMIT_RESETS:
                 desired["limits"][name] = container_spec.LIMIT_RESETS[name]
@@ -188,8 +207,10 @@ class ContainerResource(Resource):
         self._desired_view = desired
         return desired
 
-    def _placement(self) -> t.Dict[str, t.Any]:
+    def _placement(self, stored: t.Optional[state.Settings]) -> t.Dict[str, t.Any]:
         params = self.cgroup_params
+        if self.keep_spec and stored is not None and not any(params.get(k) for k in ("path", "parent", "name")):
+            return dict(stored.cgroup)
         hierarchy = cgroup.find_hierarchy()
         if params.get("path"):
             group = cgroup.resolve(params["path"], parent="", hierarchy=hierarchy)
@@ -298,9 +319,7 @@ class ContainerResource(Resource):
         return state.Settings(
             name=self.name, digest=state.digest(config),
             created_at=old.created_at if old is not None and old.created_at else state.now_iso(),
-            enabled=bool(self.params["enabled"]), restart_policy=str(self.policy), stop_signal=self.stop_signal,
-            stop_timeout=float(self.params["stop_timeout"]), log_max_size=self.log_max_size,
-            cgroup=dict(self.placement), supervisor=self.supervisor_kind)
+            cgroup=dict(self.placement), supervisor=self.supervisor_kind, **self.lifecycle)
 
     def _create(self) -> None:
         self.created_now = self.container.settings is None
@@ -340,7 +359,11 @@ class ContainerResource(Resource):
         self.started_runtime = runtime
 
     def _stop(self) -> None:
-        self.backend.stop(self.name, float(self.params["stop_timeout"]))
+        timeout = self.given.get("stop_timeout")
+        if timeout is None:
+            settings = self.container.settings
+            timeout = settings.stop_timeout if settings else options.LIFECYCLE_DEFAULTS["stop_timeout"]
+        self.backend.stop(self.name, timeout)
 
     def _remove(self) -> None:
         lifecycle.fault("removing")

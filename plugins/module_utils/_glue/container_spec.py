@@ -37,7 +37,8 @@ LIMIT_OPTIONS = ("cpu_max", "cpu_weight", "memory_max", "memory_high", "memory_l
 
 # What a limit file goes back to when the task stops managing it.
 LIMIT_RESETS = {"cpu.max": "max 100000", "cpu.weight": "100", "memory.max": "max", "memory.high": "max",
-                "memory.low": "0", "memory.swap.max": "max", "pids.max": "max", "io.max": ""}
+                "memory.low": "0", "memory.swap.max": "max", "pids.max": "max", "io.max": "",
+                "cgroup.max.depth": "max", "cgroup.max.descendants": "max"}
 
 RLIM_INFINITY = (1 << 64) - 1
 

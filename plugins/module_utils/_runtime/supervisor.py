@@ -418,15 +418,16 @@ class Supervisor:
             data += chunk
         request = json.loads(data.decode("utf-8"))
         op = request.get("op")
-        self.served = True
         name = request.get("name")
         if name is not None:
             validate.container_name(name)  # a bad name fails here, before anything
         if op == "hello":
             self._answer([conn], self._hello())
         elif op == "start":
+            self.served = True  # from now on, idle means done: exit
             self._start(conn, name, request.get("fault"))
         elif op == "stop":
+            self.served = True
             self._stop(conn, name, request.get("stop_timeout"))
         elif op == "reload":
             entry = self.entries.get(name)
@@ -450,7 +451,7 @@ class Supervisor:
 
     def _answer(self, conns: t.Iterable[socket.socket], reply: t.Dict[str, t.Any]) -> None:
         reply = dict(reply)
-        reply["exiting"] = self.idle() and not self.upgrade_to
+        reply["exiting"] = self.idle() and self.served and not self.upgrade_to
         data = (json.dumps(reply) + "\n").encode()
         for conn in conns:
             try:
