@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import typing as t
+from dataclasses import dataclass
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
@@ -116,3 +117,71 @@ def names_of(mask: int) -> t.List[str]:
         if mask & (1 << bit):
             result.append(CAPABILITIES[bit] if bit < len(CAPABILITIES) else "CAP_%d" % bit)
     return result
+
+
+# --- applying them ---------------------------------------------------------------
+
+@dataclass
+class Credentials:
+    """Everything ``apply_credentials`` needs, computed in the parent (no work in the child)."""
+
+    uid: int
+    gid: int
+    groups: t.List[int]
+    drop_bounding: t.List[int]
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: t.List[int]
+
+
+def last_cap() -> int:
+    """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return LAST_KNOWN_CAP
+
+
+def prepare_credentials(uid: int, gid: int, groups: t.Sequence[int], capsets: t.Any,
+                        kernel_last_cap: t.Optional[int] = None) -> Credentials:
+    """From a spec's process.user and process.capabilities (normalised names)."""
+    top = last_cap() if kernel_last_cap is None else kernel_last_cap
+    for name in CAP_NUMBERS:
+        for set_name in SETS:
+            if name in getattr(capsets, set_name) and CAP_NUMBERS[name] > top:
+                raise ValidationError("process.capabilities.%s: %s is not known to this kernel (cap_last_cap is %d)"
+                                      % (set_name, name, top))
+    bounding = mask_of(capsets.bounding)
+    return Credentials(
+        uid=uid, gid=gid, groups=list(groups),
+        drop_bounding=[cap for cap in range(top + 1) if not bounding & (1 << cap)],
+        effective=mask_of(capsets.effective), permitted=mask_of(capsets.permitted),
+        inheritable=mask_of(capsets.inheritable), ambient=[CAP_NUMBERS[name] for name in capsets.ambient])
+
+
+def apply_credentials(creds: Credentials) -> None:
+    """Switch uid/gid and set the five capability sets, in the only order that works.
+
+    1. Drop the bounding set (PR_CAPBSET_DROP needs CAP_SETPCAP, still held).
+    2. PR_SET_KEEPCAPS, so the permitted set survives a switch away from uid 0.
+    3. setgroups, setresgid, setresuid (needs CAP_SETGID/CAP_SETUID, still held).
+    4. capset E/P/I: only ever lowers the sets.
+    5. Ambient: cleared, then each cap raised (each must be in P and I).
+
+    Raises OSError; the caller names the step.  For uid 0 the kernel sets
+    P = E = bounding | inheritable again at execve, so E/P equal to bounding
+    (the default) is what /proc/PID/status then shows.
+    """
+    for cap in creds.drop_bounding:
+        libc.prctl(libc.PR_CAPBSET_DROP, cap)
+    libc.prctl(libc.PR_SET_KEEPCAPS, 1)
+    os.setgroups(creds.groups)
+    os.setresgid(creds.gid, creds.gid, creds.gid)
+    os.setresuid(creds.uid, creds.uid, creds.uid)
+    libc.capset(creds.effective, creds.permitted, creds.inheritable)
+    libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in creds.ambient:
+        libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_RAISE, cap)
+    libc.prctl(libc.PR_SET_KEEPCAPS, 0)

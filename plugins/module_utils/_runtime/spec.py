@@ -33,6 +33,7 @@ import os
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as seccomp_lib
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.capabilities import (
     DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
@@ -53,8 +54,9 @@ ETC_FILE_ANNOTATIONS = {
 
 
 # --- field declarations ------------------------------------------------------
-# Each field records its OCI key and its kind: "str", "int", "bool", "json"
-# (kept as given), a dataclass, ("list", kind) or ("map", kind).
+# Each field records its OCI key and its kind: "str", "int", "bool", a
+# dataclass, ("list", kind), ("map", kind), or ("oci", cls) for a class that
+# brings its own from_oci()/to_oci() (the seccomp profile).
 
 def _f(oci: str, kind: t.Any, default: t.Any = None, factory: t.Optional[t.Callable[[], t.Any]] = None,
        required: bool = False, keep_empty: bool = False) -> t.Any:
@@ -268,7 +270,7 @@ class Linux:
     rootfs_propagation: t.Optional[str] = _f("rootfsPropagation", "str")
     masked_paths: t.List[str] = _f("maskedPaths", _list("str"), factory=list)
     readonly_paths: t.List[str] = _f("readonlyPaths", _list("str"), factory=list)
-    seccomp: t.Optional[t.Dict[str, t.Any]] = _f("seccomp", "json")  # the OCI seccomp object, as is
+    seccomp: t.Optional[seccomp_lib.Profile] = _f("seccomp", ("oci", seccomp_lib.Profile))
     sysctl: t.Dict[str, str] = _f("sysctl", _map("str"), factory=dict)
 
     _oci_ignorable = ("mountLabel",)
@@ -328,6 +330,8 @@ def from_oci(data: t.Mapping[str, t.Any], bundle: t.Optional[str] = None) -> Spe
 
 def to_oci(obj: t.Any) -> t.Any:
     """A dataclass tree back to config.json shape (None and empty optional lists left out)."""
+    if isinstance(obj, seccomp_lib.Profile):
+        return obj.to_oci()
     if dataclasses.is_dataclass(obj):
         out: t.Dict[str, t.Any] = {}
         for item in dataclasses.fields(obj):
@@ -392,8 +396,8 @@ def _convert(kind: t.Any, value: t.Any, path: str) -> t.Any:
         if not isinstance(value, bool):
             raise ValidationError("%s: must be true or false, got %r" % (path, value))
         return value
-    if kind == "json":
-        return copy.deepcopy(value)
+    if isinstance(kind, tuple) and kind[0] == "oci":
+        return seccomp_lib.from_oci(value, where=path)
     if isinstance(kind, tuple) and kind[0] == "list":
         if not isinstance(value, list):
             raise ValidationError("%s: must be a list, got %r" % (path, value))
@@ -486,7 +490,7 @@ def default_mounts() -> t.List[Mount]:
 def default_spec(rootfs: str, args: t.Sequence[str], *, hostname: t.Optional[str] = "kernelbox",
                  user_namespace: bool = True,
                  id_mapping: t.Tuple[int, int, int] = DEFAULT_ID_MAPPING,
-                 seccomp: t.Optional[t.Dict[str, t.Any]] = None) -> Spec:
+                 seccomp: bool = True) -> Spec:
     """The secure defaults: every namespace but time, Docker's 14 capabilities, no_new_privs.
 
     * Namespaces: user, pid, network, ipc, uts, mount and cgroup are new;
@@ -508,8 +512,10 @@ def default_spec(rootfs: str, args: t.Sequence[str], *, hostname: t.Optional[str
     * Mounts: see ``default_mounts``; /dev also gets the default devices
       (null, zero, full, random, urandom, tty, ptmx) bound from the host.
     * runc's masked and read-only paths.
-    * ``seccomp``: the OCI seccomp object; None means the launcher's
-      Docker-like default profile is not applied here (see launch).
+    * Seccomp: Docker's default profile for these capabilities
+      (seccomp.default_profile); it depends on the bounding set, so a caller
+      that changes the capabilities rebuilds it with ``default_seccomp(spec)``.
+      ``seccomp=False`` leaves the container unfiltered.
     """
     namespaces = [Namespace(kind) for kind in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
     mappings: t.List[IDMapping] = []
@@ -536,7 +542,13 @@ def default_spec(rootfs: str, args: t.Sequence[str], *, hostname: t.Optional[str
             gid_mappings=copy.deepcopy(mappings),
             masked_paths=list(DEFAULT_MASKED_PATHS),
             readonly_paths=list(DEFAULT_READONLY_PATHS),
-            seccomp=copy.deepcopy(seccomp),
         ),
     )
+    if seccomp:
+        spec.linux.seccomp = default_seccomp(spec)
     return spec.validate()
+
+
+def default_seccomp(spec: Spec) -> seccomp_lib.Profile:
+    """Docker's default seccomp profile for the spec's bounding set (what Docker does on --cap-add)."""
+    return seccomp_lib.default_profile(spec.process.capabilities.bounding)

@@ -71,8 +71,8 @@ def check(spec: "Spec") -> None:
                               % (spec.linux.rootfs_propagation, ", ".join(PROPAGATIONS)))
     if spec.linux.cgroups_path is not None and ".." in spec.linux.cgroups_path.split("/"):
         raise ValidationError("linux.cgroupsPath: %r must not contain '..'" % spec.linux.cgroups_path)
-    if spec.linux.seccomp is not None and not isinstance(spec.linux.seccomp, dict):
-        raise ValidationError("linux.seccomp: must be an object (the OCI seccomp profile)")
+    if spec.linux.seccomp is not None:
+        spec.linux.seccomp.validate()
 
 
 def _abs_path(value: str, where: str, allow_root: bool = False) -> str:
@@ -204,6 +204,17 @@ def _check_id_mappings(spec: "Spec") -> None:
             for (_a, end), (start, _b) in zip(ranges, ranges[1:]):
                 if start < end:
                     raise ValidationError("%s: the %s ranges overlap (at %d)" % (oci_key, name, start))
+        user = spec.process.user
+        needed = [(0, "container id 0 (the launcher sets the container up as root inside)")]
+        if key == "uid_mappings":
+            needed.append((user.uid, "process.user.uid"))
+        else:
+            needed.append((user.gid, "process.user.gid"))
+            needed += [(gid, "process.user.additionalGids") for gid in user.additional_gids]
+        for wanted, what in needed:
+            if not any(m.container_id <= wanted < m.container_id + m.size for m in mappings):
+                raise ValidationError("%s: %s is %d, which these mappings do not map" % (oci_key, what, wanted)
+                                      if what.startswith("process") else "%s: must map %s" % (oci_key, what))
 
 
 def _check_time_offsets(spec: "Spec") -> None:

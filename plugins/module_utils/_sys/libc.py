@@ -111,10 +111,12 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424,
                "close_range": 436, "seccomp": 317, "capget": 125, "capset": 126,
-               "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429},
+               "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429,
+               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442},
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "close_range": 436, "seccomp": 277, "capget": 90, "capset": 91,
-                "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429},
+                "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429,
+               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442},
 }
 
 
@@ -223,6 +225,79 @@ def mount(source: t.Optional[str], target: str, fstype: t.Optional[str] = None, 
 def umount2(target: str, flags: int = 0, libc: t.Optional[t.Any] = None) -> None:
     """umount2(2)."""
     _check(get_libc(libc).umount2(_bytes(target), ctypes.c_int(flags)), "umount2", target)
+
+
+# include/uapi/linux/mount.h: the fd-based mount API (Linux 5.2+; mount_setattr 5.12+)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+
+def fsopen(fstype: str, libc: t.Optional[t.Any] = None) -> int:
+    """A filesystem context fd for ``fstype`` (fsopen(2)), close-on-exec."""
+    return syscall("fsopen", _bytes(fstype), ctypes.c_uint(FSOPEN_CLOEXEC), libc=libc, context=fstype)
+
+
+def fsconfig_string(fs_fd: int, key: str, value: str, libc: t.Optional[t.Any] = None) -> None:
+    syscall("fsconfig", ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_STRING), _bytes(key), _bytes(value),
+            ctypes.c_int(0), libc=libc, context="%s=%s" % (key, value))
+
+
+def fsconfig_create(fs_fd: int, libc: t.Optional[t.Any] = None) -> None:
+    syscall("fsconfig", ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0),
+            libc=libc)
+
+
+def fsmount(fs_fd: int, attr_flags: int = 0, libc: t.Optional[t.Any] = None) -> int:
+    """A detached mount of the created superblock: an fd no path reaches until move_mount."""
+    return syscall("fsmount", ctypes.c_int(fs_fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags),
+                   libc=libc)
+
+
+AT_FDCWD = -100
+
+
+def open_tree_clone(dir_fd: int, path: str, recursive: bool = True, libc: t.Optional[t.Any] = None) -> int:
+    """A detached (recursive) bind mount of ``path`` relative to ``dir_fd`` (open_tree OPEN_TREE_CLONE).
+
+    Nothing is attached anywhere: the clone lives until its last fd closes
+    or it is attached with ``move_mount_fd``.
+    """
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return syscall("open_tree", ctypes.c_int(dir_fd), _bytes(path), ctypes.c_uint(flags), libc=libc,
+                   context=path)
+
+
+def move_mount_fd(from_fd: int, to_fd: int, to_path: str = "", libc: t.Optional[t.Any] = None) -> None:
+    """Attach the detached mount ``from_fd`` onto ``to_path`` relative to ``to_fd`` (the fd itself if '')."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (0 if to_path else MOVE_MOUNT_T_EMPTY_PATH)
+    syscall("move_mount", ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), _bytes(to_path),
+            ctypes.c_uint(flags), libc=libc)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, recursive: bool = True,
+                  libc: t.Optional[t.Any] = None) -> None:
+    """Change mount attributes of the mount ``fd`` is on, and of every mount below it if ``recursive``."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    syscall("mount_setattr", ctypes.c_int(fd), b"", ctypes.c_uint(flags), ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)), libc=libc)
 
 
 def pivot_root(new_root: str, put_old: str, libc: t.Optional[t.Any] = None) -> None:
@@ -370,3 +445,42 @@ def fstatfs_type(fd: int, libc: t.Optional[t.Any] = None) -> int:
     buf = ctypes.create_string_buffer(256)
     _check(get_libc(libc).fstatfs(ctypes.c_int(fd), buf), "fstatfs", "fd %d" % fd)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+# --- path resolution and durability (used by _kernel.mounts and the layer store) ---
+
+# include/uapi/linux/openat2.h
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# openat2 is 437 on every architecture (it was added after the syscall tables were unified).
+_OPENAT2_NR = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0,
+            libc: t.Optional[t.Any] = None) -> int:
+    """openat2(2) (Linux >= 5.6): open ``path`` relative to ``dirfd`` under ``resolve`` rules.
+
+    RESOLVE_IN_ROOT resolves as if ``dirfd`` were "/" (absolute symlinks and
+    ".." stay inside it): the race-free way to open a path inside a container
+    rootfs.  Raises OSError(ENOSYS) on older kernels; callers fall back.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    lib = get_libc(libc)
+    fn = lib.syscall
+    fn.restype = ctypes.c_long
+    ret = fn(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dirfd), _bytes(path), ctypes.byref(how),
+             ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, "openat2", path)
+
+
+def syncfs(fd: int, libc: t.Optional[t.Any] = None) -> None:
+    """syncfs(2): write back the whole filesystem holding ``fd`` (one call instead of an fsync per file)."""
+    _check(get_libc(libc).syncfs(ctypes.c_int(fd)), "syncfs", "fd %d" % fd)

@@ -1,0 +1,521 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: start a container from a Spec, runc-style, with ctypes only.
+
+``start(spec, stdout=..., stderr=...)`` returns ``Launched`` once the
+container's command has exec'd, or raises ``LaunchError`` naming the step and
+the errno, with nothing left behind: no process, no mount on the host, nothing
+in the cgroup (every mount is made inside the container's own mount namespace,
+which dies with its last process).
+
+Three processes, in the issue's order of steps::
+
+    caller (P)                  setup (A, forked by P)           init (B, forked by A: PID 1)
+    ----------                  ----------------------           ----------------------------
+                                oom_score_adj, setns(joins),
+                                unshare(CLONE_NEWUSER)     --U->
+    uid_map, setgroups, gid_map
+    cgroup.procs <- A          <--G--
+                                setresuid(0), unshare(the rest),
+                                / rslave, timens_offsets, fork  -> mounts, devices, /etc files,
+                           <--P pid-- exit                          pivot_root, sysctl, masked and
+    waitpid(A); B is now                                            read-only paths, hostname, cwd,
+    P's child (subreaper)                                           rlimits, caps, no_new_privs,
+                                                                    seccomp, close fds  --X ns-->
+                                                                    execve (the status pipe closes)
+    EOF after X: exec'd
+
+The process that unshares CLONE_NEWPID is not inside the new PID namespace;
+its next child is PID 1.  So A forks B and exits, and B is re-parented to the
+caller.  **Contract:** the caller must be a child subreaper
+(``prctl(PR_SET_CHILD_SUBREAPER, 1)``, as the supervisor is), so that it can
+``waitpid(launched.pid)``; ``start`` refuses to run otherwise.  The caller
+reaps the container; ``start`` never does after success.
+
+Everything that can be computed before fork is computed in P (the rootfs and
+confinement plans, the compiled seccomp program, the id maps); A and B only
+make syscalls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import gc
+import os
+import select
+import signal
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+
+# OCI namespace type -> (clone flag, name under /proc/PID/ns)
+NAMESPACES = {
+    "user": (libc.CLONE_NEWUSER, "user"),
+    "pid": (libc.CLONE_NEWPID, "pid"),
+    "network": (libc.CLONE_NEWNET, "net"),
+    "ipc": (libc.CLONE_NEWIPC, "ipc"),
+    "uts": (libc.CLONE_NEWUTS, "uts"),
+    "mount": (libc.CLONE_NEWNS, "mnt"),
+    "cgroup": (libc.CLONE_NEWCGROUP, "cgroup"),
+    "time": (libc.CLONE_NEWTIME, "time"),
+}
+_NS_GET_NSTYPE = 0xB703  # include/uapi/linux/nsfs.h _IO(0xb7, 0x3)
+_SEP = "\x1f"
+
+
+class LaunchError(KernelboxError):
+    """The container did not start: ``step`` names where, ``errno`` says why."""
+
+    def __init__(self, step: str, err: int, detail: str) -> None:
+        message = "%s: %s [errno %d]" % (step, detail, err)
+        super().__init__(message, launch_step=step, errno=err)
+        self.step = step
+        self.errno = err
+        self.detail = detail
+
+
+@dataclass
+class Launched:
+    """A started container: its PID 1 (host PID), start time (clock ticks, /proc/PID/stat field 22),
+    and the inode of each of its namespaces by OCI type ('pid', 'network', ...)."""
+
+    pid: int
+    starttime: int
+    namespaces: t.Dict[str, int]
+
+
+@dataclass
+class _Plan:
+    joins: t.List[t.Tuple[int, int, str]] = field(default_factory=list)  # (fd, flag, what), user first
+    new_userns: bool = False
+    any_userns: bool = False
+    own_sysfs: bool = False  # make sysfs in the setup process (userns without its own netns)
+    unshare_flags: int = 0
+    uid_map: bytes = b""
+    gid_map: bytes = b""
+    deny_setgroups: bool = False
+    timens_offsets: t.Optional[bytes] = None
+    oom_score_adj: t.Optional[bytes] = None
+    cgroup_procs: t.Optional[int] = None
+    rootfs: t.Optional[rootfs.RootfsPlan] = None
+    hostname: t.Optional[str] = None
+    domainname: t.Optional[str] = None
+    cwd: str = "/"
+    prepared: t.Optional[confine.Prepared] = None
+    stdio: t.List[int] = field(default_factory=list)
+    opened: t.List[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.rootfs is not None:
+            self.rootfs.close()
+        for fd in self.opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.opened = []
+
+
+def start(spec: Spec, *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
+          cgroup_dir: t.Optional[str] = None, extra_files: t.Sequence[t.Any] = (),
+          timeout: float = 60.0) -> Launched:
+    """Start ``spec``'s process in a new container; return once it has exec'd.
+
+    ``stdin`` (None: /dev/null), ``stdout``, ``stderr`` and ``extra_files``
+    (they become fds 3, 4, ...) are fds or objects with ``fileno()``; every
+    other fd of the caller stays out of the container.  ``cgroup_dir`` is a
+    cgroup v2 directory the container joins before its cgroup namespace is
+    made (its root inside).  Raises LaunchError (or ValidationError for a spec
+    this host cannot honour).
+    """
+    _require_subreaper()
+    plan = _Plan()
+    try:
+        _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
+        return _run(plan, timeout)
+    finally:
+        plan.close()
+
+
+# --- in the caller, before fork ----------------------------------------------------
+
+def _require_subreaper() -> None:
+    value = ctypes.c_int(0)
+    libc.prctl(libc.PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
+    if not value.value:
+        raise LaunchError("preflight", errno.EPERM, "the caller must be a child subreaper "
+                          "(prctl PR_SET_CHILD_SUBREAPER): the container's PID 1 is re-parented to it")
+
+
+def _fileno(value: t.Any, what: str) -> int:
+    fd = value if isinstance(value, int) else value.fileno()
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise LaunchError("preflight", exc.errno or errno.EBADF, "%s: fd %d is not open" % (what, fd))
+    return fd
+
+
+def _prepare(plan: _Plan, spec: Spec, cgroup_dir: t.Optional[str], files: t.List[t.Any]) -> None:
+    netns = spec.linux.namespace("network")
+    try:
+        plan.prepared = confine.prepare(spec.process, spec.linux.seccomp)
+        plan.rootfs = rootfs.plan(spec)
+        rootfs.capture(plan.rootfs)
+    except StepFailure as exc:
+        raise LaunchError(exc.step, exc.errno, exc.detail)
+    for index, value in enumerate(files):
+        if index == 0 and value is None:
+            value = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            plan.opened.append(value)
+        plan.stdio.append(_fileno(value, ("stdin", "stdout", "stderr")[index] if index < 3
+                                  else "extra_files[%d]" % (index - 3)))
+    user = spec.linux.namespace("user")
+    if user is not None and user.path is not None:
+        plan.joins.append(_open_namespace(plan, "user", user.path))
+    for entry in spec.linux.namespaces:
+        flag = NAMESPACES[entry.type][0]
+        if entry.type == "user":
+            continue
+        if entry.path is not None:
+            plan.joins.append(_open_namespace(plan, entry.type, entry.path))
+        else:
+            plan.unshare_flags |= flag
+    plan.any_userns = user is not None
+    plan.new_userns = user is not None and user.path is None
+    plan.own_sysfs = (plan.new_userns and (netns is None or netns.path is not None)
+                      and any(op.kind == "sysfs" for op in plan.rootfs.mounts))
+    if plan.new_userns:
+        plan.uid_map = _id_map(spec.linux.uid_mappings)
+        plan.gid_map = _id_map(spec.linux.gid_mappings)
+        plan.deny_setgroups = os.geteuid() != 0  # only an unprivileged writer needs it
+    offsets = spec.linux.time_offsets
+    if offsets is not None:
+        lines = ["%s %d %d\n" % (clock, value.secs, value.nanosecs)
+                 for clock, value in (("monotonic", offsets.monotonic), ("boottime", offsets.boottime)) if value]
+        plan.timens_offsets = "".join(lines).encode()
+    if spec.process.oom_score_adj is not None:
+        plan.oom_score_adj = b"%d" % spec.process.oom_score_adj
+    if cgroup_dir is not None:
+        plan.cgroup_procs = _open_cgroup(plan, cgroup_dir)
+    plan.hostname = spec.hostname
+    plan.domainname = spec.domainname
+    plan.cwd = spec.process.cwd
+    _warm_up()
+
+
+def _open_namespace(plan: _Plan, kind: str, path: str) -> t.Tuple[int, int, str]:
+    flag = NAMESPACES[kind][0]
+    what = "%s namespace %s" % (kind, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LaunchError("join namespaces", exc.errno or 0, "%s: %s" % (what, exc.strerror))
+    plan.opened.append(fd)
+    try:
+        is_nsfs = libc.fstatfs_type(fd) == libc.NSFS_MAGIC
+        actual = fcntl.ioctl(fd, _NS_GET_NSTYPE) if is_nsfs else 0
+    except OSError as exc:
+        raise LaunchError("join namespaces", exc.errno or 0, "%s: %s" % (what, exc.strerror))
+    if actual != flag:
+        raise LaunchError("join namespaces", errno.EINVAL, "%s is not a %s namespace" % (path, kind))
+    return fd, flag, what
+
+
+def _id_map(mappings: t.Sequence[t.Any]) -> bytes:
+    return "".join("%d %d %d\n" % (m.container_id, m.host_id, m.size) for m in mappings).encode()
+
+
+def _open_cgroup(plan: _Plan, cgroup_dir: str) -> int:
+    try:
+        dir_fd = os.open(cgroup_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if libc.fstatfs_type(dir_fd) != libc.CGROUP2_SUPER_MAGIC:
+                raise OSError(errno.EINVAL, "not a cgroup v2 directory")
+            fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise LaunchError("cgroup", exc.errno or 0, "%s: %s" % (cgroup_dir, exc.strerror))
+    plan.opened.append(fd)
+    return fd
+
+
+def _warm_up() -> None:
+    """Resolve the libc symbols the children call, once, so no child pays dlsym."""
+    lib = libc.get_libc()
+    for name in ("mount", "umount2", "unshare", "setns", "prctl", "syscall", "sethostname", "setdomainname",
+                 "fstatfs", "statfs"):
+        getattr(lib, name)
+
+
+# --- in the caller, after fork -------------------------------------------------------
+
+class _Channel:
+    """Line messages from the children, with one deadline for the whole start."""
+
+    def __init__(self, read_fd: int, write_fd: int, deadline: float) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.deadline = deadline
+        self.buffer = b""
+        self.eof = False
+
+    def send(self, data: bytes) -> None:
+        os.write(self.write_fd, data)
+
+    def readline(self, waiting_for: str) -> t.Optional[str]:
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.read_fd], [], [], remaining)[0]:
+                raise LaunchError("timeout", errno.ETIMEDOUT, "the container was not set up in time (waiting "
+                                  "for %s)" % waiting_for)
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                self.eof = True
+            self.buffer += chunk
+        line, _sep, self.buffer = self.buffer.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+
+def _error_from(line: str) -> LaunchError:
+    step, err, detail = (line[1:].split(_SEP, 2) + ["", ""])[:3]
+    return LaunchError(step, int(err or 0), detail)
+
+
+def _run(plan: _Plan, timeout: float) -> Launched:
+    from_child_r, from_child_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    parent = os.getpid()
+    pid_a = os.fork()
+    if pid_a == 0:  # A: never returns
+        try:
+            os.close(from_child_r)
+            os.close(to_child_w)
+            _setup_process(plan, parent, to_child_r, from_child_w)
+        finally:
+            os._exit(126)
+    os.close(from_child_w)
+    os.close(to_child_r)
+    channel = _Channel(from_child_r, to_child_w, time.monotonic() + timeout)
+    pid_b = None
+    a_reaped = False
+    try:
+        line = channel.readline("the user namespace")
+        if line is None or line.startswith("E"):
+            raise _error_from(line) if line else _died(pid_a, "setup process")
+        if plan.new_userns:
+            _write_id_maps(pid_a, plan)
+        if plan.cgroup_procs is not None:
+            try:
+                os.write(plan.cgroup_procs, b"%d" % pid_a)
+            except OSError as exc:
+                raise LaunchError("cgroup", exc.errno or 0, "join the cgroup: %s" % exc.strerror)
+        channel.send(b"G")
+        failure = None
+        ready = None
+        while True:
+            line = channel.readline("exec")
+            if line is None:
+                break
+            if line.startswith("P"):
+                pid_b = int(line[2:])
+                os.waitpid(pid_a, 0)
+                a_reaped = True
+            elif line.startswith("X"):
+                ready = line
+            elif line.startswith("E") and failure is None:
+                failure = _error_from(line)
+        if failure is not None:
+            raise failure
+        if pid_b is None:
+            raise _died(pid_a, "setup process")
+        if ready is None:
+            raise _died(pid_b, "container init")
+        return Launched(pid=pid_b, starttime=_starttime(pid_b), namespaces=_parse_namespaces(ready))
+    except BaseException:
+        _kill_and_reap(pid_a, a_reaped, pid_b)
+        raise
+    finally:
+        os.close(from_child_r)
+        os.close(to_child_w)
+
+
+def _write_id_maps(pid: int, plan: _Plan) -> None:
+    for name, data in (("uid_map", plan.uid_map), ("setgroups", b"deny" if plan.deny_setgroups else None),
+                       ("gid_map", plan.gid_map)):
+        if data is None:
+            continue
+        try:
+            fd = os.open("/proc/%d/%s" % (pid, name), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise LaunchError(name, exc.errno or 0, "write %r: %s" % (data.decode().strip(), exc.strerror))
+
+
+def _died(pid: int, what: str) -> LaunchError:
+    try:
+        _pid, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        status = 0
+    how = ("killed by signal %d" % os.WTERMSIG(status)) if os.WIFSIGNALED(status) else "exited"
+    return LaunchError("setup", errno.ECHILD, "the %s %s without reporting" % (what, how))
+
+
+def _starttime(pid: int) -> int:
+    # Read from the host's /proc: inside a time namespace the field is shifted by the boottime offset.
+    with open("/proc/%d/stat" % pid, "rb") as handle:
+        text = handle.read()
+    return int(text[text.rindex(b")") + 2:].split()[19])
+
+
+def _parse_namespaces(line: str) -> t.Dict[str, int]:
+    result = {}
+    for item in line.split()[1:]:
+        kind, _sep, inode = item.partition("=")
+        result[kind] = int(inode)
+    return result
+
+
+def _kill_and_reap(pid_a: int, a_reaped: bool, pid_b: t.Optional[int]) -> None:
+    """Leave nothing behind: B is PID 1 of its namespace, so killing it ends everything inside."""
+    for pid in ([pid_b] if pid_b else []) + ([] if a_reaped else [pid_a]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in ([] if a_reaped else [pid_a]) + ([pid_b] if pid_b else []):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+# --- in the children -------------------------------------------------------------
+
+def _report(fd: int, step: str, err: int, detail: str) -> None:
+    text = "E%s%s%d%s%s\n" % (step, _SEP, err, _SEP, detail.replace("\n", " "))
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _child_main(status_fd: int, body: t.Callable[[], None]) -> t.NoReturn:
+    """Run ``body`` in a forked child; report any failure on the status pipe; never return."""
+    gc.disable()  # no collector passes touching (and copying) the parent's pages
+    step = "setup"
+    try:
+        body()
+    except StepFailure as exc:
+        _report(exc.status_fd if exc.status_fd is not None else status_fd, exc.step, exc.errno, exc.detail)
+    except OSError as exc:
+        _report(status_fd, step, exc.errno or 0, str(exc))
+    except BaseException as exc:  # the child must never unwind into the caller's code
+        _report(status_fd, step, 0, "%s: %s" % (type(exc).__name__, exc))
+    os._exit(1)
+
+
+def _step(step: str, func: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+    try:
+        return func(*args)
+    except OSError as exc:
+        raise StepFailure(step, exc.errno or 0, str(exc.strerror or exc) if not exc.filename
+                          else "%s (%s)" % (exc.strerror, exc.filename))
+
+
+def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -> t.NoReturn:
+    def body() -> None:
+        libc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)  # the caller died before we set the death signal
+        # Nothing else running as the container's ids may ptrace or open /proc files of the
+        # setup (CVE-2016-9962); exec makes the command dumpable again as usual.
+        libc.set_dumpable(False)
+        assert plan.rootfs is not None and plan.rootfs.root_dir is not None
+        # The cwd follows into the new mount namespace: init attaches the rootfs clone here.
+        _step("rootfs", os.fchdir, plan.rootfs.root_dir)
+        if plan.oom_score_adj is not None:
+            _step("oom_score_adj", _write_file, "/proc/self/oom_score_adj", plan.oom_score_adj)
+        timens_fd = None
+        if plan.timens_offsets:
+            # Opened while still host root: once the ids switch, /proc/self is not ours to open.
+            timens_fd = _step("time offsets", os.open, "/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+        for fd, flag, what in plan.joins:
+            try:
+                libc.setns(fd, flag)
+            except OSError as exc:
+                raise StepFailure("join namespaces", exc.errno or 0, "setns %s: %s" % (what, exc.strerror))
+        if plan.own_sysfs:
+            rootfs.make_sysfs(plan.rootfs)
+        if plan.new_userns:
+            _step("user namespace", libc.unshare, libc.CLONE_NEWUSER)
+        os.write(status_fd, b"U\n")
+        if os.read(from_parent, 1) != b"G":
+            os._exit(1)  # the caller gave up
+        if plan.any_userns:
+            _step("user namespace", os.setresgid, 0, 0, 0)
+            _step("user namespace", os.setresuid, 0, 0, 0)
+        if plan.unshare_flags:
+            _step("namespaces", libc.unshare, plan.unshare_flags)
+        if plan.unshare_flags & libc.CLONE_NEWNS:
+            # First, before any mount: nothing made in here may propagate to the host.
+            _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
+        if timens_fd is not None:
+            # Before the first process enters the new time namespace: B, forked next.
+            _step("time offsets", os.write, timens_fd, plan.timens_offsets)
+            os.close(timens_fd)
+        pid = _step("fork", os.fork)
+        if pid == 0:
+            _child_main(status_fd, lambda: _init_process(plan, from_parent, status_fd))
+        os.write(status_fd, b"P %d\n" % pid)
+        os._exit(0)
+
+    _child_main(status_fd, body)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
+    assert plan.rootfs is not None and plan.prepared is not None
+    root_fd = rootfs.setup_before_pivot(plan.rootfs)
+    rootfs.pivot(root_fd)
+    rootfs.write_sysctls(plan.rootfs.sysctl)
+    rootfs.mask_and_protect(plan.rootfs)
+    if plan.hostname is not None:
+        _step("hostname", libc.sethostname, plan.hostname)
+    if plan.domainname is not None:
+        _step("domainname", libc.setdomainname, plan.domainname)
+    rootfs.enter_cwd(plan.cwd)
+    namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
+                          for kind, (_flag, name) in NAMESPACES.items())
+    confine.confine(plan.prepared)
+    if select.select([from_parent], [], [], 0)[0]:
+        os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
+    confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
+
+
+__all__ = ["start", "Launched", "LaunchError", "NAMESPACES", "ValidationError"]

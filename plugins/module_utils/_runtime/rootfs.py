@@ -1,0 +1,670 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: the container's filesystem, inside its new mount namespace.
+
+``plan(spec)`` runs in the launcher's parent and turns the spec into plain
+operations; ``setup(plan)`` runs in the container's PID 1 before exec.  The
+rules (each answers a runc/crun CVE; see README "Container runtime"):
+
+* "/" is made rslave recursively before anything is mounted, so no mount made
+  here propagates to the host (LXC's /run/netns incident).
+* Every in-container path is resolved by ``resolve()``: one component at a
+  time with O_PATH|O_NOFOLLOW, symlinks read and re-resolved *inside* the
+  root, never followed by the kernel, and mounts go through /proc/self/fd/N of
+  the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
+  under them, may contain no symlink at all (CVE-2019-16884, CVE-2026-41579).
+  Procfs magic links (/proc/self/fd/N, /proc/1/cwd) are refused (CVE-2024-21626).
+* Host objects (the rootfs, bind sources, device nodes) are captured by the
+  caller as detached mount clones (open_tree) before fork, and attached
+  inside; devices are checked to be the expected char device on that very
+  clone (mknod is impossible in a user namespace anyway).
+* Masking binds a /dev/null opened once and checked to be char 1:3
+  (CVE-2025-31133); directories get a read-only empty tmpfs.
+* The root is switched with pivot_root, and the old root detached; never chroot.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_SYMLINKS = 40
+_STRICT_TOPS = ("proc", "sys", "dev")
+
+# name, major, minor: the devices every container gets (OCI config-linux.md "Default Devices").
+DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+                   ("tty", 5, 0))
+DEV_SYMLINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+# statvfs f_flag bits -> mount flags: what a remount must repeat, or the kernel refuses to
+# clear flags that are locked in a user namespace.
+_ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, libc.MS_NOEXEC),
+             (1024, libc.MS_NOATIME), (2048, libc.MS_NODIRATIME), (4096, libc.MS_RELATIME),
+             (0x2000, libc.MS_NOSYMFOLLOW))
+
+
+_MS_TO_ATTR = ((libc.MS_RDONLY, libc.MOUNT_ATTR_RDONLY), (libc.MS_NOSUID, libc.MOUNT_ATTR_NOSUID),
+               (libc.MS_NODEV, libc.MOUNT_ATTR_NODEV), (libc.MS_NOEXEC, libc.MOUNT_ATTR_NOEXEC))
+
+
+class StepFailure(Exception):
+    """A launch step failed: ``step`` for the user, ``errno`` and a detail naming the object."""
+
+    def __init__(self, step: str, err: int, detail: str) -> None:
+        super().__init__("%s: %s [errno %d]" % (step, detail, err))
+        self.step = step
+        self.errno = err
+        self.detail = detail
+        self.status_fd: t.Optional[int] = None
+
+
+def _fail(step: str, exc: OSError, what: str) -> StepFailure:
+    return StepFailure(step, exc.errno or 0, "%s: %s" % (what, exc.strerror or exc))
+
+
+def fd_path(fd: int) -> str:
+    return "/proc/self/fd/%d" % fd
+
+
+# --- safe resolution -------------------------------------------------------------
+
+def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: bool = False,
+            clamp: bool = True) -> int:
+    """An O_PATH fd for ``path`` inside the tree at ``root_fd``; the caller closes it.
+
+    Symlinks are read and resolved again relative to the root, so nothing can
+    lead out of it.  ``strict`` refuses any symlink on the way; ``clamp=False``
+    refuses a '..' that would climb above the root instead of staying at it.
+    ``create`` ('dir' or 'file') makes missing components (directories, and
+    the last one as a file when 'file').  Procfs magic links are refused.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    stack = [os.dup(root_fd)]
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                elif not clamp:
+                    raise OSError(errno.EXDEV, "%s climbs above the container's root" % path, path)
+                continue
+            fd = _open_component(stack[-1], name, create, last=not parts)
+            info = os.fstat(fd)
+            if stat.S_ISLNK(info.st_mode):
+                target = _read_link(fd, path, strict)
+                os.close(fd)
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks resolving %s" % path, path)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            if parts and not stat.S_ISDIR(info.st_mode):
+                os.close(fd)
+                raise OSError(errno.ENOTDIR, "a component of %s is not a directory" % path, path)
+            stack.append(fd)
+        result = stack.pop()
+        return result
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _open_component(dir_fd: int, name: str, create: t.Optional[str], last: bool) -> int:
+    try:
+        return os.open(name, _O_PATH, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if create is None:
+            raise
+    if last and create == "file":
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=dir_fd))
+        except FileExistsError:
+            pass
+    else:
+        try:
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    return os.open(name, _O_PATH, dir_fd=dir_fd)
+
+
+def _read_link(fd: int, path: str, strict: bool) -> str:
+    if strict:
+        raise OSError(errno.ELOOP, "%s: a component is a symlink, which is not allowed here" % path, path)
+    target = os.readlink("", dir_fd=fd)
+    if libc.fstatfs_type(fd) == libc.PROC_SUPER_MAGIC and not _is_plain_proc_link(target):
+        raise OSError(errno.ELOOP, "%s goes through a /proc magic link (%s)" % (path, target), path)
+    return target
+
+
+def _is_plain_proc_link(target: str) -> bool:
+    # /proc/self -> "123", /proc/mounts -> "self/mounts" are ordinary symlinks; the magic ones
+    # (fd/N, cwd, root, exe, ns/*) read as an absolute path or as "pipe:[123]", "anon_inode:[...]"
+    return not target.startswith("/") and ":" not in target.split("/")[0]
+
+
+def locked_flags(fd: int) -> int:
+    """The mount flags the mount under ``fd`` has now, as a remount must repeat them."""
+    current = os.fstatvfs(fd).f_flag
+    flags = 0
+    for st_bit, ms_flag in _ST_TO_MS:
+        if current & st_bit:
+            flags |= ms_flag
+    return flags
+
+
+# --- the plan (built in the parent) -------------------------------------------
+
+@dataclass
+class MountOp:
+    destination: str
+    kind: str  # bind | proc | sysfs | cgroup2 | fs
+    fstype: t.Optional[str]
+    source: t.Optional[str]
+    flags: int
+    data: t.Optional[str]
+    propagation: t.List[int]
+    recursive: bool
+    strict: bool
+    tree: t.Optional[int] = None  # bind: detached clone of the source, made by the caller
+    is_dir: bool = True
+
+
+@dataclass
+class DeviceOp:
+    name: str  # path relative to /dev
+    kind: str  # 'c' or 'b'
+    major: int
+    minor: int
+    source: str  # the host node bound in
+    tree: t.Optional[int] = None
+
+
+@dataclass
+class RootfsPlan:
+    rootfs: str
+    readonly: bool
+    root_tree: t.Optional[int] = None  # detached recursive clone of the rootfs
+    root_dir: t.Optional[int] = None  # O_PATH fd of the rootfs directory (the setup process chdirs there)
+    sys_tree: t.Optional[int] = None  # a detached sysfs made by the setup process (see make_sysfs)
+    mounts: t.List[MountOp] = field(default_factory=list)
+    devices: t.List[DeviceOp] = field(default_factory=list)
+    etc_files: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
+    masked: t.List[str] = field(default_factory=list)
+    readonly_paths: t.List[str] = field(default_factory=list)
+    sysctl: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
+    propagation: t.Optional[int] = None
+    userns: bool = False
+    opened: t.List[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the captured host objects (detached clones vanish with their last fd)."""
+        for fd in self.opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.opened = []
+
+
+def plan(spec: Spec) -> RootfsPlan:
+    result = RootfsPlan(rootfs=spec.root.path, readonly=spec.root.readonly,
+                        userns=spec.linux.namespace("user") is not None)
+    for mount in spec.mounts:
+        options = mountopts.parse(mount.options, mount.type)
+        if options.bind:
+            kind = "bind"
+        elif mount.type in ("proc", "sysfs"):
+            kind = mount.type
+        elif mount.type in ("cgroup", "cgroup2"):
+            kind = "cgroup2"
+        else:
+            kind = "fs"
+        top = mount.destination.split("/")[1]
+        result.mounts.append(MountOp(
+            destination=mount.destination, kind=kind,
+            fstype="cgroup2" if kind == "cgroup2" else mount.type,
+            source=mount.source, flags=options.flags, data=options.data_string,
+            propagation=options.propagation, recursive=options.recursive,
+            strict=top in _STRICT_TOPS or kind in ("proc", "sysfs", "cgroup2")))
+    result.devices = [DeviceOp(name, "c", major, minor, "/dev/" + name) for name, major, minor in DEFAULT_DEVICES]
+    for device in spec.linux.devices:
+        if device.type not in ("c", "b"):
+            raise StepFailure("devices", errno.EINVAL, "%s: only char and block devices can be provided"
+                              % device.path)
+        result.devices.append(DeviceOp(device.path[len("/dev/"):], device.type, device.major or 0,
+                                       device.minor or 0, device.path))
+    for key, destination in sorted(ETC_FILE_ANNOTATIONS.items()):
+        if key in spec.annotations:
+            result.etc_files.append((destination, spec.annotations[key].encode()))
+    result.masked = list(spec.linux.masked_paths)
+    result.readonly_paths = list(spec.linux.readonly_paths)
+    result.sysctl = [("/proc/sys/" + key.replace(".", "/"), value.encode())
+                     for key, value in sorted(spec.linux.sysctl.items())]
+    if spec.linux.rootfs_propagation:
+        result.propagation = mountopts.PROPAGATION[spec.linux.rootfs_propagation]
+    return result
+
+
+# --- in the caller: capture the host objects --------------------------------------
+
+def capture(p: RootfsPlan) -> None:
+    """Open, as the caller (host root, host mount namespace), everything the container takes from the host.
+
+    The rootfs, bind sources and device nodes become detached mount clones
+    (open_tree OPEN_TREE_CLONE): no host mount table changes, and the
+    container's init attaches exactly these objects.  That closes the race
+    between checking a device and binding it, and lets a container root that
+    is an unprivileged id outside use a rootfs or volume below a 0700
+    directory it could not walk.  Raises StepFailure; ``p.close()`` releases.
+    """
+    def clone(path: str, recursive: bool, step: str, what: str) -> int:
+        try:
+            fd = libc.open_tree_clone(libc.AT_FDCWD, path, recursive=recursive)
+        except OSError as exc:
+            raise _fail(step, exc, "%s %s" % (what, path))
+        p.opened.append(fd)
+        return fd
+
+    try:
+        p.root_dir = os.open(p.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _fail("rootfs", exc, p.rootfs)
+    p.opened.append(p.root_dir)
+    p.root_tree = clone(p.rootfs, True, "rootfs", "rootfs")
+    for op in p.mounts:
+        if op.kind == "bind":
+            op.tree = clone(op.source or "", op.recursive, "mounts", "bind source")
+            op.is_dir = stat.S_ISDIR(os.fstat(op.tree).st_mode)
+    for device in p.devices:
+        device.tree = clone(device.source, False, "devices", "host device")
+        info = os.fstat(device.tree)
+        is_kind = stat.S_ISCHR if device.kind == "c" else stat.S_ISBLK
+        if not is_kind(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major,
+                                                                                              device.minor):
+            raise StepFailure("devices", errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
+                              % (device.source, "char" if device.kind == "c" else "block", device.major,
+                                 device.minor))
+        try:  # a device node needs neither set-uid nor exec
+            libc.mount_setattr(device.tree, libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NOEXEC, recursive=False)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise _fail("devices", exc, "harden %s" % device.source)
+    _make_targets(p)
+
+
+def _make_targets(p: RootfsPlan) -> None:
+    """Create the mount targets that live in the rootfs itself, as the caller.
+
+    Container root is an unprivileged id outside when there is a user
+    namespace, and usually may not create files in a rootfs owned by host
+    root; the caller can.  Targets below a filesystem the container mounts
+    itself (/dev/pts on the /dev tmpfs) are left to init, which owns those.
+    Resolution is the same symlink-safe walk, so nothing outside the rootfs
+    is ever created.
+    """
+    for top in _STRICT_TOPS:
+        _check_not_symlink(p.root_dir, top)
+    covered: t.List[str] = []
+
+    def make(destination: str, kind: str, strict: bool, step: str) -> None:
+        if any(destination == c or destination.startswith(c + "/") for c in covered):
+            return
+        try:
+            os.close(resolve(p.root_dir, destination, create=kind, strict=strict))
+        except OSError as exc:
+            raise _fail(step, exc, "mount target %s" % destination)
+
+    for op in p.mounts:
+        make(op.destination, "dir" if op.is_dir else "file", op.strict, "mounts")
+        covered.append(op.destination)
+    for device in p.devices:
+        make("/dev/" + device.name, "file", True, "devices")
+    if not any(c == "/dev" for c in covered):  # the image's own /dev: the symlinks go there now
+        try:
+            dev_fd = resolve(p.root_dir, "/dev", create="dir", strict=True)
+        except OSError as exc:
+            raise _fail("devices", exc, "/dev")
+        try:
+            _dev_symlinks(dev_fd)
+        finally:
+            os.close(dev_fd)
+    for destination, _content in p.etc_files:
+        make(destination, "file", False, "etc files")
+
+
+def detached_fs(fstype: str, options: t.Sequence[t.Tuple[str, str]], attrs: int) -> int:
+    """A new, detached filesystem instance (fsopen, fsconfig, fsmount): an fd no path reaches."""
+    fs_fd = libc.fsopen(fstype)
+    try:
+        for key, value in options:
+            libc.fsconfig_string(fs_fd, key, value)
+        libc.fsconfig_create(fs_fd)
+        return libc.fsmount(fs_fd, attrs)
+    finally:
+        os.close(fs_fd)
+
+
+def make_sysfs(p: RootfsPlan) -> None:
+    """In the setup process, still host root and already in the joined network namespace.
+
+    A user namespace that does not own the network namespace may not mount
+    sysfs (runc and crun then bind the host's /sys, which shows the host's
+    interfaces).  A sysfs made here, before the user namespace, shows the
+    container's own network namespace; init attaches it read-only.
+    """
+    try:
+        p.sys_tree = detached_fs("sysfs", (), libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID
+                                 | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
+    except OSError as exc:
+        raise _fail("mounts", exc, "sysfs for the joined network namespace")
+
+
+# --- in the container, before pivot_root ----------------------------------------
+
+def setup_before_pivot(p: RootfsPlan) -> int:
+    """Attach the rootfs, check it, mount everything, add devices and /etc files; return the root fd.
+
+    The setup process's cwd is the rootfs directory in this mount namespace
+    (it did fchdir(root_dir) before unsharing), so the clone is attached on
+    top of it without walking any host path.
+    """
+    root_fd = p.root_tree
+    try:
+        libc.move_mount_fd(root_fd, libc.AT_FDCWD, ".")
+    except OSError as exc:
+        raise _fail("rootfs", exc, "attach %s" % p.rootfs)
+    for top in _STRICT_TOPS:
+        _check_not_symlink(root_fd, top)
+    for op in p.mounts:
+        _mount(root_fd, op, p)
+    _add_devices(root_fd, p.devices)
+    if p.etc_files:
+        _add_etc_files(root_fd, p.etc_files)
+    return root_fd
+
+
+def _check_not_symlink(root_fd: int, name: str) -> None:
+    try:
+        info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise StepFailure("rootfs", errno.ELOOP if stat.S_ISLNK(info.st_mode) else errno.ENOTDIR,
+                          "/%s in the rootfs is %s; it must be an ordinary directory" % (name, what))
+
+
+def _mount(root_fd: int, op: MountOp, p: RootfsPlan) -> None:
+    step = "mounts"
+    target = None
+    try:
+        try:
+            target = resolve(root_fd, op.destination, create="dir" if op.is_dir else "file", strict=op.strict)
+        except OSError as exc:
+            raise _fail(step, exc, "mount target %s" % op.destination)
+        try:
+            _mount_at(root_fd, op, target, p)
+        except OSError as exc:
+            raise _fail(step, exc, "%s on %s" % (op.fstype or "bind of %s" % op.source, op.destination))
+    finally:
+        if target is not None:
+            os.close(target)
+
+
+def _mount_at(root_fd: int, op: MountOp, target: int, p: RootfsPlan) -> None:
+    where = fd_path(target)
+    if op.kind == "bind":
+        assert op.tree is not None
+        libc.move_mount_fd(op.tree, target)
+        _after_bind(op.tree, op.flags, op.recursive)
+    elif op.kind == "sysfs" and p.sys_tree is not None:
+        libc.move_mount_fd(p.sys_tree, target)
+        p.sys_tree = None  # a mount attaches once; a second /sys mount gets a plain sysfs
+    else:
+        source = op.source or op.fstype
+        libc.mount(source, where, op.fstype, op.flags, op.data)
+    if op.propagation:
+        top = resolve(root_fd, op.destination, strict=op.strict)
+        try:
+            for flag in op.propagation:
+                libc.mount(None, fd_path(top), None, flag)
+        finally:
+            os.close(top)
+
+
+def _after_bind(top: int, flags: int, recursive: bool) -> None:
+    """Apply ro/nosuid/... to an attached bind mount ``top`` (recursively for rbind when the kernel can)."""
+    wanted = flags & mountopts.PER_MOUNT_FLAGS
+    if not wanted:
+        return
+    if recursive and wanted & (libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC):
+        attrs = 0
+        for ms_flag, attr in _MS_TO_ATTR:
+            if wanted & ms_flag:
+                attrs |= attr
+        try:
+            libc.mount_setattr(top, attrs, recursive=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:  # before Linux 5.12 only the top mount gets the flags
+                raise
+    libc.mount(None, fd_path(top), None, libc.MS_REMOUNT | libc.MS_BIND | wanted | locked_flags(top))
+
+
+def _add_devices(root_fd: int, devices: t.List[DeviceOp]) -> None:
+    step = "devices"
+    try:
+        dev_fd = resolve(root_fd, "/dev", create="dir", strict=True)
+    except OSError as exc:
+        raise _fail(step, exc, "/dev")
+    try:
+        for device in devices:
+            _bind_device(dev_fd, device)
+        _dev_symlinks(dev_fd)
+    finally:
+        os.close(dev_fd)
+
+
+def _dev_symlinks(dev_fd: int) -> None:
+    for name, target in DEV_SYMLINKS:
+        try:
+            os.symlink(target, name, dir_fd=dev_fd)
+        except FileExistsError:
+            pass  # the image has its own (or the caller made them); never followed here
+        except OSError as exc:
+            raise _fail("devices", exc, "symlink /dev/%s" % name)
+
+
+def _bind_device(dev_fd: int, device: DeviceOp) -> None:
+    """Attach the caller's verified clone of the host node onto /dev/NAME (a file made for it)."""
+    step = "devices"
+    try:
+        target = resolve(dev_fd, device.name, create="file", strict=True)
+    except OSError as exc:
+        raise _fail(step, exc, "/dev/%s" % device.name)
+    try:
+        if stat.S_ISDIR(os.fstat(target).st_mode):
+            raise StepFailure(step, errno.EISDIR, "/dev/%s in the rootfs is a directory" % device.name)
+        assert device.tree is not None
+        libc.move_mount_fd(device.tree, target)
+    except OSError as exc:
+        raise _fail(step, exc, "attach %s" % device.source)
+    finally:
+        os.close(target)
+
+
+def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:
+    """Each file on a private tmpfs that no path reaches, then moved onto its place in /etc."""
+    step = "etc files"
+    try:
+        mnt_fd = detached_fs("tmpfs", (("size", "1m"), ("mode", "0755")),
+                             libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
+    except OSError as exc:
+        raise _fail(step, exc, "private tmpfs")
+    try:
+        for destination, content in files:
+            name = os.path.basename(destination)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=mnt_fd)
+                try:
+                    os.write(fd, content)
+                finally:
+                    os.close(fd)
+                tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
+                try:
+                    target = resolve(root_fd, destination, create="file")
+                    try:
+                        libc.move_mount_fd(tree, target)
+                    finally:
+                        os.close(target)
+                finally:
+                    os.close(tree)
+            except OSError as exc:
+                raise _fail(step, exc, destination)
+    finally:
+        os.close(mnt_fd)
+
+
+def pivot(root_fd: int) -> None:
+    """pivot_root(".", ".") in the new root, then detach the old root stacked on top of it."""
+    try:
+        os.fchdir(root_fd)
+        libc.pivot_root(".", ".")
+        libc.umount2(".", libc.MNT_DETACH)
+        os.chdir("/")
+    except OSError as exc:
+        raise _fail("pivot_root", exc, "switch to %s" % "the container root")
+    finally:
+        os.close(root_fd)
+
+
+# --- in the container, after pivot_root -------------------------------------------
+
+def write_sysctls(items: t.List[t.Tuple[str, bytes]]) -> None:
+    for path, value in items:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if libc.fstatfs_type(fd) != libc.PROC_SUPER_MAGIC:
+                    raise OSError(errno.EXDEV, "not on procfs", path)
+                os.write(fd, value)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _fail("sysctl", exc, path[len("/proc/sys/"):].replace("/", "."))
+
+
+def mask_and_protect(p: RootfsPlan) -> None:
+    """Masked paths, read-only paths, read-only root and root propagation, in runc's order."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if p.masked:
+            _mask(root, p.masked)
+        for path in p.readonly_paths:
+            _readonly(root, path)
+        if p.readonly:
+            try:
+                libc.mount(None, "/", None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | locked_flags(root))
+            except OSError as exc:
+                raise _fail("readonly rootfs", exc, "remount / read-only")
+        if p.propagation is not None:
+            try:
+                libc.mount(None, "/", None, p.propagation)
+            except OSError as exc:
+                raise _fail("rootfs propagation", exc, "/")
+    finally:
+        os.close(root)
+
+
+def _open_existing(root: int, path: str, step: str) -> t.Optional[int]:
+    try:
+        return resolve(root, path)
+    except FileNotFoundError:
+        return None  # nothing there to hide or protect (runc skips these too)
+    except OSError as exc:
+        raise _fail(step, exc, path)
+
+
+def _mask(root: int, paths: t.List[str]) -> None:
+    step = "masked paths"
+    null = _open_existing(root, "/dev/null", step)
+    if null is None:
+        raise StepFailure(step, errno.ENOENT, "/dev/null is missing; masking needs the null device")
+    try:
+        info = os.fstat(null)
+        if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (1, 3):
+            raise StepFailure(step, errno.ENODEV, "/dev/null is not the char device 1:3; refusing to mask with it")
+        for path in paths:
+            target = _open_existing(root, path, step)
+            if target is None:
+                continue
+            try:
+                if stat.S_ISDIR(os.fstat(target).st_mode):
+                    libc.mount("tmpfs", fd_path(target), "tmpfs", libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV
+                               | libc.MS_NOEXEC, "size=0,mode=0555")
+                else:
+                    libc.mount(fd_path(null), fd_path(target), None, libc.MS_BIND)
+            except OSError as exc:
+                raise _fail(step, exc, path)
+            finally:
+                os.close(target)
+    finally:
+        os.close(null)
+
+
+def _readonly(root: int, path: str) -> None:
+    step = "readonly paths"
+    target = _open_existing(root, path, step)
+    if target is None:
+        return
+    try:
+        libc.mount(fd_path(target), fd_path(target), None, libc.MS_BIND | libc.MS_REC)
+        top = resolve(root, path)
+        try:
+            libc.mount(None, fd_path(top), None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | locked_flags(top))
+        finally:
+            os.close(top)
+    except OSError as exc:
+        raise _fail(step, exc, path)
+    finally:
+        os.close(target)
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir to ``cwd`` resolved inside the root; refuse escapes and magic links, check getcwd."""
+    step = "cwd"
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = resolve(root, cwd, clamp=False)
+    except OSError as exc:
+        raise _fail(step, exc, cwd)
+    finally:
+        os.close(root)
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise StepFailure(step, errno.ENOTDIR, "%s is not a directory" % cwd)
+        os.fchdir(fd)
+        where = os.getcwd()
+    except OSError as exc:
+        raise _fail(step, exc, cwd)
+    finally:
+        os.close(fd)
+    if not where.startswith("/"):
+        raise StepFailure(step, errno.EXDEV, "%s resolves outside the container (%s)" % (cwd, where))
