@@ -23,7 +23,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, logs, readiness
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, readiness
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
@@ -218,8 +218,9 @@ class ContainerResource(Resource):
                 raise KernelboxError("cgroup.path: %s does not exist (create it with cgroup_v2 first)" % group.path)
             return {"path": group.path, "owned": False}
         parent = params.get("parent") or cgroup.DEFAULT_PARENT
-        group = cgroup.resolve(params.get("name") or self.name, parent=parent, hierarchy=hierarchy)
-        return {"path": group.path, "owned": True}
+        leaf = params.get("name") or self.name
+        group = cgroup.resolve(leaf, parent=parent, hierarchy=hierarchy)
+        return {"path": group.path, "owned": True, "parent": parent, "name": leaf}
 
     # --- plan --------------------------------------------------------------------
 
@@ -325,8 +326,10 @@ class ContainerResource(Resource):
         self.created_now = self.container.settings is None
         if self.supervisor_kind != self.backend.kind:
             self.backend = self._backend(self.supervisor_kind)
-        state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
+        settings = self._settings()
+        state.save_persistent(self.name, self.spec.to_oci(), settings, self.layout)
         lifecycle.fault("persisted")
+        self.backend.configure(self.name, settings)
 
     def _write_config(self) -> None:
         state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
@@ -343,19 +346,20 @@ class ContainerResource(Resource):
         return dict(self._desired_view["limits"])
 
     def _update_settings(self) -> None:
-        state.save_settings(self.name, self._settings(), self.layout)
-        if self.container.runtime and self.backend.supervisor_alive(self.container.runtime):
-            self.backend.reload(self.name)
+        settings = self._settings()
+        state.save_settings(self.name, settings, self.layout)
+        self.backend.configure(self.name, settings)
 
     def _start(self) -> None:
         try:
             runtime = self.backend.start(self.name)
         except lifecycle.LaunchFailed as exc:
-            tail = logs.tail(state.paths(self.name, self.layout).log_file, self.tail_lines)
+            tail = self.backend.log_tail(self.name, self.tail_lines)
+            msg = exc.msg
             if self.created_now:  # a failed first start leaves nothing behind
                 self._remove()
-            raise KernelboxError(exc.msg, step=exc.result.get("step"), errno=exc.result.get("errno"),
-                                 log_tail=tail)
+                msg += "; the new container was removed again"
+            raise KernelboxError(msg, step=exc.result.get("step"), errno=exc.result.get("errno"), log_tail=tail)
         self.started_runtime = runtime
 
     def _stop(self) -> None:
@@ -372,6 +376,7 @@ class ContainerResource(Resource):
             group = self._group(settings.cgroup["path"])
             if group is not None:
                 cgroup.kill_and_remove(group)
+        self.backend.forget(self.name)
         state.remove_all(self.name, self.layout)
         self.removed = True
 
@@ -386,7 +391,6 @@ class ContainerResource(Resource):
 
     def _wait(self, final: t.Optional[t.Dict[str, t.Any]]) -> None:
         process = self.container.process()
-        log_file = state.paths(self.name, self.layout).log_file
         try:
             if process is None:
                 raise readiness.NotReady("wait_for: the container is not running")
@@ -403,11 +407,13 @@ class ContainerResource(Resource):
                 what = "command %s" % json.dumps(value)
             elapsed = readiness.wait(what, check, process, timeout, self.wait_for["interval"])
         except readiness.NotReady as exc:
-            tail = logs.tail(log_file, self.tail_lines)
+            tail = self.backend.log_tail(self.name, self.tail_lines)
             text = exc.msg
             if tail:
                 text += "; last log lines:\n" + "\n".join(tail)
-            raise KernelboxError(text, log_tail=tail, **self.result(final))
+            fields = self.result(final)
+            fields["log_tail"] = tail
+            raise KernelboxError(text, **fields)
         self.wait_result = {"ready": True, "elapsed": round(elapsed, 3)}
 
     def diff_view(self, view: t.Any) -> t.Any:
@@ -417,6 +423,8 @@ class ContainerResource(Resource):
 
     def result(self, view: t.Any) -> t.Dict[str, t.Any]:
         container = getattr(self, "container", None) or state.load(self.name, self.layout)
+        if not hasattr(self, "backend"):
+            self.backend = self._backend(container.settings.supervisor if container.settings else None)
         runtime = container.runtime if container.exists else None
         settings = container.settings if container.exists else None
         where = state.paths(self.name, self.layout)
@@ -444,10 +452,15 @@ class ContainerResource(Resource):
             "config_digest": settings.digest if settings else None,
             "config": container.config if container.exists else None,
             "recreate_keys": list(self.recreated_keys),
-            "log_path": where.log_file if container.exists else None,
-            "log_tail": logs.tail(where.log_file, self.tail_lines) if container.exists else [],
+            "log_path": where.log_file if container.exists and self.backend.kind == "kernelbox" else None,
+            "log_tail": self.backend.log_tail(self.name, self.tail_lines) if container.exists else [],
             "wait_for": self.wait_result,
         }
+        if container.exists and self.backend.kind == "systemd":
+            shown = self.backend.show(self.name)
+            if shown.get("NRestarts", "").isdigit():
+                out["restart_count"] = int(shown["NRestarts"])
+            out["supervisor"]["unit"] = systemd.unit_name(self.name)
         return out
 
     # --- session end -------------------------------------------------------------
