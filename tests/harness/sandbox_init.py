@@ -93,6 +93,9 @@ def _children():
 def _reap_leftovers(command_pid):
     leaked = []
     for _attempt in range(50):
+        # Dead orphans (zombies re-parented here, e.g. children of processes a test killed) are not
+        # leaks: collect them before looking for survivors.
+        _reap_zombies()
         pids = [p for p in _children() if p != command_pid]
         if not pids:
             break

@@ -61,7 +61,9 @@ PAGE_COUNTER_FILES = frozenset(["memory.max", "memory.high", "memory.low", "memo
 FILE_ORDER = ("cpuset.cpus", "cpuset.mems", "cpu.weight", "cpu.max", "memory.low", "memory.high",
               "memory.max", "memory.swap.max", "pids.max", "io.max")
 
-_SETTING_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
+_SETTING_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[A-Za-z0-9_]+)+")
+# hugetlb.<size>.max and hugetlb.<size>.rsvd.max: page_counter_memparse(), then rounded down to whole huge pages.
+_HUGETLB_LIMIT = re.compile(r"hugetlb\.([0-9]+)([KMG])B\.(rsvd\.)?max")
 _MAJ_MIN = re.compile(r"([0-9]+):([0-9]+)")
 
 
@@ -86,6 +88,18 @@ def memory_value(value: t.Any, option: str, page: t.Optional[int] = None, minimu
         raise ValidationError("%s: %r is below %d bytes (the kernel counts whole %d-byte pages); use a larger "
                               "value or 'max'" % (option, value, minimum_pages * page, page))
     return str(pages * page)
+
+
+def hugetlb_value(value: t.Any, option: str, huge_page: int, page: t.Optional[int] = None) -> str:
+    """What hugetlb.<size>.max reads back: base pages rounded down to whole huge pages; 'max' at the cap."""
+    page = page or page_size()
+    parsed = size_bytes(value, option, allow_max=True)
+    per_huge = max(huge_page // page, 1)
+    cap = (LONG_MAX // page) // per_huge * per_huge
+    if parsed == "max":
+        return "max"
+    pages = min(int(parsed) // page, LONG_MAX // page) // per_huge * per_huge
+    return "max" if pages == cap else str(pages * page)
 
 
 def memory_bytes(text: str) -> t.Optional[int]:
@@ -156,7 +170,7 @@ def pids_max_value(value: t.Any, option: str = "pids_max") -> str:
 def parse_id_list(text: str) -> t.List[int]:
     """A kernel list ('0-3,5', '' for none) as sorted unique ints; ValueError on bad syntax."""
     found: t.Set[int] = set()
-    for token in text.replace(" ", "").split(","):
+    for token in "".join(text.split()).split(","):
         if token == "":
             continue
         low, sep, high = token.partition("-")
@@ -284,6 +298,10 @@ def setting(key: t.Any, value: t.Any, page: t.Optional[int] = None) -> t.Tuple[s
         raise ValidationError("settings: %s needs a value" % key)
     if key in PAGE_COUNTER_FILES:
         return key, memory_value(value, "settings.%s" % key, page)
+    huge = _HUGETLB_LIMIT.fullmatch(key)
+    if huge:
+        huge_bytes = int(huge.group(1)) << {"K": 10, "M": 20, "G": 30}[huge.group(2)]
+        return key, hugetlb_value(value, "settings.%s" % key, huge_bytes, page)
     text = str(value)
     if "\n" in text.strip() or "\0" in text:
         raise ValidationError("settings: the value of %s must be a single line (one write per file)" % key)
