@@ -55,9 +55,11 @@ options:
     default: started
   rootfs:
     description:
-      - The root filesystem directory, for example the RV(kernelbox.containers.overlay_rootfs#module:path) of
-        an overlay made by C(overlay_rootfs), or an unpacked image.
-      - Required unless O(oci_config) is given (O(state=absent) needs neither).
+      - The root filesystem directory, for example the C(path) of an overlay made by C(overlay_rootfs), or an
+        unpacked image.
+      - Required with O(command) to create a container, unless O(oci_config) is given.
+      - A task that gives no spec option at all (only O(name), O(state) and lifecycle options) acts on the stored
+        container as it is, for example O(state=stopped) with just O(name).
     type: path
   command:
     description:
@@ -348,10 +350,11 @@ options:
     type: dict
     suboptions:
       max_size:
-        description: When the log passes this size it moves to C(container.log.1) (replacing the older one) and
-          starts again; C(0) means no cap. Checked every second.
+        description:
+          - When the log passes this size it moves to C(container.log.1) (replacing the older one) and starts
+            again; C(0) means no cap. Checked every second.
+          - Default C(10M) for a new container; an existing one keeps its setting when this is not given.
         type: str
-        default: 10M
       tail_lines:
         description: How many of the last log lines RV(log_tail) returns.
         type: int
@@ -361,23 +364,26 @@ options:
       - V(no), V(on-failure) (restart after a non-zero exit or a signal), V(on-failure:N) (at most N restarts), or
         V(always). Restarts wait an exponential back-off from 100 ms up to 30 s, which starts over after a run of
         10 s or more.
+      - Default V(no) for a new container; an existing one keeps its policy when this is not given.
+      - Changing it does not restart the container.
     type: str
-    default: 'no'
   enabled:
     description:
       - Start the container at boot. With systemd this enables the unit. With the kernelbox supervisor it is
         recorded, and C(/var/lib/kernelbox/runtime/current/kernelbox-supervisor.py boot) (run it from the boot
         scripts of the host's init) starts every enabled container.
+      - Default V(false) for a new container; an existing one keeps its setting when this is not given.
     type: bool
-    default: false
   stop_signal:
-    description: The signal that asks the container's init to stop.
+    description:
+      - The signal that asks the container's init to stop (default C(SIGTERM) for a new container; an existing one
+        keeps its setting when this is not given).
     type: str
-    default: SIGTERM
   stop_timeout:
-    description: Seconds between O(stop_signal) and SIGKILL of the whole cgroup.
+    description:
+      - Seconds between O(stop_signal) and SIGKILL of the whole cgroup (default C(10) for a new container; an
+        existing one keeps its setting when this is not given).
     type: float
-    default: 10.0
   wait_for:
     description:
       - After starting (and on every run with O(state=started)), wait until the container is ready; on timeout

@@ -48,6 +48,17 @@ def any_ansible(request, ansible, ansible_distro):
     return ansible if request.param == "venv" else ansible_distro
 
 
+@pytest.fixture(scope="session")
+def cgroup_test_parent():
+    """$KB_TEST_CGROUP_PARENT, relative to the cgroup2 mount, created once for the run (before any leak
+    check's first snapshot); the sandbox removes it at the end.  Put every test cgroup below it."""
+    root, name = snapshot.cgroup2_root(), os.environ.get("KB_TEST_CGROUP_PARENT", "")
+    if not root or not name:
+        raise RuntimeError("no cgroup2 mount or no KB_TEST_CGROUP_PARENT: run inside tests/sandbox")
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    return name
+
+
 @pytest.fixture
 def host_state():
     """A function returning a detailed snapshot, for check-mode 'nothing changed' proofs."""

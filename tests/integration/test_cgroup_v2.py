@@ -19,7 +19,6 @@ import pytest
 from harness import snapshot
 
 ROOT = snapshot.cgroup2_root()
-TOP = os.environ.get("KB_TEST_CGROUP_PARENT", "")
 
 
 def cgroup_dir(rel):
@@ -61,20 +60,11 @@ def remove_tree(rel):
                 time.sleep(0.02)
 
 
-@pytest.fixture(scope="session")
-def kb_top():
-    """$KB_TEST_CGROUP_PARENT exists for the whole run (the sandbox removes it at the end)."""
-    if not ROOT or not TOP:
-        raise RuntimeError("no cgroup2 mount or no KB_TEST_CGROUP_PARENT: run inside tests/sandbox")
-    os.makedirs(cgroup_dir(TOP), exist_ok=True)
-    return TOP
-
-
 @pytest.fixture
-def cg_parent(request, kb_top):
+def cg_parent(request, cgroup_test_parent):
     """A parent group for one test, '<test parent>/kbt-<test>'; removed with everything inside afterwards."""
     name = "kbt-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-    rel = "%s/%s" % (kb_top, name)
+    rel = "%s/%s" % (cgroup_test_parent, name)
     remove_tree(rel)
     yield rel
     remove_tree(rel)

@@ -88,13 +88,13 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     dns_options=dict(type="list", elements="str"),
     oci_config=dict(type="raw"),
     log=dict(type="dict", options=dict(
-        max_size=dict(type="str", default="10M"),
+        max_size=dict(type="str"),
         tail_lines=dict(type="int", default=20),
     )),
-    restart_policy=dict(type="str", default="no"),
-    enabled=dict(type="bool", default=False),
-    stop_signal=dict(type="str", default="SIGTERM"),
-    stop_timeout=dict(type="float", default=10.0),
+    restart_policy=dict(type="str"),
+    enabled=dict(type="bool"),
+    stop_signal=dict(type="str"),
+    stop_timeout=dict(type="float"),
     wait_for=dict(type="dict", options=dict(
         port=dict(type="int"),
         file=dict(type="str"),
@@ -104,6 +104,11 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     )),
     supervisor=dict(type="str", default="auto", choices=["auto", "kernelbox", "systemd"]),
 )
+
+# Lifecycle settings: a new container gets these defaults, an existing one keeps what it has
+# unless the task gives a value.
+LIFECYCLE_DEFAULTS = {"restart_policy": "no", "enabled": False, "stop_signal": "SIGTERM", "stop_timeout": 10.0,
+                      "log_max_size": 10 << 20}
 
 # Options whose default is not None but that still count as "given" only when changed.
 _DEFAULTS = {"readonly_rootfs": False, "no_new_privileges": True}

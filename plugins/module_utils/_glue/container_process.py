@@ -23,7 +23,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, logs, readiness
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, readiness
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
@@ -49,33 +49,45 @@ class ContainerResource(Resource):
         self.created_now = False
         self.removed = False
         self.wait_result: t.Optional[t.Dict[str, t.Any]] = None
-        try:
-            self.policy = restart.parse(p["restart_policy"])
-        except ValueError as exc:
-            raise ValidationError("restart_policy: %s" % exc)
-        try:
-            self.stop_signal = state.signal_name(state.signal_number(p["stop_signal"]))
-        except ValueError as exc:
-            raise ValidationError("stop_signal: %s" % exc)
-        if p["stop_timeout"] < 0:
-            raise ValidationError("stop_timeout: must not be negative")
+        # Lifecycle settings as given (None: keep the stored value, or the default for a new container).
+        self.given: t.Dict[str, t.Any] = {}
+        if p.get("restart_policy") is not None:
+            try:
+                self.given["restart_policy"] = str(restart.parse(p["restart_policy"]))
+            except ValueError as exc:
+                raise ValidationError("restart_policy: %s" % exc)
+        if p.get("stop_signal") is not None:
+            try:
+                self.given["stop_signal"] = state.signal_name(state.signal_number(p["stop_signal"]))
+            except ValueError as exc:
+                raise ValidationError("stop_signal: %s" % exc)
+        if p.get("stop_timeout") is not None:
+            if p["stop_timeout"] < 0:
+                raise ValidationError("stop_timeout: must not be negative")
+            self.given["stop_timeout"] = float(p["stop_timeout"])
+        if p.get("enabled") is not None:
+            self.given["enabled"] = bool(p["enabled"])
         log = p.get("log") or {}
-        self.log_max_size = validate.size_bytes(log.get("max_size") or 0, "log.max_size")
-        self.tail_lines = log.get("tail_lines", 20) if log.get("tail_lines") is not None else 20
+        if log.get("max_size") is not None:
+            self.given["log_max_size"] = validate.size_bytes(log["max_size"], "log.max_size")
+        self.tail_lines = log.get("tail_lines") if log.get("tail_lines") is not None else 20
         self.wait_for = options.wait_for(p.get("wait_for"))
         self.cgroup_params = options.cgroup_params(p.get("cgroup"))
         self.spec: t.Optional[specs.Spec] = None
         if self.state == "absent":
             return
+        spec_options = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
+        self.keep_spec = False
         if p.get("oci_config") is not None:
-            given = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
-            if given:
+            if spec_options:
                 raise ValidationError("oci_config: the spec comes from it alone; remove %s, or drop oci_config"
-                                      % ", ".join(given))
+                                      % ", ".join(spec_options))
             if isinstance(p["oci_config"], dict):
                 self.spec = container_spec.from_oci(p["oci_config"], bundle=None)
-        else:
+        elif spec_options:
             self.spec = container_spec.from_options(p, self.name)
+        else:
+            self.keep_spec = True  # only a name: act on the stored container as it is
 
     # --- read --------------------------------------------------------------------
 
@@ -148,14 +160,23 @@ class ContainerResource(Resource):
         if self.state == "absent":
             return None
         p = self.params
-        if self.spec is None:  # oci_config given as a path to config.json
+        stored = self.container.settings if self.container.consistent else None
+        if self.keep_spec:
+            if self.current_spec is None:
+                raise ValidationError("rootfs: is required to create container %s (with command), or give "
+                                      "oci_config" % self.name)
+            self.spec = self.current_spec.copy()
+        elif self.spec is None:  # oci_config given as a path to config.json
             self.spec = container_spec.from_oci(options.load_oci_config(p["oci_config"]),
                                                 bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
-        self.placement = self._placement()
+        self.placement = self._placement(stored)
         files = container_spec.limit_files(self.cgroup_params)
-        self.spec = container_spec.with_limits(self.spec, files)
+        if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
+            self.spec.linux.resources = None  # limits given: they replace the stored ones
+        if files or not self.keep_spec:
+            self.spec = container_spec.with_limits(self.spec, files)
         unified = container_spec.unified_of(self.spec)
         if unified:
             if not self.placement["owned"]:
@@ -167,18 +188,16 @@ class ContainerResource(Resource):
         if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
             supervisor = p["supervisor"]
         self.supervisor_kind = supervisor
+        self.lifecycle = {key: self.given.get(key, getattr(stored, key) if stored else default)
+                          for key, default in options.LIFECYCLE_DEFAULTS.items()}
         desired = {
             "state": "running" if self.state in ("started", "restarted") else "stopped",
             "config": self.spec.to_oci(),
-            "restart_policy": str(self.policy),
-            "enabled": bool(p["enabled"]),
-            "stop_signal": self.stop_signal,
-            "stop_timeout": float(p["stop_timeout"]),
-            "log_max_size": self.log_max_size,
             "supervisor": supervisor,
             "cgroup": {"path": self.placement["path"], "owned": self.placement["owned"]},
             "limits": dict(unified),
         }
+        desired.update(self.lifecycle)
         for name in (current or {}).get("limits") or {}:
             if name not in unified and name in container_spec.LIMIT_RESETS:
                 desired["limits"][name] = container_spec.LIMIT_RESETS[name]
@@ -188,8 +207,10 @@ class ContainerResource(Resource):
         self._desired_view = desired
         return desired
 
-    def _placement(self) -> t.Dict[str, t.Any]:
+    def _placement(self, stored: t.Optional[state.Settings]) -> t.Dict[str, t.Any]:
         params = self.cgroup_params
+        if self.keep_spec and stored is not None and not any(params.get(k) for k in ("path", "parent", "name")):
+            return dict(stored.cgroup)
         hierarchy = cgroup.find_hierarchy()
         if params.get("path"):
             group = cgroup.resolve(params["path"], parent="", hierarchy=hierarchy)
@@ -197,8 +218,9 @@ class ContainerResource(Resource):
                 raise KernelboxError("cgroup.path: %s does not exist (create it with cgroup_v2 first)" % group.path)
             return {"path": group.path, "owned": False}
         parent = params.get("parent") or cgroup.DEFAULT_PARENT
-        group = cgroup.resolve(params.get("name") or self.name, parent=parent, hierarchy=hierarchy)
-        return {"path": group.path, "owned": True}
+        leaf = params.get("name") or self.name
+        group = cgroup.resolve(leaf, parent=parent, hierarchy=hierarchy)
+        return {"path": group.path, "owned": True, "parent": parent, "name": leaf}
 
     # --- plan --------------------------------------------------------------------
 
@@ -298,16 +320,16 @@ class ContainerResource(Resource):
         return state.Settings(
             name=self.name, digest=state.digest(config),
             created_at=old.created_at if old is not None and old.created_at else state.now_iso(),
-            enabled=bool(self.params["enabled"]), restart_policy=str(self.policy), stop_signal=self.stop_signal,
-            stop_timeout=float(self.params["stop_timeout"]), log_max_size=self.log_max_size,
-            cgroup=dict(self.placement), supervisor=self.supervisor_kind)
+            cgroup=dict(self.placement), supervisor=self.supervisor_kind, **self.lifecycle)
 
     def _create(self) -> None:
         self.created_now = self.container.settings is None
         if self.supervisor_kind != self.backend.kind:
             self.backend = self._backend(self.supervisor_kind)
-        state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
+        settings = self._settings()
+        state.save_persistent(self.name, self.spec.to_oci(), settings, self.layout)
         lifecycle.fault("persisted")
+        self.backend.configure(self.name, settings)
 
     def _write_config(self) -> None:
         state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
@@ -324,23 +346,28 @@ class ContainerResource(Resource):
         return dict(self._desired_view["limits"])
 
     def _update_settings(self) -> None:
-        state.save_settings(self.name, self._settings(), self.layout)
-        if self.container.runtime and self.backend.supervisor_alive(self.container.runtime):
-            self.backend.reload(self.name)
+        settings = self._settings()
+        state.save_settings(self.name, settings, self.layout)
+        self.backend.configure(self.name, settings)
 
     def _start(self) -> None:
         try:
             runtime = self.backend.start(self.name)
         except lifecycle.LaunchFailed as exc:
-            tail = logs.tail(state.paths(self.name, self.layout).log_file, self.tail_lines)
+            tail = self.backend.log_tail(self.name, self.tail_lines)
+            msg = exc.msg
             if self.created_now:  # a failed first start leaves nothing behind
                 self._remove()
-            raise KernelboxError(exc.msg, step=exc.result.get("step"), errno=exc.result.get("errno"),
-                                 log_tail=tail)
+                msg += "; the new container was removed again"
+            raise KernelboxError(msg, step=exc.result.get("step"), errno=exc.result.get("errno"), log_tail=tail)
         self.started_runtime = runtime
 
     def _stop(self) -> None:
-        self.backend.stop(self.name, float(self.params["stop_timeout"]))
+        timeout = self.given.get("stop_timeout")
+        if timeout is None:
+            settings = self.container.settings
+            timeout = settings.stop_timeout if settings else options.LIFECYCLE_DEFAULTS["stop_timeout"]
+        self.backend.stop(self.name, timeout)
 
     def _remove(self) -> None:
         lifecycle.fault("removing")
@@ -349,6 +376,7 @@ class ContainerResource(Resource):
             group = self._group(settings.cgroup["path"])
             if group is not None:
                 cgroup.kill_and_remove(group)
+        self.backend.forget(self.name)
         state.remove_all(self.name, self.layout)
         self.removed = True
 
@@ -363,7 +391,6 @@ class ContainerResource(Resource):
 
     def _wait(self, final: t.Optional[t.Dict[str, t.Any]]) -> None:
         process = self.container.process()
-        log_file = state.paths(self.name, self.layout).log_file
         try:
             if process is None:
                 raise readiness.NotReady("wait_for: the container is not running")
@@ -380,11 +407,13 @@ class ContainerResource(Resource):
                 what = "command %s" % json.dumps(value)
             elapsed = readiness.wait(what, check, process, timeout, self.wait_for["interval"])
         except readiness.NotReady as exc:
-            tail = logs.tail(log_file, self.tail_lines)
+            tail = self.backend.log_tail(self.name, self.tail_lines)
             text = exc.msg
             if tail:
                 text += "; last log lines:\n" + "\n".join(tail)
-            raise KernelboxError(text, log_tail=tail, **self.result(final))
+            fields = self.result(final)
+            fields["log_tail"] = tail
+            raise KernelboxError(text, **fields)
         self.wait_result = {"ready": True, "elapsed": round(elapsed, 3)}
 
     def diff_view(self, view: t.Any) -> t.Any:
@@ -394,6 +423,8 @@ class ContainerResource(Resource):
 
     def result(self, view: t.Any) -> t.Dict[str, t.Any]:
         container = getattr(self, "container", None) or state.load(self.name, self.layout)
+        if not hasattr(self, "backend"):
+            self.backend = self._backend(container.settings.supervisor if container.settings else None)
         runtime = container.runtime if container.exists else None
         settings = container.settings if container.exists else None
         where = state.paths(self.name, self.layout)
@@ -421,10 +452,15 @@ class ContainerResource(Resource):
             "config_digest": settings.digest if settings else None,
             "config": container.config if container.exists else None,
             "recreate_keys": list(self.recreated_keys),
-            "log_path": where.log_file if container.exists else None,
-            "log_tail": logs.tail(where.log_file, self.tail_lines) if container.exists else [],
+            "log_path": where.log_file if container.exists and self.backend.kind == "kernelbox" else None,
+            "log_tail": self.backend.log_tail(self.name, self.tail_lines) if container.exists else [],
             "wait_for": self.wait_result,
         }
+        if container.exists and self.backend.kind == "systemd":
+            shown = self.backend.show(self.name)
+            if shown.get("NRestarts", "").isdigit():
+                out["restart_count"] = int(shown["NRestarts"])
+            out["supervisor"]["unit"] = systemd.unit_name(self.name)
         return out
 
     # --- session end -------------------------------------------------------------

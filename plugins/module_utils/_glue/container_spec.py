@@ -37,7 +37,8 @@ LIMIT_OPTIONS = ("cpu_max", "cpu_weight", "memory_max", "memory_high", "memory_l
 
 # What a limit file goes back to when the task stops managing it.
 LIMIT_RESETS = {"cpu.max": "max 100000", "cpu.weight": "100", "memory.max": "max", "memory.high": "max",
-                "memory.low": "0", "memory.swap.max": "max", "pids.max": "max", "io.max": ""}
+                "memory.low": "0", "memory.swap.max": "max", "pids.max": "max", "io.max": "",
+                "cgroup.max.depth": "max", "cgroup.max.descendants": "max"}
 
 RLIM_INFINITY = (1 << 64) - 1
 
@@ -146,20 +147,20 @@ def _etc_files(params: t.Mapping[str, t.Any], hostname: t.Optional[str]) -> t.Di
     return files
 
 
-def _seccomp(value: t.Any, capabilities: t.List[str]) -> t.Optional[t.Dict[str, t.Any]]:
-    """'default' -> Docker's profile for these capabilities; 'unconfined' -> none; a dict -> as given."""
-    if isinstance(value, dict):
-        return copy.deepcopy(value)
+def _seccomp(value: t.Any, spec: specs.Spec) -> t.Any:
+    """'default' -> Docker's profile for the final capabilities; 'unconfined' -> none; an OCI object or file."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
     if isinstance(value, str) and value.strip().startswith("/"):
         from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options
-        return container_options.load_oci_config(value.strip())
+        value = container_options.load_oci_config(value.strip())
+    if isinstance(value, dict):
+        return seccomp.from_oci(copy.deepcopy(value), where="seccomp")
     text = "default" if value is None else str(value).strip().lower()
     if text == "unconfined":
         return None
     if text != "default":
         raise ValidationError("seccomp: %r is not default, unconfined, an OCI profile or a JSON file" % (value,))
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
-    return seccomp.default_profile(capabilities).to_oci()
+    return specs.default_seccomp(spec)
 
 
 def from_options(params: t.Mapping[str, t.Any], name: str) -> specs.Spec:
@@ -246,7 +247,7 @@ def from_options(params: t.Mapping[str, t.Any], name: str) -> specs.Spec:
     if params.get("readonly_paths") is not None:
         linux.readonly_paths = list(params["readonly_paths"])
     linux.sysctl = {str(k): validate.sysctl_value(v) for k, v in (params.get("sysctls") or {}).items()}
-    linux.seccomp = _seccomp(params.get("seccomp"), capset)
+    linux.seccomp = _seccomp(params.get("seccomp"), spec)
     annotations = {str(k): str(v) for k, v in (params.get("annotations") or {}).items()}
     if any(key in specs.ETC_FILE_ANNOTATIONS for key in annotations):
         raise ValidationError("annotations: io.kernelbox.etc.* are set from etc_hosts, hostname and dns")

@@ -170,7 +170,7 @@ def pids_max_value(value: t.Any, option: str = "pids_max") -> str:
 def parse_id_list(text: str) -> t.List[int]:
     """A kernel list ('0-3,5', '' for none) as sorted unique ints; ValueError on bad syntax."""
     found: t.Set[int] = set()
-    for token in text.replace(" ", "").split(","):
+    for token in "".join(text.split()).split(","):
         if token == "":
             continue
         low, sep, high = token.partition("-")

@@ -25,7 +25,7 @@ import signal
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client as clients
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import materialise, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, materialise, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 FAULT_ENV = "KERNELBOX_TEST_FAULT"
@@ -50,8 +50,10 @@ def describe_error(name: str, error: t.Mapping[str, t.Any]) -> str:
     step = error.get("step") or "launch"
     err = error.get("errno")
     text = error.get("msg") or "failed"
-    if err is not None and "errno" not in text:
-        text = "%s [errno %d %s]" % (text, err, _errno_name(err))
+    if err is not None:
+        marker = "[errno %d]" % err
+        named = "[errno %d %s]" % (err, _errno_name(err))
+        text = text.replace(marker, named) if marker in text else "%s %s" % (text, named)
     return "container %s: start failed at step '%s': %s" % (name, step, text)
 
 
@@ -101,10 +103,20 @@ class KernelboxBackend:
             raise KernelboxError("container %s: stop failed: %s" % (name, (reply.get("error") or {}).get("msg")))
         return _runtime(reply.get("runtime"), name) if reply.get("runtime") else None
 
-    def reload(self, name: str) -> None:
-        """Tell a running supervisor that container.json changed (restart policy, stop, log cap)."""
+    def configure(self, name: str, settings: state.Settings) -> bool:
+        """container.json changed (restart policy, stop, log cap): tell a running supervisor."""
         if clients.running_supervisor(self.layout) is not None:
             self.session().request("reload", name=name)
+        return False
+
+    def forget(self, name: str) -> None:
+        """Nothing to undo: the supervisor dropped the container when it stopped."""
+
+    def log_tail(self, name: str, lines: int) -> t.List[str]:
+        return logs.tail(state.paths(name, self.layout).log_file, lines)
+
+    def show(self, name: str) -> t.Dict[str, str]:
+        return {}
 
     def adopt(self) -> None:
         """Make sure a supervisor runs: a new one adopts every running container."""

@@ -312,7 +312,7 @@ class Supervisor:
         created = False
         try:
             if rt.cgroup and settings.cgroup.get("owned"):
-                created = engine.prepare_leaf(rt.cgroup, settings.cgroup.get("limits") or {})
+                created = engine.prepare_leaf(settings.cgroup, engine.unified_limits(current.config))
             _fault("supervisor-cgroup", fault)
             log_fd = logs.open_for_container(state.paths(entry.name, self.layout).log_file)
             try:
@@ -321,8 +321,10 @@ class Supervisor:
                 os.close(log_fd)
         except engine.LaunchError as exc:
             error = engine.describe_launch_error(exc)
+        except KernelboxError as exc:  # the cgroup leaf (missing controllers, containment)
+            error = {"step": "cgroup", "errno": None, "msg": exc.msg}
         except OSError as exc:
-            error = {"step": "supervisor", "errno": exc.errno, "msg": "%s%s" % (
+            error = {"step": "cgroup" if not created else "log", "errno": exc.errno, "msg": "%s%s" % (
                 exc.strerror or exc, (": %s" % exc.filename) if exc.filename else "")}
         else:
             _fault("supervisor-launched", fault)
@@ -418,15 +420,16 @@ class Supervisor:
             data += chunk
         request = json.loads(data.decode("utf-8"))
         op = request.get("op")
-        self.served = True
         name = request.get("name")
         if name is not None:
             validate.container_name(name)  # a bad name fails here, before anything
         if op == "hello":
             self._answer([conn], self._hello())
         elif op == "start":
+            self.served = True  # from now on, idle means done: exit
             self._start(conn, name, request.get("fault"))
         elif op == "stop":
+            self.served = True
             self._stop(conn, name, request.get("stop_timeout"))
         elif op == "reload":
             entry = self.entries.get(name)
@@ -450,7 +453,7 @@ class Supervisor:
 
     def _answer(self, conns: t.Iterable[socket.socket], reply: t.Dict[str, t.Any]) -> None:
         reply = dict(reply)
-        reply["exiting"] = self.idle() and not self.upgrade_to
+        reply["exiting"] = self.idle() and self.served and not self.upgrade_to
         data = (json.dumps(reply) + "\n").encode()
         for conn in conns:
             try:
@@ -640,8 +643,12 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "serve":
         return serve(args[1:])
+    if len(args) == 2 and args[0] in ("systemd-start", "systemd-stopped"):
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
+        return systemd.unit_start(args[1]) if args[0] == "systemd-start" else systemd.unit_stopped(args[1])
     if args and args[0] == "boot":
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client
         return client.boot(os.path.dirname(os.path.abspath(sys.argv[0])))
-    print("usage: %s serve [--detach] | boot" % ENTRY_SCRIPT, file=sys.stderr)
+    print("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME" % ENTRY_SCRIPT,
+          file=sys.stderr)
     return 2

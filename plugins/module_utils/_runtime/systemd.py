@@ -2,17 +2,44 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to kernelbox.containers: containers as systemd units, where PID 1 is systemd."""
+"""PRIVATE to kernelbox.containers: containers as systemd units, where PID 1 is systemd.
+
+One unit per container, ``/etc/systemd/system/kernelbox-NAME.service``::
+
+    Type=forking  PIDFile=/run/kernelbox/containers/NAME/init.pid
+    ExecStart=PYTHON -I /var/lib/kernelbox/runtime/current/kernelbox-supervisor.py systemd-start NAME
+    ExecStopPost=... systemd-stopped NAME       records the exit code and time in state.json
+    KillMode=mixed KillSignal=<stop_signal> TimeoutStopSec=<stop_timeout>
+    Restart=no|on-failure|always  RestartSec=100ms  (+ StartLimitBurst=N+1 for on-failure:N)
+    Delegate=yes                                the unit's cgroup subtree is ours
+    StandardOutput=journal StandardError=journal
+
+``systemd-start`` is a short-lived launcher: it becomes a child subreaper,
+moves itself into ``<unit cgroup>/supervisor``, makes ``<unit cgroup>/container``
+with the limits, launches the container there, writes the PID file and
+exits.  The init is then re-parented to systemd, which is its supervisor:
+it collects the exit status, applies Restart=, stops the unit (stop signal to
+the init, SIGKILL to the whole cgroup after TimeoutStopSec, exactly the
+kernelbox supervisor's semantics), starts it at boot when enabled, and keeps
+stdout and stderr in the journal.  No kernelbox process stays per container.
+
+Differences from the kernelbox supervisor: logs are in the journal (the
+journal's own size limits apply; ``log.max_size`` does not); systemd older
+than 254 restarts after a fixed 100 ms instead of an exponential back-off.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 SYSTEMD_RUN_DIR = "/run/systemd/system"
+UNIT_DIR = "/etc/systemd/system"
 
 
 def available() -> bool:
@@ -20,26 +47,225 @@ def available() -> bool:
     return os.path.isdir(SYSTEMD_RUN_DIR)
 
 
+def unit_name(name: str) -> str:
+    return "kernelbox-%s.service" % name
+
+
+def unit_path(name: str) -> str:
+    return os.path.join(UNIT_DIR, unit_name(name))
+
+
+def pid_file(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
+    return os.path.join(state.paths(name, layout).run_dir, "init.pid")
+
+
+def systemd_version() -> int:
+    try:
+        out = _systemctl(["--version"], check=False)
+        return int(out.split()[1])
+    except (IndexError, ValueError, KernelboxError):
+        return 0
+
+
+def _systemctl(args: t.List[str], check: bool = True) -> str:
+    try:
+        proc = subprocess.run(["systemctl"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              check=False, timeout=300)
+    except FileNotFoundError:
+        raise KernelboxError("systemctl is not installed, but PID 1 is systemd")
+    if check and proc.returncode != 0:
+        raise KernelboxError("systemctl %s failed: %s" % (" ".join(args), (proc.stderr or proc.stdout).strip()))
+    return proc.stdout
+
+
+def render_unit(name: str, settings: state.Settings, python: str, code_root: str, version: int) -> str:
+    """The unit file text for a container (pure)."""
+    policy = restart.parse(settings.restart_policy)
+    entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
+    unit = ["# Written by kernelbox.containers (container_process); changes are overwritten.",
+            "[Unit]", "Description=kernelbox container %s" % name, "After=network.target"]
+    if policy.name == "on-failure" and policy.max_retries is not None:
+        unit += ["StartLimitIntervalSec=infinity", "StartLimitBurst=%d" % (policy.max_retries + 1)]
+    else:
+        unit += ["StartLimitIntervalSec=0"]
+    unit += ["", "[Service]", "Type=forking", "PIDFile=%s" % pid_file(name),
+             "ExecStart=%s -I %s systemd-start %s" % (python, entry, name),
+             "ExecStopPost=%s -I %s systemd-stopped %s" % (python, entry, name),
+             "KillMode=mixed", "KillSignal=%s" % settings.stop_signal,
+             "TimeoutStopSec=%gs" % max(settings.stop_timeout, 0.001),
+             "Restart=%s" % policy.name, "RestartSec=%gms" % (restart.BASE_DELAY * 1000)]
+    if version >= 254:  # exponential back-off, as the kernelbox supervisor does
+        unit += ["RestartSteps=9", "RestartMaxDelaySec=%gs" % restart.MAX_DELAY]
+    unit += ["Delegate=yes", "StandardInput=null", "StandardOutput=journal", "StandardError=journal",
+             "SyslogIdentifier=kernelbox-%s" % name, "", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(unit)
+
+
 class SystemdBackend:
+    """Containers supervised by systemd, one unit each."""
+
     kind = "systemd"
 
     def __init__(self, layout: state.Layout = state.DEFAULT_LAYOUT) -> None:
         self.layout = layout
 
-    def _refuse(self) -> t.NoReturn:
-        raise KernelboxError("supervisor=systemd: not implemented yet")
+    def _require(self) -> None:
+        if not available():
+            raise KernelboxError("supervisor=systemd: PID 1 is not systemd on this host (%s is missing); use "
+                                 "supervisor=kernelbox (or auto)" % SYSTEMD_RUN_DIR)
+
+    def configure(self, name: str, settings: state.Settings) -> bool:
+        """Write the unit (and the code copy it runs); enable or disable it.  True if the unit changed."""
+        self._require()
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import materialise
+        materialise.materialise(self.layout)
+        text = render_unit(name, settings, sys.executable, os.path.join(self.layout.lib_root, "runtime"),
+                           systemd_version())
+        path = unit_path(name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                changed = handle.read() != text
+        except FileNotFoundError:
+            changed = True
+        if changed:
+            state.write_bytes_atomic(path, text.encode(), mode=0o644)
+            _systemctl(["daemon-reload"])
+        _systemctl(["enable" if settings.enabled else "disable", "--quiet", unit_name(name)])
+        return changed
 
     def start(self, name: str) -> state.Runtime:
-        self._refuse()
+        self._require()
+        _systemctl(["reset-failed", unit_name(name)], check=False)
+        try:
+            _systemctl(["start", unit_name(name)])
+        except KernelboxError as exc:
+            runtime = state.load(name, self.layout).runtime
+            error = (runtime.error if runtime else None) or {}
+            from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle
+            if error:
+                raise lifecycle.LaunchFailed(lifecycle.describe_error(name, error), step=error.get("step"),
+                                             errno=error.get("errno"))
+            raise lifecycle.LaunchFailed("container %s: %s" % (name, exc.msg), step="systemd", errno=None)
+        return state.load(name, self.layout).runtime or state.Runtime(name)
 
     def stop(self, name: str, timeout: float) -> t.Optional[state.Runtime]:
-        self._refuse()
+        self._require()
+        _systemctl(["stop", unit_name(name)])
+        return state.load(name, self.layout).runtime
 
     def reload(self, name: str) -> None:
-        self._refuse()
+        settings = state.load(name, self.layout).settings
+        if settings is not None:
+            self.configure(name, settings)
 
     def adopt(self) -> None:
-        self._refuse()
+        """Nothing to adopt: systemd is PID 1 and parents every unit's processes."""
 
     def supervisor_alive(self, runtime: t.Optional[state.Runtime]) -> bool:
         return available()
+
+    def forget(self, name: str) -> None:
+        """After a stop: disable and delete the unit."""
+        if not os.path.exists(unit_path(name)):
+            return
+        _systemctl(["disable", "--quiet", unit_name(name)], check=False)
+        os.unlink(unit_path(name))
+        _systemctl(["daemon-reload"])
+        _systemctl(["reset-failed", unit_name(name)], check=False)
+
+    def show(self, name: str) -> t.Dict[str, str]:
+        """systemd's view of the unit (ActiveState, SubState, NRestarts, ExecMainStatus, Result...)."""
+        if not available():
+            return {}
+        out = _systemctl(["show", unit_name(name), "-p", "ActiveState,SubState,Result,NRestarts,MainPID,"
+                                                         "ExecMainStatus,ExecMainCode"], check=False)
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def log_tail(self, name: str, lines: int) -> t.List[str]:
+        try:
+            proc = subprocess.run(["journalctl", "-u", unit_name(name), "-n", str(lines), "-o", "cat", "--no-pager"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False,
+                                  timeout=60)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            return []
+        return proc.stdout.splitlines()[-lines:] if lines > 0 else []
+
+
+# --- the unit's own processes (run from the code copy by systemd) ------------------------
+
+def _own_cgroup() -> str:
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+    hierarchy = cgroup.find_hierarchy()
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procfs
+        relative = procfs.cgroup2_path_of(handle.read()) or "/"
+    return os.path.join(hierarchy.mount, relative.lstrip("/"))
+
+
+def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
+    """ExecStart: launch the container into <unit cgroup>/container, write the PID file, exit."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import engine
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+    current = state.load(name, layout)
+    runtime = current.runtime or state.Runtime(name)
+    if current.settings is None or not current.consistent:
+        print("kernelbox: the persistent state of %s is missing or incomplete" % name, file=sys.stderr)
+        return 1
+    libc.set_child_subreaper()
+    unit_dir = _own_cgroup()
+    try:
+        # cgroup v2 allows processes only in leaves once controllers are handed down: we step into
+        # a leaf of our own, so the unit's group can pass controllers to the container's leaf.
+        hierarchy = cgroup.find_hierarchy()
+        unit_group = engine.group_of(unit_dir)
+        own = cgroup.Cgroup(hierarchy, unit_group.parts + ("supervisor",))
+        cgroup.make_group(own)
+        cgroup.move_pid(own, 0)
+        placement = {"path": os.path.join(unit_dir, "container"), "parent": "/" + unit_group.relpath,
+                     "name": "container"}
+        engine.prepare_leaf(placement, engine.unified_limits(current.config))
+        launched = engine.start(current.config, 1, placement["path"])
+    except (KernelboxError, OSError) as exc:
+        error = engine.describe_launch_error(exc)
+        runtime.status, runtime.error = state.FAILED, error
+        state.save_runtime(runtime, layout)
+        print("kernelbox: start failed at step %s: %s" % (error["step"], error["msg"]), file=sys.stderr)
+        return 1
+    runtime.status, runtime.error = state.RUNNING, None
+    runtime.pid, runtime.starttime, runtime.boot_id = launched.pid, launched.starttime, state.boot_id()
+    runtime.namespaces = dict(launched.namespaces)
+    runtime.started_at, runtime.exited_at = state.now_iso(), None
+    runtime.exit_code = runtime.exit_signal = runtime.exit_note = None
+    runtime.stop_requested = False
+    runtime.cgroup = placement["path"]
+    runtime.digest = current.settings.digest
+    runtime.supervisor = {"kind": "systemd", "unit": unit_name(name), "pid": 1}
+    state.save_runtime(runtime, layout)
+    state.write_bytes_atomic(pid_file(name, layout), b"%d\n" % launched.pid, mode=0o644)
+    return 0
+
+
+def unit_stopped(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
+    """ExecStopPost: record how the init ended, from what systemd passes in the environment."""
+    current = state.load(name, layout)
+    runtime = current.runtime
+    if runtime is None or runtime.status not in (state.RUNNING, state.STOPPING):
+        return 0
+    how = os.environ.get("EXIT_CODE", "")       # exited | killed | dumped
+    status = os.environ.get("EXIT_STATUS", "")  # a number, or a signal name such as TERM
+    runtime.status = state.EXITED
+    runtime.exited_at = state.now_iso()
+    if how == "exited" and status.isdigit():
+        runtime.exit_code, runtime.exit_signal = int(status), None
+    elif how in ("killed", "dumped") and status:
+        signum = state.signal_number(status)
+        runtime.exit_code, runtime.exit_signal = 128 + signum, state.signal_name(signum)
+    else:
+        runtime.exit_code, runtime.exit_note = None, "systemd reported no exit status (%s)" % (how or "none")
+    state.save_runtime(runtime, layout)
+    try:
+        os.unlink(pid_file(name, layout))
+    except FileNotFoundError:
+        pass
+    return 0

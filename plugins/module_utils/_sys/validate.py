@@ -180,18 +180,6 @@ def sysctl_value(value: t.Any, option: str = "sysctls") -> str:
     return text
 
 
-# Container names become directory names, cgroup names and systemd unit instance names.
-_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
-def container_name(value: t.Any, option: str = "name") -> str:
-    """A container name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit (as Docker allows)."""
-    if not isinstance(value, str) or not _CONTAINER_NAME.fullmatch(value):
-        raise ValidationError("%s: %r is not a valid container name; use 1 to 63 letters, digits, '_', '.' or "
-                              "'-', starting with a letter or digit" % (option, value))
-    return value
-
-
 def absolute_path(value: t.Any, option: str = "path") -> str:
     """An absolute path, normalised lexically: '//a/./b/' -> '/a/b'.
 
@@ -220,3 +208,15 @@ def path_is_within(path: str, root: str) -> bool:
     if root == "/":
         return True
     return path == root or path.startswith(root + "/")
+
+
+# Container names become directory names, cgroup names and systemd unit instance names.
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def container_name(value: t.Any, option: str = "name") -> str:
+    """A container name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit (as Docker allows)."""
+    if not isinstance(value, str) or not _CONTAINER_NAME.fullmatch(value):
+        raise ValidationError("%s: %r is not a valid container name; use 1 to 63 letters, digits, '_', '.' or "
+                              "'-', starting with a letter or digit" % (option, value))
+    return value

@@ -1,0 +1,203 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""container_process lifecycle through Ansible: idempotency, supervision, exit codes, restarts, logs.
+
+Facts are read from /proc, the cgroup filesystem and the files themselves, never through the runtime code.
+"""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+from harness import snapshot
+from harness.containers import (busybox_rootfs, containers, alive, cgroup_procs, leaf_path, log_text,  # noqa: F401
+                                proc_stat, runtime_state, supervisor_pids, cgroup_parent, wait_until)
+
+# sh as PID 1 exits 7 on SIGTERM; the loop keeps it responsive (the trap runs between sleeps).
+TRAPPING = ["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo hello from $$; while :; do sleep 0.1; done"]
+
+
+def base(name, rootfs, **extra):
+    args = {"name": name, "rootfs": rootfs, "command": TRAPPING, "cgroup": {"parent": cgroup_parent()},
+            "stop_timeout": 5}
+    args.update(extra)
+    return args
+
+
+def test_started_stopped_absent_idempotent_and_outlives_the_module(ansible, busybox_rootfs, containers):
+    name = containers("kbt-life")
+    args = base(name, busybox_rootfs)
+
+    first = ansible.module("container_process", args)
+    assert first.changed and not first.failed, first.result
+    assert first.actions == ["create container %s (absent)" % name, "start container %s (state=started)" % name]
+    pid, starttime = first["pid"], first["starttime"]
+    # The init runs after the module exited, parented by the supervisor, in its own leaf cgroup.
+    assert alive(pid, starttime)
+    supervisors = supervisor_pids()
+    assert len(supervisors) == 1 and int(proc_stat(pid)[1]) == supervisors[0]
+    assert first["supervisor"]["pid"] == supervisors[0]
+    assert pid in cgroup_procs(leaf_path(name))
+    # The supervisor runs from the code copy, never from the module's (deleted) AnsiballZ payload.
+    sup = supervisors[0]
+    cmdline = open("/proc/%d/cmdline" % sup, "rb").read().split(b"\0")
+    assert cmdline[2].startswith(b"/var/lib/kernelbox/runtime/"), cmdline
+    held = [os.readlink("/proc/%d/fd/%s" % (sup, fd)) for fd in os.listdir("/proc/%d/fd" % sup)]
+    maps = open("/proc/%d/maps" % sup).read()
+    assert not [p for p in held if "ansible" in p] and "ansible_" not in maps
+    assert "hello from 1" in log_text(name)  # PID 1 of its own PID namespace
+
+    again = ansible.module("container_process", args)
+    assert not again.changed and again.actions == [], again.result
+    assert (again["pid"], again["starttime"]) == (pid, starttime)
+
+    planned = ansible.module("container_process", dict(args, state="stopped"), check=True)
+    assert planned.changed and planned.actions == ["stop container %s (state=stopped)" % name]
+    assert alive(pid, starttime)
+
+    stopped = ansible.module("container_process", dict(args, state="stopped"))
+    assert stopped.changed and not alive(pid)
+    assert stopped["status"] == "exited" and stopped["exit_code"] == 7 and stopped["exited_at"]
+    assert runtime_state(name)["exit_code"] == 7
+    assert "got TERM" in stopped["log_tail"]
+    # Nothing supervised any more: the supervisor is gone too.
+    assert wait_until(lambda: not supervisor_pids(), 5) is True
+    stopped_again = ansible.module("container_process", dict(args, state="stopped"))
+    assert not stopped_again.changed and stopped_again["exit_code"] == 7
+
+    restarted = ansible.module("container_process", args)
+    assert restarted.changed and restarted.actions == ["start container %s (exited with code 7)" % name]
+    assert alive(restarted["pid"]) and restarted["pid"] != pid
+
+    gone = ansible.module("container_process", dict(name=name, state="absent"))
+    assert gone.changed and gone.actions[0] == "stop container %s (state=absent)" % name
+    assert not alive(restarted["pid"]) and not os.path.exists(leaf_path(name))
+    assert not os.path.exists("/run/kernelbox/containers/%s" % name)
+    assert not os.path.exists("/var/lib/kernelbox/containers/%s" % name)
+    gone_again = ansible.module("container_process", dict(name=name, state="absent"))
+    assert not gone_again.changed and gone_again["exists"] is False
+
+
+def test_check_mode_and_diff_change_nothing(ansible, busybox_rootfs, containers, host_state):
+    name = containers("kbt-check")
+    before = host_state()
+    planned = ansible.module("container_process", base(name, busybox_rootfs), check=True, diff=True)
+    assert planned.changed and not planned.failed, planned.result
+    assert planned.actions == ["create container %s (absent)" % name, "start container %s (state=started)" % name]
+    assert planned.diff["before"] == {"state": "absent"}
+    assert planned.diff["after"]["state"] == "running"
+    assert planned.diff["after"]["config"]["process"]["args"] == TRAPPING
+    assert host_state() == before and not supervisor_pids()
+
+
+def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, containers, host_state):
+    name = containers("kbt-bad")
+    before = host_state()
+    cases = [
+        (dict(base(name, busybox_rootfs), name="bad/name"), "not a valid container name"),
+        (base(name, busybox_rootfs, restart_policy="sometimes"), "restart_policy"),
+        (base(name, busybox_rootfs, stop_signal="SIGNOPE"), "stop_signal"),
+        (base(name, busybox_rootfs, cap_add=["CAP_FLY"]), "unknown capability"),
+        (base(name, busybox_rootfs, wait_for={"port": 1, "file": "/x"}), "exactly one"),
+        (base(name, "/nonexistent/rootfs"), "rootfs: /nonexistent/rootfs is not a directory"),
+        (base(name, busybox_rootfs, cgroup={"parent": cgroup_parent(), "memory_max": "64M"}), "memory"),
+        (dict(name=name, oci_config={"process": {"args": ["x"]}}, command=["y"]), "oci_config"),
+    ]
+    for args, message in cases:
+        result = ansible.module("container_process", args)
+        assert result.failed and message in result.msg, (args, result.result)
+        assert not result.changed
+    assert host_state() == before and not supervisor_pids()
+
+
+def test_exit_code_and_restart_policy(ansible, busybox_rootfs, containers):
+    """on-failure:2 restarts a crashing command twice, then records its last exit code."""
+    crash = containers("kbt-crash")
+    always = containers("kbt-always")
+    play = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: crash
+      kernelbox.containers.container_process:
+        name: %(crash)s
+        rootfs: %(rootfs)s
+        command: [/bin/sh, -c, "echo run; exit 3"]
+        restart_policy: on-failure:2
+        cgroup: {parent: %(parent)s}
+    - name: always
+      kernelbox.containers.container_process:
+        name: %(always)s
+        rootfs: %(rootfs)s
+        command: [/bin/sh, -c, "echo run; sleep 0.3; exit 0"]
+        restart_policy: always
+        stop_timeout: 2
+        cgroup: {parent: %(parent)s}
+""" % {"crash": crash, "always": always, "rootfs": busybox_rootfs, "parent": cgroup_parent()}
+    run = ansible.playbook(play)
+    assert run.rc == 0, run.stdout
+    done = wait_until(lambda: (runtime_state(crash) or {}).get("status") == "exited", 15)
+    assert done, runtime_state(crash)
+    record = runtime_state(crash)
+    assert record["exit_code"] == 3 and record["restart_count"] == 2 and record["exited_at"]
+    assert log_text(crash).count("run\n") == 3  # the first run and two restarts, no more
+    # 'always' restarts even a clean exit ...
+    assert wait_until(lambda: (runtime_state(always) or {}).get("restart_count", 0) >= 2, 15)
+    # ... and a stop is never undone by it.
+    stop = ansible.module("container_process", {"name": always, "state": "stopped"})
+    assert stop.changed and not stop.failed, stop.result
+    runs = log_text(always).count("run\n")
+    time.sleep(1.5)
+    assert log_text(always).count("run\n") == runs
+    assert runtime_state(always)["status"] == "exited"
+    info = ansible.module("container_process", {"name": crash, "state": "stopped"})
+    assert not info.changed and info["exit_code"] == 3 and info["restart_count"] == 2
+    for name in (crash, always):
+        assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+
+
+def test_concurrent_runs_start_exactly_one_container(ansible, busybox_rootfs, containers):
+    name = containers("kbt-race")
+    args = base(name, busybox_rootfs)
+    results = [None, None]
+
+    def run(index):
+        results[index] = ansible.module("container_process", args)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not any(r.failed for r in results), [r.result for r in results]
+    assert sorted(r.changed for r in results) == [False, True]
+    assert results[0]["pid"] == results[1]["pid"]
+    assert results[0]["pid"] in cgroup_procs(leaf_path(name))
+    assert log_text(name).count("hello from") == 1
+    assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+
+
+def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
+    name = containers("kbt-log")
+    args = base(name, busybox_rootfs, command=["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; "
+                                                              "[ $((i % 200)) = 0 ] && sleep 0.05; done"],
+                log={"max_size": "64K", "tail_lines": 3})
+    first = ansible.module("container_process", args)
+    assert first.changed, first.result
+    log = "/var/lib/kernelbox/containers/%s/container.log" % name
+    assert wait_until(lambda: os.path.exists(log + ".1"), 10)
+    time.sleep(2)
+    # Capped at 64 KiB by a check every second: the overshoot is at most what the container writes in
+    # about a second (it sleeps 50 ms every 200 lines: under 60 KiB/s).
+    for path in (log, log + ".1"):
+        assert os.path.getsize(path) <= (64 + 60) * 1024, (path, os.path.getsize(path))
+    assert sorted(os.listdir(os.path.dirname(log))) == ["config.json", "container.json", "container.log",
+                                                        "container.log.1"]
+    again = ansible.module("container_process", args)
+    assert not again.changed and len(again["log_tail"]) == 3 and again["log_tail"][-1].startswith("line ")
+    assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+    assert not os.path.exists(log + ".1")
