@@ -202,7 +202,8 @@ class VethResource(Resource):
         if self.mtu is not None and not fresh:
             for key, ifname, where in (("mtu", spec.name, None), ("peer_mtu", spec.peer_name, ns)):
                 if current.get(key) != self.mtu:
-                    steps.append(Step("set mtu %d on %s%s" % (self.mtu, ifname, " in netns %s" % where if where else ""),
+                    label = "%s in netns %s" % (ifname, where) if where else ifname
+                    steps.append(Step("set mtu %d on %s" % (self.mtu, label),
                                       functools.partial(links.set_mtu, session, ifname, self.mtu, where),
                                       "was %s" % current.get(key)))
         if self.bridge is not _UNMANAGED and current.get("bridge") != self.bridge:

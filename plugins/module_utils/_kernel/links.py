@@ -137,7 +137,8 @@ def gateway_in_networks(gateway: str, cidrs: t.Iterable[str]) -> bool:
     ip = ipaddress.ip_address(gateway)
     if ip.version == 6 and ip.is_link_local:
         return True
-    return any(ip in ipaddress.ip_interface(c).network for c in cidrs if ipaddress.ip_interface(c).version == ip.version)
+    networks = (ipaddress.ip_interface(c).network for c in cidrs)
+    return any(ip in network for network in networks if network.version == ip.version)
 
 
 @dataclass
