@@ -172,13 +172,23 @@ def test_refuses_to_take_over_other_interfaces(ansible, host_state):
         ({"name": PREFIX + "-c0", "peer": PREFIX + "-c1", "state": "absent"}, "not in this host"),
         ({"name": PREFIX + "-d0", "peer": PREFIX + "-d1", "netns": two, "peer_name": "eth0"},
          "netns %s already has an interface named eth0 (a bridge)" % two),
+        ({"name": PREFIX + "-e0", "peer": PREFIX + "-e1", "netns": one, "peer_name": "eth0"},
+         "netns %s already has a veth named eth0 that belongs to another pair (its other end is %s-c0 on this "
+         "host)" % (one, PREFIX)),
     ]
+    # absent for a pair that does not exist leaves alone what sits under its names
+    leave_alone = [dict(cases[-1][0], state="absent"), dict(cases[-2][0], state="absent"),
+                   {"name": PREFIX + "-x0", "peer": PREFIX + "-a1", "state": "absent"}]
     before = host_state()
     run = ansible.playbook(play(*[task("case %d" % i, "veth", args, ignore_errors=True)
-                                  for i, (args, _fragment) in enumerate(cases)]))
+                                  for i, (args, _fragment) in enumerate(cases)]
+                                + [task("leave %d" % i, "veth", args) for i, args in enumerate(leave_alone)]))
     for i, (args, fragment) in enumerate(cases):
         result = run.named("case %d" % i)
         assert result.failed and not result.changed and fragment in result.msg, (args, result.msg)
+    for i, args in enumerate(leave_alone):
+        result = run.named("leave %d" % i)
+        assert not result.failed and not result.changed, (args, result.msg, result.actions)
     assert host_state() == before
 
 
