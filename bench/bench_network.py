@@ -236,7 +236,7 @@ def adhoc_cost(runner: Ansible, item, repeats=3):
     out = {}
     for module, module_args in args.items():
         times = []
-        for _ in range(repeats):
+        for _repeat in range(repeats):
             result = {}
             times.append(timed(lambda: result.update(r=runner.module(module, module_args))))
             if result["r"].changed or result["r"].failed:

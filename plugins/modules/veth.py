@@ -73,7 +73,8 @@ options:
   bridge:
     description:
       - Attach the host end to this bridge (see M(kernelbox.containers.bridge)). The bridge must exist.
-      - Leave out (or null) to leave the host end's bridge as it is; V('') (the empty string) detaches it from any bridge.
+      - Leave out (or null) to leave the host end's bridge as it is; V('') (the empty string) detaches it from any
+        bridge.
     type: str
   gateway:
     description:

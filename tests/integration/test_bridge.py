@@ -97,7 +97,7 @@ def test_bad_input_and_other_interfaces_are_refused(ansible, host_state):
     ]
     before = host_state()
     run = ansible.playbook(play(*[task("case %d" % i, "bridge", args, ignore_errors=True)
-                                  for i, (args, _) in enumerate(cases)]))
+                                  for i, (args, _fragment) in enumerate(cases)]))
     for i, (args, fragment) in enumerate(cases):
         result = run.named("case %d" % i)
         assert result.failed and not result.changed and fragment in result.msg, (args, result.msg)

@@ -76,8 +76,13 @@ def test_check_mode_diff_and_changes_in_place(ansible, host_state):
     ip("link", "add", bridge, "type", "bridge")
     spec = full_spec(ns, bridge)
     before = host_state()
-    planned = ansible.playbook(play(task("plan", "veth", spec)), check=True, diff=True).named("plan")
+    missing = dict(spec, name=PREFIX + "-m0", netns=PREFIX + "-later", bridge=PREFIX + "-brlater")
+    run = ansible.playbook(play(task("plan", "veth", spec), task("later", "veth", missing)), check=True, diff=True)
+    planned, later = run.named("plan"), run.named("later")
     assert planned.changed and planned.actions[0].startswith("create veth pair"), planned.result
+    # in check mode a netns or bridge an earlier task would make is assumed, with a warning
+    assert later.changed and not later.failed, later.msg
+    assert len([w for w in later.get("warnings", []) if "check mode assumes an earlier task creates it" in w]) == 2
     assert planned.diff["before"] == {}
     after = planned.diff["after"]
     assert after["peer"] == "eth0" and after["netns"] == ns and after["peer_addresses"] == spec["peer_addresses"]
@@ -138,7 +143,8 @@ def test_bad_input_fails_clearly_and_creates_nothing(ansible, host_state):
     ns = PREFIX + "-bad"
     make_netns(ns)
     base = {"name": PREFIX + "-b0", "peer": PREFIX + "-b1", "netns": ns, "peer_name": "eth0"}
-    tasks = [task("bad %d" % i, "veth", dict(base, **args), ignore_errors=True) for i, (args, _) in enumerate(BAD_INPUTS)]
+    tasks = [task("bad %d" % i, "veth", dict(base, **args), ignore_errors=True)
+             for i, (args, _fragment) in enumerate(BAD_INPUTS)]
     before = host_state()
     run = ansible.playbook(play(*tasks))
     for i, (args, fragment) in enumerate(BAD_INPUTS):
@@ -157,7 +163,8 @@ def test_refuses_to_take_over_other_interfaces(ansible, host_state):
     cases = [
         ({"name": PREFIX + "-br0", "peer": PREFIX + "-x1"}, "is a bridge, not a veth; refusing to take it over"),
         ({"name": PREFIX + "-br0", "peer": PREFIX + "-x1", "state": "absent"}, "is a bridge, not a veth"),
-        ({"name": PREFIX + "-a0", "peer": PREFIX + "-x1"}, "with peer %s-a1 on this host, not %s-x1" % (PREFIX, PREFIX)),
+        ({"name": PREFIX + "-a0", "peer": PREFIX + "-x1"},
+         "with peer %s-a1 on this host, not %s-x1" % (PREFIX, PREFIX)),
         ({"name": PREFIX + "-c0", "peer": PREFIX + "-c1", "netns": two, "peer_name": "eth0"},
          "its peer lives in another network namespace"),
         ({"name": PREFIX + "-c0", "peer": PREFIX + "-c1", "netns": one, "peer_name": "eth1"},
@@ -165,13 +172,23 @@ def test_refuses_to_take_over_other_interfaces(ansible, host_state):
         ({"name": PREFIX + "-c0", "peer": PREFIX + "-c1", "state": "absent"}, "not in this host"),
         ({"name": PREFIX + "-d0", "peer": PREFIX + "-d1", "netns": two, "peer_name": "eth0"},
          "netns %s already has an interface named eth0 (a bridge)" % two),
+        ({"name": PREFIX + "-e0", "peer": PREFIX + "-e1", "netns": one, "peer_name": "eth0"},
+         "netns %s already has a veth named eth0 that belongs to another pair (its other end is %s-c0 on this "
+         "host)" % (one, PREFIX)),
     ]
+    # absent for a pair that does not exist leaves alone what sits under its names
+    leave_alone = [dict(cases[-1][0], state="absent"), dict(cases[-2][0], state="absent"),
+                   {"name": PREFIX + "-x0", "peer": PREFIX + "-a1", "state": "absent"}]
     before = host_state()
     run = ansible.playbook(play(*[task("case %d" % i, "veth", args, ignore_errors=True)
-                                  for i, (args, _) in enumerate(cases)]))
+                                  for i, (args, _fragment) in enumerate(cases)]
+                                + [task("leave %d" % i, "veth", args) for i, args in enumerate(leave_alone)]))
     for i, (args, fragment) in enumerate(cases):
         result = run.named("case %d" % i)
         assert result.failed and not result.changed and fragment in result.msg, (args, result.msg)
+    for i, args in enumerate(leave_alone):
+        result = run.named("leave %d" % i)
+        assert not result.failed and not result.changed, (args, result.msg, result.actions)
     assert host_state() == before
 
 

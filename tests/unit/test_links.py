@@ -108,9 +108,24 @@ def test_judge_host_end_refuses_other_interfaces(spec, host, peer_here, target_n
     assert fragment in info.value.msg
 
 
+@pytest.mark.parametrize("found, ours, position", [
+    (veth("eth0", 2, 9, nsid=4), 0, links.ORPHAN),  # its other end went to a third namespace
+    (veth("eth0", 2, 9, nsid=0), 0, links.FOREIGN),  # its other end is on this host under another name
+    (veth("eth0", 2, 3), 0, links.FOREIGN),  # both ends inside the netns
+    (Link(2, "eth0", "bridge", 1500, True, None), 0, links.FOREIGN),
+    (veth("kbv1", 6, 9, nsid=1), None, links.ORPHAN),  # without netns: the other end left this host
+    (veth("kbv1", 6, 7), None, links.FOREIGN),  # without netns: another pair on this host
+])
+def test_judge_orphan(found, ours, position):
+    assert links.judge_orphan(found, ours) == position
+
+
 def test_orphan_conflict_messages():
-    pair = links.VethPair(None, veth("eth0", 2, 9, nsid=0), "web", links.ORPHAN)
+    pair = links.VethPair(None, veth("eth0", 2, 9, nsid=4), "web", links.ORPHAN)
     assert "already has a veth named eth0, but its other end is not kbv0" in links.orphan_conflict(SPEC_NS, pair).msg
+    pair = links.VethPair(None, veth("eth0", 2, 9, nsid=0), "web", links.FOREIGN, ["its other end is x0 on this host"])
+    assert ("netns web already has a veth named eth0 that belongs to another pair (its other end is x0 on this host)"
+            in links.orphan_conflict(SPEC_NS, pair).msg)
     pair.peer = Link(2, "eth0", "bridge", 1500, True, None)
     assert "(a bridge) that is not this pair's peer" in links.orphan_conflict(SPEC_NS, pair).msg
 

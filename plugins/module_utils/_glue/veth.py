@@ -115,11 +115,11 @@ class VethResource(Resource):
             if self.present and not self.netns_exists:
                 netns_unavailable(spec.netns, entry, self.check_mode, self.warnings)
         pair = links.find_veth(self.session, spec, self.netns_exists)
-        if pair is not None and pair.position == links.ORPHAN and self.present:
-            if pair.peer.name != spec.peer_name:
-                pair = None  # a stray with the transient name does not block creating ours
-            else:
-                raise links.orphan_conflict(spec, pair)
+        if pair is not None and pair.host is None:
+            if self.present and pair.peer.name == spec.peer_name:
+                raise links.orphan_conflict(spec, pair)  # creating the pair would collide with it
+            if self.present or pair.position == links.FOREIGN:
+                pair = None  # not ours, and in the way of nothing: leave it alone
         self.pair = pair
         if self.present and self.bridge not in (_UNMANAGED, None):
             self._check_bridge()
@@ -143,7 +143,7 @@ class VethResource(Resource):
         state.update(peer_mtu=peer.mtu, peer_up=peer.up, peer_addresses=links.managed_addresses(
             session.addresses(peer, pair.peer_netns), self.peer_addresses))
         self.routes: t.List[links.DefaultRoute] = []
-        if pair.peer_netns and pair.position != links.ORPHAN:
+        if pair.peer_netns and host is not None:
             self.routes = links.default_routes(session, pair.peer_netns)
             state["gateway"] = [r.gateway or "" for r in self.routes if r.oif == peer.index]
         return state
@@ -202,7 +202,8 @@ class VethResource(Resource):
         if self.mtu is not None and not fresh:
             for key, ifname, where in (("mtu", spec.name, None), ("peer_mtu", spec.peer_name, ns)):
                 if current.get(key) != self.mtu:
-                    steps.append(Step("set mtu %d on %s%s" % (self.mtu, ifname, " in netns %s" % where if where else ""),
+                    label = "%s in netns %s" % (ifname, where) if where else ifname
+                    steps.append(Step("set mtu %d on %s" % (self.mtu, label),
                                       functools.partial(links.set_mtu, session, ifname, self.mtu, where),
                                       "was %s" % current.get(key)))
         if self.bridge is not _UNMANAGED and current.get("bridge") != self.bridge:

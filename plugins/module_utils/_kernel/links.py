@@ -40,7 +40,8 @@ MTU_MAX = 65535  # ETH_MAX_MTU: the most a veth or bridge accepts
 IN_PLACE = "in place"  # where it belongs, under its final name
 ON_HOST = "on host"  # still in our namespace although a netns was asked: created, never moved
 UNRENAMED = "unrenamed"  # inside the netns, but still under its host-side name
-ORPHAN = "orphan"  # the peer alone, where it belongs; the host end is gone
+ORPHAN = "orphan"  # the peer alone, where it belongs; its other end went to a third namespace
+FOREIGN = "foreign"  # where the peer belongs, under its name, but not this pair's (another kind, another pair)
 
 
 class LinkConflict(KernelboxError):
@@ -80,9 +81,16 @@ class Session:
 
     def nsid_of(self, netns: str) -> t.Optional[int]:
         """The id our namespace gives the named netns (None if it has none yet)."""
-        fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+        return self._nsid(None, netns_path(netns))
+
+    def nsid_of_ours(self, netns: str) -> t.Optional[int]:
+        """The id the named netns gives our namespace (None if it has none yet)."""
+        return self._nsid(netns, "/proc/thread-self/ns/net")
+
+    def _nsid(self, asked: t.Optional[str], path: str) -> t.Optional[int]:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:  # the fd must stay open until the kernel has answered
-            return self.rtnl().nsid_of(fd)
+            return self.rtnl(asked).nsid_of(fd)
         finally:
             os.close(fd)
 
@@ -137,7 +145,8 @@ def gateway_in_networks(gateway: str, cidrs: t.Iterable[str]) -> bool:
     ip = ipaddress.ip_address(gateway)
     if ip.version == 6 and ip.is_link_local:
         return True
-    return any(ip in ipaddress.ip_interface(c).network for c in cidrs if ipaddress.ip_interface(c).version == ip.version)
+    networks = (ipaddress.ip_interface(c).network for c in cidrs)
+    return any(ip in network for network in networks if network.version == ip.version)
 
 
 @dataclass
@@ -253,24 +262,59 @@ def find_veth(session: Session, spec: VethSpec, netns_exists: bool) -> t.Optiona
         if peer_there is not None:
             return VethPair(host, peer_there, spec.netns, position)
         raise LinkConflict("veth %s: its peer cannot be found" % spec.name)  # judge_host_end already refused
-    # No host end: is the peer there alone (the host end was moved away or renamed)?
+    # No host end: is the peer there alone (its other end was moved away)?
     if spec.netns and not netns_exists:
         return None
+    foreign = None
     for candidate in dict.fromkeys((spec.peer_name, spec.peer) if spec.netns else (spec.peer,)):
         found = session.link(candidate, spec.netns)
-        if found is not None:
+        if found is None:
+            continue
+        ours = None
+        if spec.netns and found.kind == VETH and found.peer_netnsid is not None:
+            ours = session.nsid_of_ours(spec.netns)
+        position = judge_orphan(found, ours)
+        if position == ORPHAN:
             return VethPair(None, found, spec.netns, ORPHAN)
-    return None
+        if foreign is None:
+            foreign = VethPair(None, found, spec.netns, FOREIGN)
+            if found.kind == VETH and found.peer_index:
+                where = spec.netns if found.peer_netnsid is None else None if found.peer_netnsid == ours else ""
+                if where != "":  # the other end is beside it, or here: name it
+                    other = session.rtnl(where).link_by_index(found.peer_index)
+                    place = "in netns %s" % where if where else "on this host"
+                    foreign.notes.append("its other end is %s %s" % (other.name if other else "?", place))
+    return foreign
+
+
+def judge_orphan(found: netlink.Link, ours: t.Optional[int]) -> str:
+    """Whether ``found`` (named like our peer, where our peer belongs; no host end of ours exists) is our
+    peer left alone: ORPHAN, or FOREIGN.
+
+    Only a veth whose other end lives in a third namespace can be (its host end was moved away).  A veth
+    whose other end is in our namespace under another name, or beside it, belongs to another pair, and
+    any other kind of interface is not ours.  ``ours`` is the id the peer's namespace gives our namespace
+    (None when the peer would live in our namespace itself).
+    """
+    if found.kind != VETH or found.peer_netnsid is None:
+        return FOREIGN
+    if ours is not None and found.peer_netnsid == ours:
+        return FOREIGN
+    return ORPHAN
 
 
 def orphan_conflict(spec: VethSpec, pair: VethPair) -> LinkConflict:
-    """Why a present run cannot adopt what it found where the peer belongs."""
+    """Why a present run cannot create the pair: the peer's name is taken where the peer belongs."""
     if pair.peer.kind != VETH:
         return LinkConflict("%s already has an interface named %s (%s) that is not this pair's peer"
                             % (spec.where(), pair.peer.name, describe_kind(pair.peer)),
                             found_kind=pair.peer.kind)
-    return LinkConflict("%s already has a veth named %s, but its other end is not %s on this host; remove it "
-                        "first (state=absent removes it) or choose another name"
+    if pair.position == FOREIGN:
+        return LinkConflict("%s already has a veth named %s that belongs to another pair (%s); choose another name"
+                            % (spec.where(), pair.peer.name, "; ".join(pair.notes) or "its other end is not %s"
+                               % spec.name))
+    return LinkConflict("%s already has a veth named %s, but its other end is not %s on this host (it was moved "
+                        "away); remove it first (state=absent removes it) or choose another name"
                         % (spec.where(), pair.peer.name, spec.name))
 
 
