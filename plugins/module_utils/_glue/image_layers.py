@@ -64,12 +64,10 @@ class ImageLayersResource(Resource):
         if not os.path.exists(src):
             raise ValidationError("src: %s does not exist" % self.src)
         self.image = image_source.open_image(src, self.params["format"], self.reference, self.platform)
-        self.diff_ids: t.List[t.Optional[str]] = []
+        self.diff_ids: t.List[str] = []
         for layer in self.image.layers:
-            diff_id = layer.diff_id
-            if self.image.format == "rootfs-tar":
-                diff_id = self._rootfs_ids(layer)
-            self.diff_ids.append(diff_id)
+            self.diff_ids.append(self._rootfs_ids(layer) if self.image.format == "rootfs-tar"
+                                 else t.cast(str, layer.diff_id))
         self._check_pin()
         if self.image.platform and not image_source.platform_matches(self.platform, self.image.platform):
             self.warnings.append("the image is for %s, not %s: its programs may not run here"
@@ -96,7 +94,6 @@ class ImageLayersResource(Resource):
 
     def _layer_state(self, index: int) -> t.Dict[str, t.Any]:
         diff_id = self.diff_ids[index]
-        assert diff_id is not None
         return {"diff_id": diff_id, "status": layer_store.status(self.store, diff_id)}
 
     # --- desired and plan -----------------------------------------------------------------------
@@ -155,7 +152,6 @@ class ImageLayersResource(Resource):
         layers = []
         for index, layer in enumerate(image.layers):
             diff_id = self.diff_ids[index]
-            assert diff_id is not None
             marker = layer_store.read_marker(self.store, diff_id) or {}
             layers.append({
                 "diff_id": diff_id,

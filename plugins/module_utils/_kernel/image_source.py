@@ -244,8 +244,8 @@ class Files:
 
     def read_small(self, name: str) -> bytes:
         if self.size(name) > MAX_METADATA:
-            raise ImageError("%s in %s is larger than %d bytes; not image metadata" % (name, self.description,
-                                                                                        MAX_METADATA))
+            raise ImageError("%s in %s is larger than %d bytes; not image metadata"
+                             % (name, self.description, MAX_METADATA))
         with self.open(name) as handle:
             return handle.read(MAX_METADATA + 1)
 

@@ -200,41 +200,40 @@ class _ZstdProcess:
                                  "'zstd' package")
         self.proc = subprocess.Popen([program, "-d", "-c", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        self.stdin = t.cast(t.BinaryIO, self.proc.stdin)
+        self.stdout = t.cast(t.BinaryIO, self.proc.stdout)
+        self.stderr = t.cast(t.BinaryIO, self.proc.stderr)
         self.error: t.Optional[BaseException] = None
         self.feeder = threading.Thread(target=self._feed, args=(raw,), daemon=True)
         self.feeder.start()
 
     def _feed(self, raw: t.Any) -> None:
         try:
-            assert self.proc.stdin is not None
             while True:
                 chunk = raw.read(_COPY_CHUNK)
                 if not chunk:
                     break
-                self.proc.stdin.write(chunk)
+                self.stdin.write(chunk)
         except BaseException as exc:  # reported by close()
             self.error = exc
         finally:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
+                self.stdin.close()
             except OSError:
                 pass
 
     def read(self, size: int = -1) -> bytes:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read(size)
+        return self.stdout.read(size)
 
     def readable(self) -> bool:
         return True
 
     def close(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.proc.stdout.close()
+        self.stdout.close()
         self.feeder.join()
         status = self.proc.wait()
-        message = self.proc.stderr.read().decode("utf-8", "replace").strip()
-        self.proc.stderr.close()
+        message = self.stderr.read().decode("utf-8", "replace").strip()
+        self.stderr.close()
         if self.error is not None and not isinstance(self.error, BrokenPipeError):
             raise self.error
         if status != 0:
@@ -377,8 +376,7 @@ class _Extractor:
             self.stats.opaque_dirs += 1
             return
         if kind == "whiteout":
-            assert hidden is not None
-            self._whiteout(parent, parts[:-1] + (hidden,), member)
+            self._whiteout(parent, parts[:-1] + (t.cast(str, hidden),), member)
             return
         if member.isdir():
             self._directory(parent, parts, member)
@@ -463,8 +461,8 @@ class _Extractor:
         if target == parts:
             return
         if target[:len(parts)] == parts:
-            raise UnsafeLayer("hardlink %s -> %s: the target is inside the link itself" % (member.name,
-                                                                                          member.linkname))
+            raise UnsafeLayer("hardlink %s -> %s: the target is inside the link itself"
+                              % (member.name, member.linkname))
         target_parent = self._dir(target[:-1])
         try:
             info = os.lstat(target[-1], dir_fd=target_parent)

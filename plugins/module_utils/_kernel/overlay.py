@@ -451,9 +451,9 @@ def mount(spec: OverlaySpec) -> OverlayMount:
                 mounts.unmount(spec.merged, detach=True)
             except OSError:
                 pass  # reported below either way
+            why = "paths changed while mounting: %s" % ", ".join(moved) if moved else "mountinfo shows something else"
             raise KernelboxError("the overlay at %s did not come out as asked (%s); it was unmounted again"
-                                     % (spec.merged, "paths changed while mounting: %s" % ", ".join(moved)
-                                        if moved else "mountinfo shows something else"))
+                                 % (spec.merged, why))
         return result
     finally:
         for _path, fd in held:
