@@ -130,6 +130,8 @@ class OverlayRootfsResource(Resource):
         if self.mount is not None:
             self._check_absent_targets()
             overlay.check_not_busy(self.mount)
+            if self.state == "absent":
+                self._warn_about_copies(self.mount)
             steps.append(Step("unmount overlay at %s" % self.merged,
                               functools.partial(overlay.unmount, self.mount), "state=%s" % self.state))
         if self.state == "absent":
@@ -226,6 +228,14 @@ class OverlayRootfsResource(Resource):
                 uses = "uses %s as its %s" % (used, role) if used else "has no %s (it is read-only)" % role
                 raise KernelboxError("%s: the overlay at %s %s, not %s; refusing to remove a directory it does "
                                      "not use" % (role, self.merged, uses, given))
+
+    def _warn_about_copies(self, mount: overlay.OverlayMount) -> None:
+        copies = mounts.users_of_mount(mount.info, include_namespace_copies=True)
+        if copies:
+            self.warnings.append(
+                "the overlay at %s is unmounted here, but other mount namespaces still hold a copy of it, so its "
+                "upper directory stays in use by the kernel until they let go: %s"
+                % (self.merged, mounts.describe_users(copies)))
 
     # --- steps ----------------------------------------------------------------------------------
 
