@@ -25,14 +25,17 @@ The rule in both: **never more than the target has.**
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, execution, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities, confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import execution, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -112,17 +115,25 @@ def container_spec(container: state.Container) -> specs.Spec:
 def for_container(container: state.Container, target: execution.Target, options: Options) -> execution.Request:
     spec = container_spec(container)
     status = target.credentials()
-    confinement = confine.prepare(spec.process, spec.linux.seccomp, options.uid, options.gid, options.groups)
-    confinement = confine.restrict(confinement, status.cap_bounding, status.no_new_privs)
-    if status.seccomp_mode != 0 and confinement.seccomp_program is None:
+    process = copy.deepcopy(spec.process)
+    env = _env_dict(process.env)
+    env.update(options.env)
+    process.args = list(options.argv)
+    process.env = _env_entries(_with_path(env))
+    process.cwd = options.cwd or process.cwd or "/"
+    if options.uid is not None:
+        process.user.uid = options.uid
+        process.user.gid = options.uid if options.gid is None else options.gid
+    if options.groups is not None:
+        process.user.additional_gids = list(options.groups)
+    prepared = _prepare(process, spec.linux.seccomp)
+    restrict(prepared, status.cap_bounding, status.no_new_privs)
+    if status.seccomp_mode != 0 and prepared.seccomp_program is None:
         raise KernelboxError("container %s: its init runs under a seccomp filter but its stored spec has no "
                              "profile, so exec cannot apply the same filter; refusing to run unconfined"
                              % container.name)
-    env = _env_list(spec.process.env)
-    env.update(options.env)
     return execution.Request(
-        argv=list(options.argv), env=_with_path(env), confinement=confinement,
-        namespaces=list(options.namespaces), cwd=options.cwd or spec.process.cwd or "/",
+        argv=list(options.argv), prepared=prepared, namespaces=list(options.namespaces), cwd=process.cwd,
         stdin=options.stdin, timeout=options.timeout, cgroup=_container_group(container, target),
         hold=test_hold())
 
@@ -139,17 +150,49 @@ def for_process(target: execution.Target, options: Options) -> execution.Request
         uid_map, gid_map = target.id_map("uid"), target.id_map("gid")
         uid, gid = _inside(uid, uid_map, "uid", target.pid), _inside(gid, gid_map, "gid", target.pid)
         groups = [g for g in (procscan.inside_id(g, gid_map) for g in groups) if g is not None]
-    confinement = confine.from_masks(
-        options.uid if options.uid is not None else uid,
-        options.gid if options.gid is not None else gid,
-        options.groups if options.groups is not None else groups,
-        status.cap_bounding, status.cap_effective, status.cap_permitted, status.cap_inheritable,
-        status.cap_ambient, status.no_new_privs)
+    if options.uid is not None:
+        uid, gid = options.uid, options.uid if options.gid is None else options.gid
     env = {"PATH": execution.DEFAULT_PATH}
     env.update(options.env)
+    process = specs.Process(
+        args=list(options.argv), env=_env_entries(env), cwd=options.cwd or "/",
+        user=specs.User(uid=uid, gid=gid, additional_gids=list(options.groups if options.groups is not None
+                                                                else groups)),
+        capabilities=specs.Capabilities(
+            bounding=_names(status.cap_bounding), effective=_names(status.cap_effective & status.cap_permitted),
+            permitted=_names(status.cap_permitted), inheritable=_names(status.cap_inheritable),
+            ambient=_names(status.cap_ambient & status.cap_permitted & status.cap_inheritable)),
+        no_new_privileges=status.no_new_privs)
+    prepared = _prepare(process, None)
     return execution.Request(
-        argv=list(options.argv), env=env, confinement=confinement, namespaces=list(options.namespaces),
-        cwd=options.cwd or "/", stdin=options.stdin, timeout=options.timeout, cgroup=None, hold=test_hold())
+        argv=list(options.argv), prepared=prepared, namespaces=list(options.namespaces), cwd=process.cwd,
+        stdin=options.stdin, timeout=options.timeout, cgroup=None, hold=test_hold())
+
+
+def _prepare(process: specs.Process, profile: t.Any) -> confine.Prepared:
+    try:
+        return confine.prepare(process, profile)
+    except StepFailure as exc:
+        raise KernelboxError("cannot prepare the command: %s" % exc, step=exc.step, errno=exc.errno)
+
+
+def _names(mask: int) -> t.List[str]:
+    """Capability names for a mask, leaving out bits this collection has no name for."""
+    return [name for name in capabilities.names_of(mask) if name in capabilities.CAP_NUMBERS]
+
+
+def restrict(prepared: confine.Prepared, bounding: int, no_new_privs: bool) -> None:
+    """Never more than a reference process has: every set intersected with its ``bounding`` mask (CapBnd of
+    /proc/PID/status), and no_new_privs kept on if it has it.  In place."""
+    creds = prepared.credentials
+    top = capabilities.last_cap()
+    creds.drop_bounding = sorted(set(creds.drop_bounding) | {cap for cap in range(top + 1)
+                                                              if not bounding & (1 << cap)})
+    creds.effective &= bounding
+    creds.permitted &= bounding
+    creds.inheritable &= bounding
+    creds.ambient = [cap for cap in creds.ambient if bounding & (1 << cap)]
+    prepared.no_new_privileges = prepared.no_new_privileges or no_new_privs
 
 
 def _inside(outside: int, mapping: procscan.IdMap, kind: str, pid: int) -> int:
@@ -160,7 +203,11 @@ def _inside(outside: int, mapping: procscan.IdMap, kind: str, pid: int) -> int:
     return inside
 
 
-def _env_list(entries: t.Iterable[str]) -> t.Dict[str, str]:
+def _env_entries(env: t.Mapping[str, str]) -> t.List[str]:
+    return ["%s=%s" % (key, value) for key, value in env.items()]
+
+
+def _env_dict(entries: t.Iterable[str]) -> t.Dict[str, str]:
     env = {}
     for entry in entries:
         key, sep, value = entry.partition("=")

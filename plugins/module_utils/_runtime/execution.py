@@ -24,7 +24,8 @@ goes through the directory fd and can never hit a recycled PID.
               chroot to the container's root   fchdir(/proc/PID/root opened in M) + chroot(".")
               chdir to cwd                     resolved inside the root (rootfs.enter_cwd)
               rlimits, umask, seccomp?, uid/gid/groups + capabilities, no_new_privs, seccomp?
-              close fds above 2, execve        (confine.apply: the same order as the launcher)
+              fds 0-2, close the rest, execve  (confine.confine and confine.execute: exactly what the
+                                               launcher does for a container's PID 1)
           wait for C, report its wait status to M
 
 **CVE-2019-5736.**  Until execve, J and C run the host's Python: /proc/<J or
@@ -180,11 +181,10 @@ def own_namespace(kind: str) -> t.Tuple[int, int]:
 
 @dataclass
 class Request:
-    """What to run and how; ``confinement`` comes from confine.prepare/restrict/from_masks."""
+    """What to run and how: ``prepared`` (confine.prepare) holds the argv, environment and confinement."""
 
     argv: t.List[str]
-    env: t.Dict[str, str]
-    confinement: confine.Confinement
+    prepared: confine.Prepared
     namespaces: t.Sequence[str] = NAMESPACES   # the ones asked for; user is always joined when it differs
     cwd: t.Optional[str] = None                # None: '/' (of the container's root, when mnt is joined)
     stdin: t.Optional[bytes] = None
@@ -276,7 +276,7 @@ def _groups_outside(target: Target, request: Request,
                     joined: t.List[str]) -> t.Tuple[Request, t.Optional[t.List[int]]]:
     """Where the target's user namespace denies setgroups (made unprivileged, as by ``unshare -r``), the
     supplementary groups are set before entering it, as host gids, and left alone inside."""
-    groups = request.confinement.credentials.groups
+    groups = request.prepared.credentials.groups
     if "user" not in joined or groups is None or target.read("setgroups").strip() != "deny":
         return request, None
     gid_map = target.id_map("gid")
@@ -285,7 +285,7 @@ def _groups_outside(target: Target, request: Request,
         raise ExecError("cannot join process %d as groups %s: its user namespace denies setgroups and does not "
                         "map %s" % (target.pid, groups, [g for g, o in zip(groups, outside) if o is None]))
     changed = copy.deepcopy(request)
-    changed.confinement.credentials.groups = None
+    changed.prepared.credentials.groups = None
     return changed, [gid for gid in outside if gid is not None]
 
 
@@ -334,16 +334,10 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
 
 def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: int, err_w: int,
              report_w: int) -> t.NoReturn:
+    """The command's process: into the root and cwd, confined like the container, then execve."""
     step = "setup"
     try:
-        libc.set_pdeathsig(signal.SIGKILL)
-        os.setsid()
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        step = "stdio"
-        for fd, target in ((stdin_r, 0), (out_w, 1), (err_w, 2)):
-            os.dup2(fd, target)  # dup2 clears FD_CLOEXEC on the copy
+        os.setsid()  # its own session: the timeout fallback can kill it as a group
         if chroot:
             step = "chroot"
             expected = os.fstat(root_fd)
@@ -354,20 +348,13 @@ def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: 
                 raise OSError(errno.EXDEV, "the new root is not the container's root")
             os.close(root_fd)
         step = "cwd"
-        try:
-            rootfs.enter_cwd(request.cwd or "/")
-        except rootfs.StepFailure as exc:
-            raise OSError(exc.errno, exc.detail)
-        confine.apply(request.confinement)
+        rootfs.enter_cwd(request.cwd or "/")
+        confine.confine(request.prepared)
         if request.hold > 0:
             time.sleep(request.hold)
-        step = "close fds"
-        libc.close_fds_above(3, keep=[report_w])
-        step = "exec"
-        os.execvpe(request.argv[0], request.argv, request.env)
-    except BaseException as exc:
-        step = getattr(exc, "step", step)
-        _report_failure(report_w, step, exc)
+        confine.execute(request.prepared, [stdin_r, out_w, err_w], report_w)
+    except BaseException as exc:  # the child must never unwind into the module's code
+        _report_failure(getattr(exc, "status_fd", report_w), getattr(exc, "step", step), exc)
     os._exit(127)
 
 
@@ -382,7 +369,7 @@ def _report(fd: int, message: t.Dict[str, t.Any]) -> None:
 
 def _report_failure(fd: int, step: str, exc: BaseException) -> None:
     err = getattr(exc, "errno", None)
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = getattr(exc, "detail", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     filename = getattr(exc, "filename", None)
     if filename and str(filename) not in text:
         text = "%s: %s" % (text, filename)
