@@ -1,0 +1,365 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: everything about containers at once, read-only (``container_info``).
+
+Built to stay fast with hundreds of containers: state files are read once per
+container; /proc is scanned **once** for all of them (each process's stat line
+and PID namespace), and each container's processes are picked out of that one
+table; the host's mountinfo is read once; each network namespace is dumped
+once however many containers share it.  Per-process details (command line,
+memory, user) are read only for processes inside containers.
+
+Nothing here writes anything, opens a container's namespaces for longer than a
+netlink dump, or signals anyone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing as t
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, overlay
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import netlink, procfs, procscan
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+
+LIMIT_FILES = ("memory.max", "memory.high", "memory.low", "memory.swap.max", "cpu.max", "cpu.weight",
+               "pids.max", "io.max", "cpuset.cpus")
+NS_FILES = ("cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts")
+
+
+class Snapshot:
+    """What is read once and shared by every container of one call."""
+
+    def __init__(self) -> None:
+        self._procs: t.Optional[t.Dict[int, procscan.ProcEntry]] = None
+        self._children: t.Optional[t.Dict[int, t.List[int]]] = None
+        self._mounts: t.Optional[t.List[procfs.MountInfo]] = None
+        self._hierarchy: t.Any = None
+        self._hierarchy_error: t.Optional[str] = None
+        self._networks: t.Dict[int, t.Any] = {}
+        self.own_ns = procscan.namespace_inodes("self", NS_FILES)
+
+    @property
+    def procs(self) -> t.Dict[int, procscan.ProcEntry]:
+        if self._procs is None:
+            self._procs = procscan.scan(with_pidns=True)
+        return self._procs
+
+    @property
+    def children(self) -> t.Dict[int, t.List[int]]:
+        if self._children is None:
+            self._children = procscan.children_map(self.procs)
+        return self._children
+
+    @property
+    def mounts(self) -> t.List[procfs.MountInfo]:
+        if self._mounts is None:
+            self._mounts = procfs.read_mountinfo()
+        return self._mounts
+
+    def hierarchy(self) -> t.Any:
+        if self._hierarchy is None and self._hierarchy_error is None:
+            try:
+                self._hierarchy = cgroup.find_hierarchy()
+            except (KernelboxError, OSError) as exc:
+                self._hierarchy_error = getattr(exc, "msg", None) or str(exc)
+        return self._hierarchy
+
+    def network(self, inode: int, pid: int) -> t.Any:
+        """Interfaces of the network namespace ``inode`` (entered through ``pid``), dumped once."""
+        if inode not in self._networks:
+            self._networks[inode] = read_interfaces("/proc/%d/ns/net" % pid)
+        return self._networks[inode]
+
+
+def read_interfaces(netns_path: str) -> t.Union[t.List[t.Dict[str, t.Any]], t.Dict[str, str]]:
+    try:
+        with netlink.rtnl(netns_path) as nl:
+            links = nl.links()
+            addresses = nl.all_addresses()
+    except (OSError, ImportError) as exc:
+        return {"error": "cannot read the interfaces: %s" % (getattr(exc, "strerror", None) or exc)}
+    by_index: t.Dict[int, t.List[str]] = {}
+    for address in addresses:
+        by_index.setdefault(address.index, []).append(address.cidr)
+    return [{"name": link.name, "index": link.index, "kind": link.kind, "mtu": link.mtu, "up": link.up,
+             "operstate": link.operstate, "mac": link.mac, "addresses": by_index.get(link.index, [])}
+            for link in sorted(links, key=lambda l: l.index)]
+
+
+# --- one container ---------------------------------------------------------------------
+
+def state_of(container: state.Container) -> t.Tuple[str, t.Optional[str]]:
+    """(state, note): the recorded status, corrected by what /proc says about the init."""
+    runtime = container.runtime
+    if not container.exists:
+        return "absent", None
+    if runtime is None:
+        return state.CREATED, None
+    if runtime.status in (state.RUNNING, state.STARTING, state.STOPPING):
+        if container.is_running():
+            return runtime.status, None
+        return state.EXITED, runtime.exit_note or "its init (PID %s) is gone and no supervisor recorded how it " \
+                                                 "ended" % runtime.pid
+    return runtime.status, runtime.exit_note
+
+
+def spec_summary(config: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[t.Dict[str, t.Any]]:
+    """The spec in a few lines (environment *names* only: values may be secrets)."""
+    if config is None:
+        return None
+    try:
+        spec = specs.from_oci(config)
+    except (ValidationError, KernelboxError) as exc:
+        return {"error": "the stored spec cannot be read: %s" % exc}
+    process = spec.process
+    namespaces = {}
+    for entry in spec.linux.namespaces:
+        namespaces[entry.type] = entry.path or "new"
+    seccomp = spec.linux.seccomp
+    resources = specs.to_oci(spec.linux.resources) if spec.linux.resources is not None else {}
+    return {
+        "rootfs": spec.root.path,
+        "readonly_rootfs": spec.root.readonly,
+        "command": list(process.args),
+        "cwd": process.cwd,
+        "user": "%d:%d" % (process.user.uid, process.user.gid),
+        "groups": list(process.user.additional_gids),
+        "env_names": sorted(entry.partition("=")[0] for entry in process.env),
+        "hostname": spec.hostname,
+        "namespaces": namespaces,
+        "uid_map": [[m.container_id, m.host_id, m.size] for m in spec.linux.uid_mappings],
+        "capabilities": list(process.capabilities.bounding),
+        "no_new_privileges": process.no_new_privileges,
+        "seccomp": None if seccomp is None else {
+            "default_action": seccomp.default_action, "rules": len(seccomp.syscalls)},
+        "rlimits": {limit.type: [limit.soft, limit.hard] for limit in process.rlimits},
+        "mounts": [m.destination for m in spec.mounts],
+        "masked_paths": len(spec.linux.masked_paths),
+        "readonly_paths": len(spec.linux.readonly_paths),
+        "cgroups_path": spec.linux.cgroups_path,
+        "resources": resources,
+    }
+
+
+def _group_of(snapshot: Snapshot, path: t.Optional[str]) -> t.Optional[cgroup.Cgroup]:
+    hierarchy = snapshot.hierarchy()
+    if hierarchy is None or not path:
+        return None
+    relative = os.path.relpath(path, hierarchy.mount) if os.path.isabs(path) else path.strip("/")
+    if relative.startswith("..") or relative == ".":
+        return None
+    return cgroup.Cgroup(hierarchy, tuple(p for p in relative.split("/") if p))
+
+
+def cgroup_info(snapshot: Snapshot, path: t.Optional[str]) -> t.Optional[t.Dict[str, t.Any]]:
+    group = _group_of(snapshot, path)
+    if group is None:
+        return None
+    if not group.exists():
+        return {"path": group.path, "exists": False}
+    try:
+        stats = cgroup.read_stats(group)
+        limits = {}
+        for name in LIMIT_FILES:
+            value = group.read_optional(name)
+            if value is not None:
+                limits[name] = " ".join(value.split())
+    except OSError as exc:
+        return {"path": group.path, "exists": group.exists(), "error": exc.strerror or str(exc)}
+    return {"path": group.path, "relpath": group.relpath, "exists": True, "limits": limits, "stats": stats,
+            "exec_groups": [child.parts[-1] for child in _children(group) if child.parts[-1].startswith("kb-exec-")]}
+
+
+def _children(group: cgroup.Cgroup) -> t.List[cgroup.Cgroup]:
+    try:
+        return group.children()
+    except OSError:
+        return []
+
+
+def member_pids(snapshot: Snapshot, init: int) -> t.List[int]:
+    """The container's processes: everything in the init's PID namespace (exec'd commands too), or, when
+    the container shares the host's, the init's descendants."""
+    entry = snapshot.procs.get(init)
+    if entry is None:
+        return []
+    if entry.pidns is not None and entry.pidns != snapshot.own_ns.get("pid"):
+        return sorted(pid for pid, proc in snapshot.procs.items() if proc.pidns == entry.pidns)
+    return procscan.descendants(init, snapshot.children)
+
+
+def process_table(snapshot: Snapshot, pids: t.Iterable[int]) -> t.List[t.Dict[str, t.Any]]:
+    import psutil  # deferred: an optional target dependency, checked by the module
+    table = []
+    for pid in pids:
+        entry = snapshot.procs.get(pid)
+        if entry is None:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                info = proc.as_dict(attrs=["name", "cmdline", "status", "uids", "memory_info", "create_time",
+                                           "num_threads"])
+            nspid = _nspid(pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        memory = info.get("memory_info")
+        table.append({
+            "pid": pid, "ns_pid": nspid, "ppid": entry.ppid, "name": info.get("name") or entry.comm,
+            "cmdline": info.get("cmdline") or [], "status": info.get("status"),
+            "uid": info["uids"].effective if info.get("uids") else None,
+            "rss": memory.rss if memory else None, "threads": info.get("num_threads"),
+            "started": _iso(info.get("create_time")),
+        })
+    return table
+
+
+def _nspid(pid: int) -> t.Optional[int]:
+    try:
+        with open("/proc/%d/status" % pid, encoding="utf-8", errors="replace") as handle:
+            values = procfs.parse_status(handle.read()).get("NSpid", "").split()
+    except OSError:
+        return None
+    return int(values[-1]) if values else None
+
+
+def _iso(stamp: t.Optional[float]) -> t.Optional[str]:
+    if not stamp:
+        return None
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
+
+
+def rootfs_info(snapshot: Snapshot, root: t.Optional[str], init: t.Optional[int]) -> t.Optional[t.Dict[str, t.Any]]:
+    if not root:
+        return None
+    found, top = overlay.find_overlay(root, snapshot.mounts)
+    if top is None and init is not None:
+        try:  # the root was mounted inside the container's own mount namespace: its "/" is it
+            inner = [m for m in procfs.read_mountinfo(init) if m.mount_point == "/"]
+        except OSError:
+            inner = []
+        top = inner[-1] if inner else None
+        found = overlay.parse_overlay(top) if top is not None and top.fstype == "overlay" else None
+    mount = None
+    if found is not None:
+        mount = {"fstype": "overlay", "source": found.info.source, "lower": list(found.lower), "upper": found.upper,
+                 "work": found.work, "readonly": found.readonly, "options": dict(found.shown_options)}
+    elif top is not None:
+        mount = {"fstype": top.fstype, "source": top.source}
+    return {"path": root, "mount": mount}
+
+
+def log_info(container: state.Container, lines: int) -> t.Dict[str, t.Any]:
+    path = container.paths.log_file
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = None
+    return {"path": path, "size": size, "tail": logs.tail(path, lines) if size is not None else []}
+
+
+def namespace_info(snapshot: Snapshot, pid: int) -> t.Tuple[t.Dict[str, int], t.List[str]]:
+    inodes = procscan.namespace_inodes(pid, NS_FILES)
+    shared = sorted(kind for kind in inodes if kind in snapshot.own_ns and inodes[kind] == snapshot.own_ns[kind]
+                    and "_for_children" not in kind)
+    return inodes, shared
+
+
+def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT_LAYOUT,
+             log_lines: int = 10) -> t.Dict[str, t.Any]:
+    """One container, as container_info returns it."""
+    try:
+        container = state.load(name, layout)
+    except KernelboxError as exc:
+        return {"name": name, "state": "unknown", "error": exc.msg}
+    status, note = state_of(container)
+    result: t.Dict[str, t.Any] = {"name": name, "state": status, "running": status in (
+        state.RUNNING, state.STARTING, state.STOPPING)}
+    if status == "absent":
+        return result
+    runtime, settings = container.runtime, container.settings
+    proc = container.process() if result["running"] else None
+    pid = proc.pid if proc is not None else None
+    result.update({
+        "pid": pid,
+        "started_at": runtime.started_at if runtime else None,
+        "exited_at": None if result["running"] or runtime is None else runtime.exited_at,
+        "exit_code": None if result["running"] or runtime is None else runtime.exit_code,
+        "exit_signal": None if result["running"] or runtime is None else runtime.exit_signal,
+        "note": note,
+        "restart_count": runtime.restart_count if runtime else 0,
+        "restart_policy": settings.restart_policy if settings else None,
+        "enabled": settings.enabled if settings else None,
+        "supervisor": settings.supervisor if settings else None,
+        "error": runtime.error if runtime else None,
+        "spec": spec_summary(container.config if container.consistent else None),
+        "log": log_info(container, log_lines),
+    })
+    cgroup_path = (runtime.cgroup if runtime and runtime.cgroup else None) or (
+        settings.cgroup.get("path") if settings else None)
+    result["cgroup"] = cgroup_info(snapshot, cgroup_path)
+    root = (result["spec"] or {}).get("rootfs")
+    if pid is None:
+        result.update(namespaces=None, namespaces_shared_with_host=None, processes=[], network=None)
+        result["rootfs"] = rootfs_info(snapshot, root, None)
+        return result
+    inodes, shared = namespace_info(snapshot, pid)
+    result["namespaces"] = inodes
+    result["namespaces_shared_with_host"] = shared
+    result["processes"] = process_table(snapshot, member_pids(snapshot, pid))
+    if "net" in shared or "net" not in inodes:
+        result["network"] = None
+    else:
+        result["network"] = snapshot.network(inodes["net"], pid)
+    result["rootfs"] = rootfs_info(snapshot, root, pid)
+    return result
+
+
+def collect(names: t.Optional[t.Sequence[str]], layout: state.Layout = state.DEFAULT_LAYOUT,
+            log_lines: int = 10, cpu_sample: float = 0.0) -> t.List[t.Dict[str, t.Any]]:
+    """Every container named (all that have state when ``names`` is None), sorted by name."""
+    wanted = sorted(set(names)) if names is not None else state.list_names(layout)
+    snapshot = Snapshot()
+    found = [describe(name, snapshot, layout, log_lines) for name in wanted]
+    if cpu_sample > 0:
+        sample_cpu(found, cpu_sample)
+    return found
+
+
+def sample_cpu(containers: t.List[t.Dict[str, t.Any]], interval: float) -> None:
+    """cpu_percent for running containers: cpu.stat usage_usec read twice, ``interval`` apart (one sleep for all)."""
+    first: t.Dict[str, t.Tuple[float, int]] = {}
+    for item in containers:
+        usage = _usage(item)
+        if usage is not None:
+            first[item["name"]] = (time.monotonic(), usage)
+    if not first:
+        return
+    time.sleep(interval)
+    for item in containers:
+        if item["name"] not in first:
+            continue
+        usage = _usage(item)
+        started, before = first[item["name"]]
+        elapsed = time.monotonic() - started
+        if usage is not None and elapsed > 0:
+            item["cgroup"]["stats"]["cpu_percent"] = round((usage - before) / (elapsed * 1e6) * 100.0, 2)
+
+
+def _usage(item: t.Mapping[str, t.Any]) -> t.Optional[int]:
+    group = item.get("cgroup") or {}
+    if not item.get("running") or not group.get("exists") or "stats" not in group:
+        return None
+    try:
+        with open(os.path.join(group["path"], "cpu.stat"), encoding="ascii") as handle:
+            return procfs.parse_flat_keyed(handle.read()).get("usage_usec")
+    except OSError:
+        return None
