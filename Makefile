@@ -20,6 +20,10 @@ demo: install
 teardown: install
 	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/teardown.yml
 
+## make status: every container with its state, PID, IP, memory, CPU and PIDs (podman ps + podman stats)
+status: install
+	ANSIBLE_CALLBACK_RESULT_FORMAT=yaml $(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/status.yml
+
 ## make test: the whole suite (unit, sanity, integration in a sandbox, pure cgroup v2 VM)
 test: install
 	tests/run-all

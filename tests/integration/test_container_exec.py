@@ -238,7 +238,7 @@ ATTACKER = r"""
 import ctypes, errno, json, os, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+PTRACE_ATTACH, PTRACE_DETACH, WALL = 16, 17, 0x40000000
 seen = set()
 log = open("/tmp/attack.jsonl", "a", buffering=1)
 def attempt(func):
@@ -252,24 +252,32 @@ def exe(pid, flags):
 def ptrace(pid):
     if libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
         raise OSError(ctypes.get_errno(), "ptrace")
-    os.waitpid(pid, 0x40000000)  # __WALL: wait for the attach stop
-    libc.ptrace(PTRACE_DETACH, pid, None, None)
+    while True:  # wait for the attach stop, then let go: a tracee left stopped would hang its exec
+        _pid, status = os.waitpid(pid, WALL)
+        if os.WIFSTOPPED(status):
+            libc.ptrace(PTRACE_DETACH, pid, None, None)
+            return
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
+def comm(pid):
+    try:
+        return open("/proc/%d/comm" % pid).read().strip()
+    except OSError:
+        return None
 print("attacker ready", flush=True)
 while True:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in (1, os.getpid()):
             continue
         pid = int(entry)
-        try:
-            name = open("/proc/%d/comm" % pid).read().strip()
-        except OSError:
-            continue
-        if (pid, name) in seen:
+        name = comm(pid)
+        if name is None or (pid, name) in seen or not (name.startswith("python") or name == "sleep"):
             continue
         seen.add((pid, name))
-        log.write(json.dumps({"pid": pid, "name": name, "read": attempt(lambda: exe(pid, os.O_RDONLY)),
-                              "write": attempt(lambda: exe(pid, os.O_WRONLY)),
-                              "ptrace": attempt(lambda: ptrace(pid))}) + "\n")
+        result = {"pid": pid, "name": name, "read": attempt(lambda: exe(pid, os.O_RDONLY)),
+                  "write": attempt(lambda: exe(pid, os.O_WRONLY)), "ptrace": attempt(lambda: ptrace(pid))}
+        result["name_after"] = comm(pid)  # the same program all along, or it exec'd meanwhile
+        log.write(json.dumps(result) + "\n")
     time.sleep(0.01)
 """
 
@@ -280,7 +288,7 @@ def sha256(path):
 
 
 @pytest.fixture
-def attack_rootfs(tmp_path):
+def attack_rootfs(tmp_path, cgroup_test_parent):
     root = build_busybox_rootfs(str(tmp_path / "rootfs"))
     os.chmod(str(tmp_path), 0o755)
     os.makedirs(os.path.join(root, "usr"), exist_ok=True)
@@ -294,11 +302,16 @@ def attack_rootfs(tmp_path):
 
 @pytest.mark.parametrize("sys_ptrace", [False, True], ids=["default-caps", "cap-sys-ptrace-added"])
 def test_the_joining_process_cannot_be_opened_or_ptraced_from_inside(ansible, attack_rootfs, containers, sys_ptrace):
-    """Root inside (seccomp off, so that only the kernel's ptrace rules decide) attacks the joiner while it
-    holds, fully confined, right before execve.  It must fail to open /proc/<joiner>/exe and to ptrace it, with
-    CAP_SYS_PTRACE dropped (the default) and also with it added: the joiner's memory belongs to the host's
-    user namespace, where the container has no capability at all.  A dumpable process with the very same
-    credentials (a command exec'd earlier) is open to the same attacks: the control."""
+    """Root inside (seccomp off, so that only the kernel's ptrace rules decide) attacks the joining process while
+    it holds inside the container (after setns, chroot and chdir), still fully privileged and still the host's
+    Python, before it drops to the container's credentials.  Opening /proc/<joiner>/exe and PTRACE_ATTACH must
+    fail with CAP_SYS_PTRACE dropped (the default) and also with it added.  With it added, only the
+    non-dumpable flag stands in the way: the attacker passes the uid rule through CAP_SYS_PTRACE in the
+    joiner's (now the container's) user namespace, but a non-dumpable process needs CAP_SYS_PTRACE in the
+    user namespace its memory belongs to, the host's, where the container has none.  (Without a user
+    namespace, a container given CAP_SYS_PTRACE holds it on the host and could attach: don't do that.)  A
+    dumpable process with the container's credentials (a command exec'd earlier) is open to the same
+    attacks: the control."""
     name = containers("kbt-dump-%s" % ("ptrace" if sys_ptrace else "default"))
     interpreter = os.path.realpath(ansible.python)
     before = {path: sha256(path) for path in {interpreter, os.path.realpath(sys.executable)}}
@@ -309,7 +322,7 @@ def test_the_joining_process_cannot_be_opened_or_ptraced_from_inside(ansible, at
     tasks = [
         task("start", "container_process", options),
         exec_task("control", name, ["sh", "-c", "sleep 60 >/dev/null 2>&1 &"]),
-        dict(exec_task("joined while attacked", name, ["cat", "/etc/hostname"]),
+        dict(exec_task("joined while attacked", name, ["cat", "/etc/hostname"], timeout=60),
              environment={"KERNELBOX_TEST_EXEC_HOLD": "2"}),
         exec_task("results", name, ["cat", "/tmp/attack.jsonl"]),
         task("remove", "container_process", {"name": name, "state": "absent"}),
@@ -317,8 +330,8 @@ def test_the_joining_process_cannot_be_opened_or_ptraced_from_inside(ansible, at
     run = play(ansible, tasks)
     assert run.named("joined while attacked")["stdout"] == name  # the command ran after the attack
     results = [json.loads(line) for line in run.named("results")["stdout_lines"]]
-    joiner = [r for r in results if r["name"].startswith("python")]
-    control = [r for r in results if r["name"] == "sleep"]
+    joiner = [r for r in results if r["name"].startswith("python") and r["name_after"] == r["name"]]
+    control = [r for r in results if r["name"] == "sleep" == r["name_after"]]
     assert joiner, "the attacker never saw the joining process: %s" % results
     for attempt in joiner:
         assert (attempt["read"], attempt["write"], attempt["ptrace"]) == ("EACCES", "EACCES", "EPERM"), attempt

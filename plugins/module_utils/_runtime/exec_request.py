@@ -39,7 +39,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.root
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
-HOLD_ENV = "KERNELBOX_TEST_EXEC_HOLD"  # tests only: seconds to pause right before execve
+HOLD_ENV = "KERNELBOX_TEST_EXEC_HOLD"  # tests only: seconds to pause inside the container, before confinement
 
 
 class NotRunning(KernelboxError):

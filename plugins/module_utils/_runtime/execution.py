@@ -190,7 +190,7 @@ class Request:
     stdin: t.Optional[bytes] = None
     timeout: t.Optional[float] = None
     cgroup: t.Optional[t.Any] = None           # the container's cgroup (a _kernel.cgroup.Cgroup), or None
-    hold: float = 0.0                          # tests only: pause right before execve (KERNELBOX_TEST_EXEC_HOLD)
+    hold: float = 0.0                          # tests only: pause inside, before confinement (KERNELBOX_TEST_EXEC_HOLD)
 
 
 @dataclass
@@ -349,9 +349,9 @@ def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: 
             os.close(root_fd)
         step = "cwd"
         rootfs.enter_cwd(request.cwd or "/")
-        confine.confine(request.prepared)
-        if request.hold > 0:
+        if request.hold > 0:  # tests only: the most exposed moment, inside and still fully privileged
             time.sleep(request.hold)
+        confine.confine(request.prepared)
         confine.execute(request.prepared, [stdin_r, out_w, err_w], report_w)
     except BaseException as exc:  # the child must never unwind into the module's code
         _report_failure(getattr(exc, "status_fd", report_w), getattr(exc, "step", step), exc)
