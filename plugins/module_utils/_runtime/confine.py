@@ -20,6 +20,7 @@ lays out the fds, closes every other one and execs.  Both raise
 from __future__ import annotations
 
 import copy
+import errno
 import fcntl
 import os
 import resource
@@ -182,7 +183,8 @@ def execute(prepared: Prepared, fds: t.Sequence[int], status_fd: int, ready: byt
         except OSError as exc:
             if first_error is None or (first_error.errno in (2, 20) and exc.errno not in (2, 20)):
                 first_error = exc
-    assert first_error is not None
+    if first_error is None:  # no candidate at all (an empty PATH entry list)
+        first_error = OSError(errno.ENOENT, os.strerror(errno.ENOENT))
     failure = _fail("exec", first_error, os.fsdecode(prepared.argv[0]))
     failure.status_fd = status  # the caller's status_fd number was closed above
     raise failure

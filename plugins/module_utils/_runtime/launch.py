@@ -487,9 +487,8 @@ def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -
         # Nothing else running as the container's ids may ptrace or open /proc files of the
         # setup (CVE-2016-9962); exec makes the command dumpable again as usual.
         libc.set_dumpable(False)
-        assert plan.rootfs is not None and plan.rootfs.root_dir is not None
         # The cwd follows into the new mount namespace: init attaches the rootfs clone here.
-        _step("rootfs", os.fchdir, plan.rootfs.root_dir)
+        _step("rootfs", os.fchdir, _root_dir(plan))
         timens_fd = None
         if plan.timens_offsets:
             # Opened while still host root: once the ids switch, /proc/self is not ours to open.
@@ -524,8 +523,7 @@ def _direct_init(plan: _Plan, from_parent: int, status_fd: int) -> None:
     """The direct path: cloned already inside the new user and PID namespaces, as PID 1."""
     libc.set_pdeathsig(signal.SIGKILL)
     libc.set_dumpable(False)
-    assert plan.rootfs is not None and plan.rootfs.root_dir is not None
-    _step("rootfs", os.fchdir, plan.rootfs.root_dir)
+    _step("rootfs", os.fchdir, _root_dir(plan))
     if os.read(from_parent, 1) != b"G":
         os._exit(1)  # the caller died or gave up
     _enter_remaining_namespaces(plan, plan.unshare_flags & ~libc.CLONE_NEWPID)
@@ -544,16 +542,15 @@ def _enter_remaining_namespaces(plan: _Plan, flags: int) -> None:
         _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
 
 
-def _write_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+def _root_dir(plan: _Plan) -> int:
+    if plan.rootfs is None or plan.rootfs.root_dir is None:
+        raise StepFailure("rootfs", errno.EBADF, "internal error: the rootfs was not captured")
+    return plan.rootfs.root_dir
 
 
 def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
-    assert plan.rootfs is not None and plan.prepared is not None
+    if plan.rootfs is None or plan.prepared is None:
+        raise StepFailure("setup", errno.EINVAL, "internal error: the launch plan is incomplete")
     # Through the host's /proc, while it is still there (the container may mount none).
     namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
                           for kind, (_flag, name) in NAMESPACES.items())

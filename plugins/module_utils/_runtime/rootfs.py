@@ -319,8 +319,8 @@ def capture(p: RootfsPlan) -> None:
         device.tree = clone(device.source, False, "devices", "host device")
         info = os.fstat(device.tree)
         is_kind = stat.S_ISCHR if device.kind == "c" else stat.S_ISBLK
-        if not is_kind(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major,
-                                                                                              device.minor):
+        numbers = (os.major(info.st_rdev), os.minor(info.st_rdev))
+        if not is_kind(info.st_mode) or numbers != (device.major, device.minor):
             raise StepFailure("devices", errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
                               % (device.source, "char" if device.kind == "c" else "block", device.major,
                                  device.minor))
@@ -454,7 +454,8 @@ def _mount(root_fd: int, op: MountOp, p: RootfsPlan) -> None:
 def _mount_at(root_fd: int, op: MountOp, target: int, p: RootfsPlan) -> None:
     where = fd_path(target)
     if op.kind == "bind":
-        assert op.tree is not None
+        if op.tree is None:
+            raise OSError(errno.EBADF, "the bind source was not captured")
         libc.move_mount_fd(op.tree, target)
         _after_bind(op.tree, op.flags, op.recursive)
     elif op.kind == "sysfs" and p.sys_tree is not None:
@@ -524,7 +525,8 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
     try:
         if stat.S_ISDIR(os.fstat(target).st_mode):
             raise StepFailure(step, errno.EISDIR, "/dev/%s in the rootfs is a directory" % device.name)
-        assert device.tree is not None
+        if device.tree is None:
+            raise OSError(errno.EBADF, "the host device was not captured")
         libc.move_mount_fd(device.tree, target)
     except OSError as exc:
         raise _fail(step, exc, "attach %s" % device.source)
