@@ -518,6 +518,21 @@ def _device(path, major, minor):
     return change
 
 
+def _kill_on_everything(spec, rootfs, tmp_path):
+    spec.linux.seccomp = S.seccomp_lib.Profile(default_action="SCMP_ACT_KILL_PROCESS")
+    return spec
+
+
+def _kill_on_execve(spec, rootfs, tmp_path):
+    profile = S.default_seccomp(spec)
+    for rule in profile.syscalls:
+        rule.names = [name for name in rule.names if name != "execve"]
+    profile.syscalls = [rule for rule in profile.syscalls if rule.names]
+    profile.syscalls.append(S.seccomp_lib.SyscallRule(names=["execve"], action="SCMP_ACT_KILL_PROCESS"))
+    spec.linux.seccomp = profile
+    return spec
+
+
 FAILURES = [
     ("join namespaces", errno.EINVAL, "is not a network namespace", _join_file_as_netns),
     ("join namespaces", errno.EINVAL, "is not a network namespace", _join_uts_as_netns),
@@ -535,6 +550,8 @@ FAILURES = [
     ("exec", errno.ENOENT, "/bin/kbt-missing", _set(("process", "args"), ["/bin/kbt-missing"])),
     ("exec", errno.EACCES, "/etc/passwd", _set(("process", "args"), ["/etc/passwd"])),
     ("exec", errno.ENOENT, "kbt-not-on-path", _set(("process", "args"), ["kbt-not-on-path"])),
+    ("seccomp", errno.ECHILD, "killed by SIGSYS", _kill_on_everything),
+    ("exec", errno.ECHILD, "killed by SIGSYS", _kill_on_execve),
 ]
 
 
@@ -681,3 +698,23 @@ def test_without_a_user_namespace(rootfs):
         assert status["Uid"].split() == ["0"] * 4
         assert int(status["CapEff"], 16) == DOCKER_CAPS_MASK and int(status["CapBnd"], 16) == DOCKER_CAPS_MASK
         assert os.stat("/proc/%d/ns/user" % launched.pid).st_ino == os.stat("/proc/self/ns/user").st_ino
+
+
+def test_a_multithreaded_caller_gets_the_two_process_path(rootfs):
+    """clone_process needs a single-threaded caller; with a thread running, start() forks a setup process."""
+    import threading
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        plan = launch._Plan()
+        try:
+            launch._prepare(plan, shell(rootfs, "true").validate(), None, [None, 1, 2])
+            assert launch._direct(plan) is False
+        finally:
+            plan.close()
+        result = run(shell(rootfs, "echo $$; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"))
+    finally:
+        stop.set()
+        worker.join()
+    assert result.output.split() == ["1", "NoNewPrivs:", "1", "Seccomp:", "2"]

@@ -110,12 +110,14 @@ def _candidates(command: bytes, env: t.Dict[bytes, bytes]) -> t.List[bytes]:
     return [os.path.join(entry or b".", command) for entry in search.split(b":")]
 
 
-def confine(prepared: Prepared) -> None:
+def confine(prepared: Prepared, progress: t.Optional[t.Callable[[str], None]] = None) -> None:
     """rlimits, umask, credentials and capabilities, no_new_privs, seccomp: in the child.
 
     With no_new_privs the filter goes last, so it only has to allow the
     syscalls exec needs.  Without it, installing a filter needs CAP_SYS_ADMIN,
     so the filter goes in before the capabilities are dropped (as runc does).
+    ``progress('seccomp')`` is called just before the filter goes in: a
+    profile that kills the process leaves no other trace of where it died.
     """
     for number, soft, hard in prepared.rlimits:
         try:
@@ -127,7 +129,7 @@ def confine(prepared: Prepared) -> None:
     if prepared.umask is not None:
         os.umask(prepared.umask)
     if not prepared.no_new_privileges:
-        _install_seccomp(prepared)
+        _install_seccomp(prepared, progress)
     try:
         caps.apply_credentials(prepared.credentials)
     except OSError as exc:
@@ -137,12 +139,14 @@ def confine(prepared: Prepared) -> None:
             libc.set_no_new_privs()
         except OSError as exc:
             raise _fail("no_new_privs", exc, "prctl(PR_SET_NO_NEW_PRIVS)")
-        _install_seccomp(prepared)
+        _install_seccomp(prepared, progress)
 
 
-def _install_seccomp(prepared: Prepared) -> None:
+def _install_seccomp(prepared: Prepared, progress: t.Optional[t.Callable[[str], None]]) -> None:
     if prepared.seccomp_program is None:
         return
+    if progress is not None:
+        progress("seccomp")
     try:
         seccomp_lib.install(prepared.seccomp_program, prepared.seccomp_flags)
     except OSError as exc:

@@ -347,7 +347,7 @@ def _run(plan: _Plan, timeout: float) -> Launched:
         if not direct:
             line = channel.readline("the user namespace")
             if line is None or line.startswith("E"):
-                raise _error_from(line) if line else _died(first, "setup process")
+                raise _error_from(line) if line else _died(first, "setup process", "setup")
         if plan.new_userns:
             _write_id_maps(first, plan)
         if plan.oom_score_adj is not None:
@@ -360,11 +360,14 @@ def _run(plan: _Plan, timeout: float) -> Launched:
         channel.send(b"G")
         failure = None
         ready = None
+        reached = "setup"
         while True:
             line = channel.readline("exec")
             if line is None:
                 break
-            if line.startswith("P"):
+            if line.startswith("T"):
+                reached = line[1:]
+            elif line.startswith("P"):
                 init = int(line[2:])
                 os.waitpid(first, 0)
                 first_reaped = True
@@ -375,10 +378,13 @@ def _run(plan: _Plan, timeout: float) -> Launched:
         if failure is not None:
             raise failure
         if init is None:
-            raise _died(first, "setup process")
+            raise _died(first, "setup process", reached)
         if ready is None:
-            raise _died(init, "container init")
-        return Launched(pid=init, starttime=_starttime(init), namespaces=_parse_namespaces(ready))
+            raise _died(init, "container init", reached)
+        comm, starttime = _stat(init)
+        if comm == INIT_NAME:  # execve sets the new name before it closes our pipe: it died instead
+            raise _died(init, "container init", "exec")
+        return Launched(pid=init, starttime=starttime, namespaces=_parse_namespaces(ready))
     except BaseException:
         _kill_and_reap(first, first_reaped, init)
         raise
@@ -405,20 +411,30 @@ def _write_id_maps(pid: int, plan: _Plan) -> None:
     _write_proc(pid, "gid_map", plan.gid_map)
 
 
-def _died(pid: int, what: str) -> LaunchError:
+def _died(pid: int, what: str, step: str) -> LaunchError:
+    """The child closed the status pipe without a report, so it is exiting: say how, and where."""
     try:
-        _pid, status = os.waitpid(pid, os.WNOHANG)
+        _pid, status = os.waitpid(pid, 0)
     except ChildProcessError:
-        status = 0
-    how = ("killed by signal %d" % os.WTERMSIG(status)) if os.WIFSIGNALED(status) else "exited"
-    return LaunchError("setup", errno.ECHILD, "the %s %s without reporting" % (what, how))
+        _pid, status = 0, 0
+    if _pid and os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "signal %d" % number
+        how = "was killed by %s" % name
+    else:
+        how = "exited"
+    return LaunchError(step, errno.ECHILD, "the %s %s without reporting" % (what, how))
 
 
-def _starttime(pid: int) -> int:
-    # Read from the host's /proc: inside a time namespace the field is shifted by the boottime offset.
+def _stat(pid: int) -> t.Tuple[str, int]:
+    """(comm, starttime) from the host's /proc (inside a time namespace starttime is shifted)."""
     with open("/proc/%d/stat" % pid, "rb") as handle:
         text = handle.read()
-    return int(text[text.rindex(b")") + 2:].split()[19])
+    close = text.rindex(b")")
+    return text[text.index(b"(") + 1:close].decode(errors="replace"), int(text[close + 2:].split()[19])
 
 
 def _parse_namespaces(line: str) -> t.Dict[str, int]:
@@ -548,9 +564,13 @@ def _root_dir(plan: _Plan) -> int:
     return plan.rootfs.root_dir
 
 
+INIT_NAME = "kernelbox-init"  # /proc/PID/comm until exec replaces it: how the caller tells a death in exec
+
+
 def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
     if plan.rootfs is None or plan.prepared is None:
         raise StepFailure("setup", errno.EINVAL, "internal error: the launch plan is incomplete")
+    libc.set_process_name(INIT_NAME)
     # Through the host's /proc, while it is still there (the container may mount none).
     namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
                           for kind, (_flag, name) in NAMESPACES.items())
@@ -563,7 +583,7 @@ def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
     if plan.domainname is not None:
         _step("domainname", libc.setdomainname, plan.domainname)
     rootfs.enter_cwd(plan.cwd)
-    confine.confine(plan.prepared)
+    confine.confine(plan.prepared, lambda step: os.write(status_fd, ("T%s\n" % step).encode()))
     if select.select([from_parent], [], [], 0)[0]:
         os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
     confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
