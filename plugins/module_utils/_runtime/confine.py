@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as seccomp_lib
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure, _fail
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure, _fail
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 if t.TYPE_CHECKING:  # pragma: no cover
