@@ -195,5 +195,3 @@ def _init_process(plan: Plan, from_parent: int, status_fd: int) -> None:
     if select.select([from_parent], [], [], 0)[0]:
         os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
     confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
-
-

@@ -4,24 +4,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to kernelbox.containers: the container's filesystem, inside its new mount namespace.
 
-``plan(spec)`` runs in the launcher's parent and turns the spec into plain
-operations; ``setup(plan)`` runs in the container's PID 1 before exec.  The
-rules (each answers a runc/crun CVE; see README "Container runtime"):
+``plan(spec)`` runs in the caller and turns the spec into plain operations;
+``capture(plan)`` opens the host objects, also in the caller;
+``setup_before_pivot(plan)`` and ``pivot(root_fd)`` run in the container's
+init (protect.py does the rest after pivot_root).  The rules (each answers a
+runc/crun CVE; see README "Container runtime"):
 
 * "/" is made rslave recursively before anything is mounted, so no mount made
   here propagates to the host (LXC's /run/netns incident).
-* Every in-container path is resolved by ``resolve()``: one component at a
-  time with O_PATH|O_NOFOLLOW, symlinks read and re-resolved *inside* the
-  root, never followed by the kernel, and mounts go through /proc/self/fd/N of
-  the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
+* Every in-container path is resolved by ``inroot.resolve()`` inside the
+  root (openat2 RESOLVE_IN_ROOT, or a component walk with O_PATH|O_NOFOLLOW),
+  and mounts go through /proc/self/fd/N of the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
   under them, may contain no symlink at all (CVE-2019-16884, CVE-2026-41579).
   Procfs magic links (/proc/self/fd/N, /proc/1/cwd) are refused (CVE-2024-21626).
 * Host objects (the rootfs, bind sources, device nodes) are captured by the
   caller as detached mount clones (open_tree) before fork, and attached
   inside; devices are checked to be the expected char device on that very
   clone (mknod is impossible in a user namespace anyway).
-* Masking binds a /dev/null opened once and checked to be char 1:3
-  (CVE-2025-31133); directories get a read-only empty tmpfs.
 * The root is switched with pivot_root, and the old root detached; never chroot.
 """
 
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import (  # noqa: F401
-    _MS_TO_ATTR, StepFailure, _fail, _new_file, locked_flags, resolve)
+    _MS_TO_ATTR, StepFailure, _fail, _new_file, locked_flags, resolve)  # StepFailure: also imported from here
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
@@ -47,6 +46,7 @@ DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
                    ("tty", 5, 0))
 DEV_SYMLINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
 
 # --- the plan (built in the parent) -------------------------------------------
 
