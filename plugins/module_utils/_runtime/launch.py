@@ -339,7 +339,10 @@ def _run(plan: _Plan, timeout: float) -> Launched:
                 reached = line[1:]
             elif line.startswith("P"):
                 init = int(line[2:])
-                os.waitpid(first, 0)
+                try:
+                    os.waitpid(first, 0)  # the setup process exits right after this message
+                except ChildProcessError:
+                    pass  # reaped by a waitpid(-1) elsewhere in the caller: gone either way
                 first_reaped = True
             elif line.startswith("X"):
                 ready = line
