@@ -150,7 +150,7 @@ def test_ordinary_work_still_runs_under_the_default_filter(scratch_dir):
         if pid == 0:
             os._exit(7)
         out["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        out["true"] = subprocess.run(["/bin/true"]).returncode      # posix_spawn: clone3 ENOSYS -> clone
+        out["true"] = subprocess.run(["/bin/true"], check=False).returncode      # posix_spawn: clone3 ENOSYS -> clone
         seen = []
         thread = threading.Thread(target=lambda: seen.append(threading.get_native_id()))
         thread.start()
@@ -236,7 +236,7 @@ def test_other_abis_cannot_bypass_a_deny_rule(code, abi):
         returned, pid = ok(*in_child(lambda: [func(), os.getpid()]))
         assert returned == pid if abi == "i386" else returned in (pid, -errno.ENOSYS), (abi, returned, pid)
         program = seccomp.compile_profile(seccomp.from_oci(OCI_BLOCK_GETPID["linux"]["seccomp"]))
-        status, payload = in_child(lambda: func(), program=program)
+        status, payload = in_child(func, program=program)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS, (abi, status, payload)
         assert payload is None
     finally:
@@ -272,11 +272,11 @@ def test_install_without_no_new_privs_or_cap_sys_admin_is_refused_with_context()
         effective, permitted, inheritable = kb_libc.capget()
         kb_libc.capset(effective & ~(1 << 21), permitted, inheritable)
 
-    status, payload = in_child(lambda: "installed", program=seccomp.default_program([]), no_new_privs=False,
+    status, payload = in_child(str, program=seccomp.default_program([]), no_new_privs=False,
                                prepare=drop_sys_admin)
     assert os.WIFEXITED(status)
     assert "[Errno %d]" % errno.EACCES in payload["error"] and "Permission denied" in payload["error"]
     assert "no_new_privs" in payload["error"] and "seccomp(SECCOMP_SET_MODE_FILTER" in payload["error"]
     # As root with CAP_SYS_ADMIN and without no_new_privs, the kernel accepts the filter.
-    status, payload = in_child(lambda: status_fields(), program=seccomp.default_program([]), no_new_privs=False)
+    status, payload = in_child(status_fields, program=seccomp.default_program([]), no_new_privs=False)
     assert ok(status, payload) == {"Seccomp": "2", "Seccomp_filters": "1", "NoNewPrivs": "0"}

@@ -120,15 +120,15 @@ def test_comparisons_on_both_halves_at_the_edges(op):
 @pytest.mark.parametrize("op", sorted(REFERENCE))
 def test_comparisons_random(op):
     rng = random.Random(op)
-    for _ in range(40):
+    for _profile in range(40):
         value = rng.choice([rng.getrandbits(64), rng.getrandbits(32), rng.getrandbits(32) << 32])
         two = rng.getrandbits(64) & value if rng.random() < 0.7 else rng.getrandbits(64)
         program = _ops_program(op, value, two, index=rng.randrange(6))
         index = cbpf.decode(program)
-        for _ in range(40):
+        for _case in range(40):
             arg = rng.choice([value, value + 1, value - 1, value ^ (1 << 32), value ^ 1, rng.getrandbits(64),
                               value | rng.getrandbits(64)]) & U64
-            slot = [rng.getrandbits(64) for _ in range(6)]
+            slot = [rng.getrandbits(64) for _slot in range(6)]
             rule_index = _rule_index(program)
             slot[rule_index] = arg
             got = cbpf.action(cbpf.run(index, X86_64["getpid"], cbpf.AUDIT_ARCH_X86_64, slot)) == ("ERRNO", 99)
@@ -220,7 +220,7 @@ def test_assembler_chains_far_conditional_jumps():
     far = seccomp_bpf.Label("far")
     asm.load(seccomp_bpf.OFFSET_NR)
     asm.emit(seccomp_bpf.BPF_JMP_JEQ_K, 7, far, None)
-    for _ in range(600):
+    for _filler in range(600):
         asm.ret(seccomp_bpf.SECCOMP_RET_ERRNO | 1)
     asm.place(far)
     asm.ret(seccomp_bpf.SECCOMP_RET_ALLOW)

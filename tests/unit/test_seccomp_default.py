@@ -168,3 +168,12 @@ def test_compiled_default_is_cached_per_arch_and_capability_set():
     assert seccomp.default_program(["CAP_KILL"], "x86_64") != first
     assert seccomp.default_program(["CAP_KILL"], "aarch64") != seccomp.default_program(["CAP_KILL"], "x86_64")
     assert len(first) // 8 < 400       # a small program: cheap for every syscall the container makes
+
+
+def test_program_for_picks_the_default_or_the_given_profile():
+    program, flags = seccomp.program_for(None, "CAP_SYS_ADMIN", "x86_64")     # a lone string is one capability
+    assert program is seccomp.default_program(["CAP_SYS_ADMIN"], "x86_64") and flags == 0
+    own = seccomp.from_oci({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+                            "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO"}]})
+    program, flags = seccomp.program_for(own, [], "x86_64")
+    assert cbpf.action(cbpf.run(program, X86_64["getpid"])) == EPERM and flags == 2

@@ -14,7 +14,13 @@ Public API::
     compile_profile(profile, arch=None)       -> struct sock_filter[] bytes for x86_64 or aarch64
     compile_notes(profile, arch=None)         what compiling skipped, and why (names the arch lacks ...)
     default_program(caps, arch=None)          compile_profile(default_profile(caps)), cached per (arch, caps)
+    program_for(profile_or_None, caps)        -> (program, flags): what a launcher needs, before it forks
     install(program, flags=0)                 seccomp(SECCOMP_SET_MODE_FILTER) on the calling thread
+
+A launcher compiles in the parent (``program_for``), then in the child, after
+capabilities and PR_SET_NO_NEW_PRIVS and just before execve, calls
+``install(program, flags)``.  The filter must allow execve and whatever the
+launcher still does after installing it (the default profile does).
 
 Semantics, chosen to match runc + libseccomp where the OCI spec is silent:
 
@@ -34,6 +40,8 @@ Semantics, chosen to match runc + libseccomp where the OCI spec is silent:
   process: none of them can slip past rules written for native numbers.
   32-bit binaries therefore do not run under a filter; the profile's
   SCMP_ARCH_X86/X32/ARM entries are reported by ``compile_notes``.
+* Syscall number -1 (how a tracer skips a syscall; the kernel then runs nothing)
+  is allowed, so a tracer's chosen return value stands.
 * SCMP_ACT_NOTIFY (a seccomp agent on ``listenerPath``) is not supported.
 """
 
@@ -363,6 +371,8 @@ def compile_notes(profile: Profile, arch: t.Optional[str] = None) -> t.List[str]
 
 def normalise_capabilities(capabilities: t.Iterable[str]) -> t.FrozenSet[str]:
     """``{"sys_admin", "CAP_SYS_PTRACE"}`` -> ``frozenset({"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"})``."""
+    if isinstance(capabilities, str):
+        capabilities = [capabilities]
     out = set()
     for cap in capabilities:
         name = str(cap).upper()
@@ -391,6 +401,18 @@ def default_program(capabilities: t.Iterable[str] = (), arch: t.Optional[str] = 
 @functools.lru_cache(maxsize=64)
 def _default_program_cached(arch: str, capabilities: t.FrozenSet[str]) -> bytes:
     return compile_profile(default_profile(capabilities, arch), arch)
+
+
+def program_for(profile: t.Optional[Profile], capabilities: t.Iterable[str] = (),
+                arch: t.Optional[str] = None) -> t.Tuple[bytes, int]:
+    """(program, install flags) for a container: its own profile, or the cached default for its caps.
+
+    Call it in the parent, before forking, so a bad profile fails before anything
+    is created and the child only has to ``install(program, flags)``.
+    """
+    if profile is None:
+        return default_program(capabilities, arch), 0
+    return compile_profile(profile, arch), profile.install_flags()
 
 
 # --- installing ---------------------------------------------------------------
