@@ -655,13 +655,14 @@ def test_readonly_rootfs(rootfs):
 def test_etc_files_come_from_annotations_on_a_private_tmpfs(scratch_rootfs):
     hosts = "127.0.0.1 localhost\n10.9.9.9 kbt-peer\n"
     spec = shell(scratch_rootfs, "cat /etc/hosts; echo ---; cat /etc/resolv.conf; echo ---; cat /etc/hostname; "
-                                 "echo ---; grep ' /etc/hosts ' /proc/self/mountinfo")
+                                 "echo ---; grep ' /etc/hosts ' /proc/self/mountinfo; ls -a /dev | grep kernelbox")
     spec.annotations = {"io.kernelbox.etc.hosts": hosts, "io.kernelbox.etc.resolv-conf": "nameserver 10.9.9.1\n",
                         "io.kernelbox.etc.hostname": "kbt-box\n"}
     result = run(spec.validate())
     parts = result.output.split("---\n")
     assert parts[:3] == [hosts, "nameserver 10.9.9.1\n", "kbt-box\n"], result.output
     assert " tmpfs " in parts[3] and "nosuid" in parts[3]
+    assert ".kernelbox-etc" not in result.output  # the staging place is gone again
     # In the rootfs itself only empty mount targets exist; the content never touched it.
     for name in ("hosts", "resolv.conf", "hostname"):
         assert os.path.getsize(os.path.join(scratch_rootfs, "etc", name)) == 0

@@ -40,6 +40,8 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 _STRICT_TOPS = ("proc", "sys", "dev")
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_DIR = _O_PATH | os.O_DIRECTORY
 
 # name, major, minor: the devices every container gets (OCI config-linux.md "Default Devices").
 DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
@@ -85,6 +87,7 @@ class RootfsPlan:
     mounts: t.List[MountOp] = field(default_factory=list)
     devices: t.List[DeviceOp] = field(default_factory=list)
     etc_files: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
+    dev_is_tmpfs: bool = False  # the spec mounts a tmpfs on /dev (init owns it)
     masked: t.List[str] = field(default_factory=list)
     readonly_paths: t.List[str] = field(default_factory=list)
     sysctl: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
@@ -129,6 +132,8 @@ def plan(spec: Spec) -> RootfsPlan:
                               % device.path)
         result.devices.append(DeviceOp(device.path[len("/dev/"):], device.type, device.major or 0,
                                        device.minor or 0, device.path))
+    result.dev_is_tmpfs = any(op.destination == "/dev" and op.fstype == "tmpfs" and op.kind == "fs"
+                              for op in result.mounts)
     for key, destination in sorted(ETC_FILE_ANNOTATIONS.items()):
         if key in spec.annotations:
             result.etc_files.append((destination, spec.annotations[key].encode()))
@@ -275,7 +280,7 @@ def setup_before_pivot(p: RootfsPlan) -> int:
         _mount(root_fd, op, p)
     _add_devices(root_fd, p.devices)
     if p.etc_files:
-        _add_etc_files(root_fd, p.etc_files)
+        _add_etc_files(root_fd, p.etc_files, p.dev_is_tmpfs)
     return root_fd
 
 
@@ -390,36 +395,83 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
         os.close(target)
 
 
-def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:
-    """Each file on a private tmpfs that no path reaches, then moved onto its place in /etc."""
+_STAGING = ".kernelbox-etc"
+
+
+def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]], dev_is_tmpfs: bool) -> None:
+    """Each file on a private 1 MiB tmpfs, then bound onto its place in /etc: the rootfs is never written.
+
+    The tmpfs is made detached (fsmount).  Binding single files out of it
+    needs it attached somewhere on kernels before 6.x (open_tree on a detached
+    mount is EINVAL on 6.1): it is attached on a directory made for the
+    purpose in the container's own /dev tmpfs, and detached and removed again
+    once the files are bound.  Without a /dev tmpfs, open_tree clones each
+    file straight from the detached mount (newer kernels only).
+    """
     step = "etc files"
     try:
         mnt_fd = detached_fs("tmpfs", (("size", "1m"), ("mode", "0755")),
                              libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
     except OSError as exc:
         raise _fail(step, exc, "private tmpfs")
+    dev_fd = None
     try:
         for destination, content in files:
-            name = os.path.basename(destination)
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=mnt_fd)
+                fd = os.open(os.path.basename(destination), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o644, dir_fd=mnt_fd)
                 try:
                     os.write(fd, content)
                 finally:
                     os.close(fd)
-                tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
-                try:
-                    target = resolve(root_fd, destination, create="file")
-                    try:
-                        libc.move_mount_fd(tree, target)
-                    finally:
-                        os.close(target)
-                finally:
-                    os.close(tree)
             except OSError as exc:
                 raise _fail(step, exc, destination)
+        if dev_is_tmpfs:
+            try:
+                dev_fd = resolve(root_fd, "/dev", strict=True)
+                os.mkdir(_STAGING, 0o700, dir_fd=dev_fd)
+                staging = os.open(_STAGING, _O_DIR, dir_fd=dev_fd)
+                try:
+                    libc.move_mount_fd(mnt_fd, staging)
+                finally:
+                    os.close(staging)
+            except OSError as exc:
+                raise _fail(step, exc, "staging in /dev")
+        for destination, _content in files:
+            try:
+                _bind_etc_file(root_fd, mnt_fd, destination, attached=dev_is_tmpfs)
+            except OSError as exc:
+                raise _fail(step, exc, destination)
+        if dev_fd is not None:
+            try:
+                libc.umount2(fd_path(mnt_fd), libc.MNT_DETACH)
+                os.rmdir(_STAGING, dir_fd=dev_fd)
+            except OSError as exc:
+                raise _fail(step, exc, "remove the staging in /dev")
     finally:
         os.close(mnt_fd)
+        if dev_fd is not None:
+            os.close(dev_fd)
+
+
+def _bind_etc_file(root_fd: int, mnt_fd: int, destination: str, attached: bool) -> None:
+    target = resolve(root_fd, destination, create="file")
+    try:
+        name = os.path.basename(destination)
+        if attached:
+            source = os.open(name, _O_PATH, dir_fd=mnt_fd)
+            try:
+                libc.mount(fd_path(source), fd_path(target), None, libc.MS_BIND)
+            finally:
+                os.close(source)
+        else:
+            tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
+            try:
+                libc.move_mount_fd(tree, target)
+            finally:
+                os.close(tree)
+    finally:
+        os.close(target)
 
 
 def pivot(root_fd: int) -> None:
