@@ -340,3 +340,12 @@ def test_a_multithreaded_caller_gets_the_two_process_path(rootfs):
         stop.set()
         worker.join()
     assert result.output.split() == ["1", "NoNewPrivs:", "1", "Seccomp:", "2"]
+
+
+def test_extra_devices_are_the_hosts_nodes(rootfs):
+    host = os.stat("/dev/kmsg")
+    spec = shell(rootfs, "stat -c '%F %t:%T' /dev/kmsg; grep ' /dev/kmsg ' /proc/self/mountinfo | wc -l")
+    spec.linux.devices = [S.Device("/dev/kmsg", "c", os.major(host.st_rdev), os.minor(host.st_rdev))]
+    result = run(spec.validate())
+    assert result.output.splitlines() == ["character special file %x:%x" % (os.major(host.st_rdev),
+                                                                            os.minor(host.st_rdev)), "1"]

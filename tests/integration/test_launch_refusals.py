@@ -180,6 +180,11 @@ def _kill_on_execve(spec, rootfs, tmp_path):
     return spec
 
 
+def _device_mode(spec, rootfs, tmp_path):
+    spec.linux.devices = [S.Device("/dev/zero", "c", 1, 5, file_mode=0o600)]
+    return spec
+
+
 FAILURES = [
     ("join namespaces", errno.EINVAL, "is not a network namespace", _join_file_as_netns),
     ("join namespaces", errno.EINVAL, "is not a network namespace", _join_uts_as_netns),
@@ -189,6 +194,7 @@ FAILURES = [
     ("mounts", errno.ENODEV, "kbtfs on /data", _add_mount(S.Mount("/data", "kbtfs", "none", []))),
     ("devices", errno.ENOENT, "/dev/kbt-null", _device("/dev/kbt-null", 1, 3)),
     ("devices", errno.ENODEV, "/dev/zero is not the char device 1:3", _device("/dev/zero", 1, 3)),
+    ("devices", errno.EINVAL, "fileMode 384 differs from the host node's", _device_mode),
     ("time offsets", None, "", _negative_boottime),
     ("sysctl", errno.ENOENT, "net.ipv4.kbt_no_such_sysctl",
      _set(("linux", "sysctl"), {"net.ipv4.kbt_no_such_sysctl": "1"})),
@@ -242,3 +248,15 @@ def test_the_caller_must_be_a_subreaper(rootfs):
         report = reader.read().decode()
     os.waitpid(pid, 0)
     assert report.startswith("preflight|") and "child subreaper" in report
+
+
+def test_a_timeout_kills_and_reaps_everything(rootfs, test_cgroup):
+    null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(launch.LaunchError) as info:
+            launch.start(shell(rootfs, "true"), stdout=null, stderr=null, cgroup_dir=test_cgroup, timeout=0.0)
+    finally:
+        os.close(null)
+    assert info.value.step == "timeout" and info.value.errno == errno.ETIMEDOUT
+    with open(os.path.join(test_cgroup, "cgroup.procs")) as handle:
+        assert handle.read() == ""

@@ -75,6 +75,9 @@ class DeviceOp:
     minor: int
     source: str  # the host node bound in
     tree: t.Optional[int] = None
+    file_mode: t.Optional[int] = None
+    uid: t.Optional[int] = None
+    gid: t.Optional[int] = None
 
 
 @dataclass
@@ -131,7 +134,8 @@ def plan(spec: Spec) -> RootfsPlan:
             raise StepFailure("devices", errno.EINVAL, "%s: only char and block devices can be provided"
                               % device.path)
         result.devices.append(DeviceOp(device.path[len("/dev/"):], device.type, device.major or 0,
-                                       device.minor or 0, device.path))
+                                       device.minor or 0, device.path, file_mode=device.file_mode,
+                                       uid=device.uid, gid=device.gid))
     result.dev_is_tmpfs = any(op.destination == "/dev" and op.fstype == "tmpfs" and op.kind == "fs"
                               for op in result.mounts)
     for key, destination in sorted(ETC_FILE_ANNOTATIONS.items()):
@@ -171,7 +175,11 @@ def capture(p: RootfsPlan) -> None:
     except OSError as exc:
         raise _fail("rootfs", exc, p.rootfs)
     p.opened.append(p.root_dir)
-    p.root_tree = clone(p.rootfs, True, "rootfs", "rootfs")
+    try:  # the very directory just opened, whatever happens to the path meanwhile
+        p.root_tree = libc.open_tree_clone(p.root_dir, "", recursive=True)
+    except OSError as exc:
+        raise _fail("rootfs", exc, "rootfs %s" % p.rootfs)
+    p.opened.append(p.root_tree)
     for op in p.mounts:
         if op.kind == "bind":
             op.tree = clone(op.source or "", op.recursive, "mounts", "bind source")
@@ -185,6 +193,7 @@ def capture(p: RootfsPlan) -> None:
             raise StepFailure("devices", errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
                               % (device.source, "char" if device.kind == "c" else "block", device.major,
                                  device.minor))
+        _check_node_attributes(device, info)
         try:  # a device node needs neither set-uid nor exec
             libc.mount_setattr(device.tree, libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NOEXEC, recursive=False)
         except OSError as exc:
@@ -231,6 +240,16 @@ def _make_targets(p: RootfsPlan) -> None:
             os.close(dev_fd)
     for destination, _content in p.etc_files:
         make(destination, "file", False, "etc files")
+
+
+def _check_node_attributes(device: DeviceOp, info: os.stat_result) -> None:
+    """The node is the host's own (bound, not made): a mode or owner that differs cannot be honoured."""
+    for name, wanted, actual in (("fileMode", device.file_mode, stat.S_IMODE(info.st_mode)),
+                                 ("uid", device.uid, info.st_uid), ("gid", device.gid, info.st_gid)):
+        if wanted is not None and wanted != actual:
+            raise StepFailure("devices", errno.EINVAL, "linux.devices %s: %s %r differs from the host node's %r, "
+                              "and the host node is what the container gets" % (device.source, name, wanted,
+                                                                                 actual))
 
 
 def detached_fs(fstype: str, options: t.Sequence[t.Tuple[str, str]], attrs: int) -> int:

@@ -305,9 +305,10 @@ def open_tree_clone(dir_fd: int, path: str, recursive: bool = True, libc: t.Opti
     """A detached (recursive) bind mount of ``path`` relative to ``dir_fd`` (open_tree OPEN_TREE_CLONE).
 
     Nothing is attached anywhere: the clone lives until its last fd closes
-    or it is attached with ``move_mount_fd``.
+    or it is attached with ``move_mount_fd``.  An empty ``path`` clones what
+    ``dir_fd`` itself refers to.
     """
-    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0) | (0 if path else AT_EMPTY_PATH)
     return syscall("open_tree", ctypes.c_int(dir_fd), _bytes(path), ctypes.c_uint(flags), libc=libc,
                    context=path)
 
