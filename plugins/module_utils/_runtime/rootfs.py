@@ -247,9 +247,9 @@ def _check_node_attributes(device: DeviceOp, info: os.stat_result) -> None:
     for name, wanted, actual in (("fileMode", device.file_mode, stat.S_IMODE(info.st_mode)),
                                  ("uid", device.uid, info.st_uid), ("gid", device.gid, info.st_gid)):
         if wanted is not None and wanted != actual:
-            raise StepFailure("devices", errno.EINVAL, "linux.devices %s: %s %r differs from the host node's %r, "
-                              "and the host node is what the container gets" % (device.source, name, wanted,
-                                                                                 actual))
+            detail = ("linux.devices %s: %s %r differs from the host node's %r, and the host node is what the "
+                      "container gets" % (device.source, name, wanted, actual))
+            raise StepFailure("devices", errno.EINVAL, detail)
 
 
 def detached_fs(fstype: str, options: t.Sequence[t.Tuple[str, str]], attrs: int) -> int:
