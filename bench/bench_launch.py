@@ -39,7 +39,7 @@ import typing as t
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (makes ansible_collections.kernelbox.containers importable from this checkout)
+import conftest  # noqa: E402,F401  # pylint: disable=unused-import  # makes the checkout importable
 
 from common import table  # noqa: E402  (bench/ is the script's directory)
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch  # noqa: E402

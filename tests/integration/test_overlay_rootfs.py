@@ -334,14 +334,16 @@ def test_bad_inputs_fail_early(ansible, ws, host_state):
     assert snapshot.mounts() == [m for m in snapshot.mounts() if not m[0].startswith(ws.root)]
 
 
-def test_kernel_refusal_is_explained(ansible, ws):
-    """With index=on, overlayfs refuses an upper that was used over other lowers; the kernel's reason is shown."""
+def test_kernel_refusal_is_explained_and_the_old_mount_restored(ansible, ws):
+    """With index=on, overlayfs refuses an upper that was used over other lowers: the kernel's reason is shown,
+    and the mount that was there before the remount is put back."""
     indexed = dict(ws.args, options={"index": "on"})
-    runs = play(ansible, ("mount", indexed), ("unmount", dict(indexed, state="unmounted")),
-                ("other lowers", dict(indexed, lower=[ws.l2, ws.l1])), ("clean up", dict(ws.args, state="absent")))
-    assert runs["mount"].changed and runs["unmount"].changed
+    runs = play(ansible, ("mount", indexed), ("other lowers", dict(indexed, lower=[ws.l2, ws.l1])))
+    assert runs["mount"].changed
     refused = runs["other lowers"]
     assert refused.failed and "mounting the overlay at %s failed" % ws.merged in refused.msg
-    assert "the kernel says: overlayfs:" in refused.msg, refused.msg
-    assert findmnt(ws.merged) is None
-    assert runs["clean up"].changed and not os.path.exists(ws.upper)
+    assert "the kernel says: overlayfs:" in refused.msg and "the previous mount was put back" in refused.msg
+    assert "(after: unmount overlay at %s" % ws.merged in refused.msg
+    seen = findmnt(ws.merged)
+    assert seen["source"] == "kernelbox:index=on" and "lowerdir=%s:%s," % (ws.l1, ws.l2) in seen["fs-options"]
+    assert not ansible.module("overlay_rootfs", indexed).changed

@@ -10,8 +10,10 @@ import resource
 
 import pytest
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import inroot
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
@@ -25,7 +27,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate
 @pytest.fixture(params=["openat2", "walk"])
 def resolver(request, monkeypatch):
     if request.param == "walk":
-        monkeypatch.setattr(rootfs, "_OPENAT2", [False])
+        monkeypatch.setattr(inroot, "_OPENAT2", [False])
     return request.param
 
 
@@ -43,7 +45,7 @@ def tree(tmp_path):
 
 
 def read_fd(fd):
-    with open(rootfs.fd_path(fd)) as handle:
+    with open(fd_path(fd)) as handle:
         return handle.read()
 
 
@@ -52,7 +54,7 @@ def test_absolute_and_climbing_symlinks_stay_inside(resolver, tree):
     os.symlink("/etc", str(root / "abs"))
     os.symlink("../../../../../etc", str(root / "climb"))
     for path in ("abs/passwd", "climb/passwd", "/../../etc/passwd", "etc/../../etc/./passwd"):
-        target = rootfs.resolve(fd, path)
+        target = inroot.resolve(fd, path)
         try:
             assert read_fd(target) == "inside\n", path
         finally:
@@ -63,7 +65,7 @@ def test_strict_refuses_any_symlink(resolver, tree):
     root, fd = tree
     os.symlink("etc", str(root / "link"))
     with pytest.raises(OSError) as info:
-        rootfs.resolve(fd, "link/passwd", strict=True)
+        inroot.resolve(fd, "link/passwd", strict=True)
     assert info.value.errno == errno.ELOOP
 
 
@@ -71,18 +73,18 @@ def test_no_clamp_refuses_climbing_out(tree):
     root, fd = tree
     os.symlink("../../outside", str(root / "escape"))
     with pytest.raises(OSError) as info:
-        rootfs.resolve(fd, "/escape", clamp=False)
+        inroot.resolve(fd, "/escape", clamp=False)
     assert info.value.errno == errno.EXDEV and "climbs above" in str(info.value)
 
 
 def test_create_makes_missing_components_inside_the_root_only(resolver, tree, tmp_path):
     root, fd = tree
     os.symlink("/new/dir", str(root / "redirect"))  # would be tmp_path/new/dir if followed on the host
-    target = rootfs.resolve(fd, "redirect/file", create="file")
+    target = inroot.resolve(fd, "redirect/file", create="file")
     os.close(target)
     assert (root / "new" / "dir" / "file").is_file()
     assert not (tmp_path / "new").exists()
-    target = rootfs.resolve(fd, "/a/b/c", create="dir")
+    target = inroot.resolve(fd, "/a/b/c", create="dir")
     os.close(target)
     assert (root / "a" / "b" / "c").is_dir()
 
@@ -92,9 +94,9 @@ def test_magic_links_are_refused(resolver):
     leaked = os.open("/", os.O_RDONLY)
     try:
         with pytest.raises(OSError) as info:
-            rootfs.resolve(fd, "/proc/self/fd/%d" % leaked)
+            inroot.resolve(fd, "/proc/self/fd/%d" % leaked)
         assert info.value.errno == errno.ELOOP
-        ok = rootfs.resolve(fd, "/proc/self/status")  # /proc/self itself is an ordinary symlink
+        ok = inroot.resolve(fd, "/proc/self/status")  # /proc/self itself is an ordinary symlink
         os.close(ok)
     finally:
         os.close(fd)
@@ -104,7 +106,7 @@ def test_magic_links_are_refused(resolver):
 def test_not_a_directory_on_the_way(resolver, tree):
     _root, fd = tree
     with pytest.raises(OSError) as info:
-        rootfs.resolve(fd, "etc/passwd/x")
+        inroot.resolve(fd, "etc/passwd/x")
     assert info.value.errno == errno.ENOTDIR
 
 

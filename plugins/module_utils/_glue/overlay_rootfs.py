@@ -171,7 +171,7 @@ class OverlayRootfsResource(Resource):
             why = "; ".join("%s was %s" % (key, _show(now[key])) for key in differ)
             steps.append(Step("unmount overlay at %s" % self.merged,
                               functools.partial(overlay.unmount, self.mount), why))
-            steps.append(Step(self._mount_what(), functools.partial(overlay.mount, spec), why))
+            steps.append(Step(self._mount_what(), functools.partial(self._mount_or_restore, spec, self.mount), why))
             return steps
         self._check_can_mount(remounting=False)
         steps.append(Step(self._mount_what(), functools.partial(overlay.mount, spec), "not mounted"))
@@ -238,6 +238,22 @@ class OverlayRootfsResource(Resource):
                 % (self.merged, mounts.describe_users(copies)))
 
     # --- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _mount_or_restore(spec: overlay.OverlaySpec, previous: overlay.OverlayMount) -> None:
+        """Mount ``spec`` where ``previous`` was just unmounted; if the kernel refuses, put ``previous`` back."""
+        try:
+            overlay.mount(spec)
+        except (KernelboxError, OSError) as exc:
+            message = exc.msg if isinstance(exc, KernelboxError) else str(exc)
+            old = overlay.OverlaySpec(spec.merged, previous.lower, previous.upper, previous.work,
+                                      overlay.effective_options(previous, {}))
+            try:
+                overlay.mount(old)
+                outcome = "the previous mount was put back"
+            except (KernelboxError, OSError) as again:
+                outcome = "the previous mount could not be put back either (%s)" % again
+            raise KernelboxError("%s; %s" % (message, outcome))
 
     @staticmethod
     def _create_dir(path: str, mode: int) -> None:

@@ -304,7 +304,7 @@ def _docker_image(files: Files, reference: t.Optional[str]) -> Image:
 
 def _rootfs_image(path: str) -> Image:
     files = DirFiles(os.path.dirname(path) or "/")
-    layer = Layer(0, "rootfs-tar", None, None, None, files, os.path.basename(path))
+    layer = Layer(0, "rootfs-tar", None, None, files.size(os.path.basename(path)), files, os.path.basename(path))
     return Image("rootfs-tar", path, [layer], {}, None, None, None, host_platform(), files)
 
 

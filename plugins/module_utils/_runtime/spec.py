@@ -62,8 +62,8 @@ def _f(oci: str, kind: t.Any, default: t.Any = None, factory: t.Optional[t.Calla
        required: bool = False, keep_empty: bool = False) -> t.Any:
     meta = {"oci": oci, "kind": kind, "required": required, "keep_empty": keep_empty}
     if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=factory, metadata=meta)  # pylint: disable=invalid-field-call
+    return field(default=default, metadata=meta)  # pylint: disable=invalid-field-call
 
 
 def _list(kind: t.Any) -> t.Tuple[str, t.Any]:

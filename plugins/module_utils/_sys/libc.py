@@ -116,7 +116,7 @@ _SYSCALL_NUMBERS = {
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "close_range": 436, "seccomp": 277, "capget": 90, "capset": 91,
                 "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429,
-               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 220},
+                "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 220},
 }
 
 
@@ -305,9 +305,10 @@ def open_tree_clone(dir_fd: int, path: str, recursive: bool = True, libc: t.Opti
     """A detached (recursive) bind mount of ``path`` relative to ``dir_fd`` (open_tree OPEN_TREE_CLONE).
 
     Nothing is attached anywhere: the clone lives until its last fd closes
-    or it is attached with ``move_mount_fd``.
+    or it is attached with ``move_mount_fd``.  An empty ``path`` clones what
+    ``dir_fd`` itself refers to.
     """
-    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0) | (0 if path else AT_EMPTY_PATH)
     return syscall("open_tree", ctypes.c_int(dir_fd), _bytes(path), ctypes.c_uint(flags), libc=libc,
                    context=path)
 
