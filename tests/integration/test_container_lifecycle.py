@@ -107,8 +107,11 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
         (base(name, busybox_rootfs, cgroup={"parent": cgroup_parent(), "memory_max": "64M"}), "memory"),
         (dict(name=name, oci_config={"process": {"args": ["x"]}}, command=["y"]), "oci_config"),
     ]
-    for args, message in cases:
-        result = ansible.module("container_process", args)
+    tasks = [{"name": "case %d" % index, "kernelbox.containers.container_process": args, "ignore_errors": True}
+             for index, (args, _message) in enumerate(cases)]
+    run = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]) + "\n")
+    for index, (args, message) in enumerate(cases):
+        result = run.named("case %d" % index)
         assert result.failed and message in result.msg, (args, result.result)
         assert not result.changed
     assert host_state() == before and not supervisor_pids()
