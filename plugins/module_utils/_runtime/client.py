@@ -88,7 +88,7 @@ class Client:
         """Start a supervisor; returns once it listens (or another one already runs)."""
         entry = os.path.join(self.code_dir, supervisor.ENTRY_SCRIPT)
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        proc = subprocess.run([self.python, "-I", entry, "serve", "--detach"], stdin=subprocess.DEVNULL,
+        proc = subprocess.run([self.python, "-I", "-S", entry, "serve", "--detach"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd="/",
                               timeout=SPAWN_TIMEOUT, check=False, close_fds=True)
         if proc.returncode != 0:
