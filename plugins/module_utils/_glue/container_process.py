@@ -171,7 +171,11 @@ class ContainerResource(Resource):
                                                 bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
-        self.placement = self._placement(stored)
+        supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
+        if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
+            supervisor = p["supervisor"]
+        self.supervisor_kind = supervisor
+        self.placement = self._placement(stored, supervisor)
         files = container_spec.limit_files(self.cgroup_params)
         if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
             self.spec.linux.resources = None  # limits given: they replace the stored ones
@@ -184,10 +188,6 @@ class ContainerResource(Resource):
                                       "with cgroup_v2, or drop cgroup.path")
             hierarchy = cgroup.find_hierarchy()
             cgroup.require_controllers(hierarchy, cgroup_limits.NormalisedLimits(files=unified).controllers())
-        supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
-        if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
-            supervisor = p["supervisor"]
-        self.supervisor_kind = supervisor
         self.lifecycle = {key: self.given.get(key, getattr(stored, key) if stored else default)
                           for key, default in options.LIFECYCLE_DEFAULTS.items()}
         desired = {
@@ -207,11 +207,20 @@ class ContainerResource(Resource):
         self._desired_view = desired
         return desired
 
-    def _placement(self, stored: t.Optional[state.Settings]) -> t.Dict[str, t.Any]:
+    def _placement(self, stored: t.Optional[state.Settings], supervisor: str) -> t.Dict[str, t.Any]:
         params = self.cgroup_params
-        if self.keep_spec and stored is not None and not any(params.get(k) for k in ("path", "parent", "name")):
-            return dict(stored.cgroup)
+        placed = [key for key in ("path", "parent", "name") if params.get(key)]
         hierarchy = cgroup.find_hierarchy()
+        if supervisor == "systemd":
+            if placed:
+                raise ValidationError("cgroup.%s: with the systemd supervisor the container lives in its unit's "
+                                      "delegated cgroup (system.slice/%s/container)"
+                                      % (placed[0], systemd.unit_name(self.name)))
+            unit = "/system.slice/%s" % systemd.unit_name(self.name)
+            group = cgroup.resolve(unit + "/container", parent="", hierarchy=hierarchy)
+            return {"path": group.path, "owned": True, "parent": unit, "name": "container"}
+        if self.keep_spec and stored is not None and not placed:
+            return dict(stored.cgroup)
         if params.get("path"):
             group = cgroup.resolve(params["path"], parent="", hierarchy=hierarchy)
             if not group.exists():

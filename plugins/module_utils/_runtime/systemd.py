@@ -84,8 +84,12 @@ def render_unit(name: str, settings: state.Settings, python: str, code_root: str
     entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
     unit = ["# Written by kernelbox.containers (container_process); changes are overwritten.",
             "[Unit]", "Description=kernelbox container %s" % name, "After=network.target"]
+    restart_setting = policy.name
     if policy.name == "on-failure" and policy.max_retries is not None:
-        unit += ["StartLimitIntervalSec=infinity", "StartLimitBurst=%d" % (policy.max_retries + 1)]
+        # systemd counts the automatic restarts against the burst (NRestarts ends equal to it): N restarts.
+        if policy.max_retries == 0:
+            restart_setting = "no"
+        unit += ["StartLimitIntervalSec=infinity", "StartLimitBurst=%d" % max(policy.max_retries, 1)]
     else:
         unit += ["StartLimitIntervalSec=0"]
     unit += ["", "[Service]", "Type=forking", "PIDFile=%s" % pid_file(name),
@@ -93,7 +97,7 @@ def render_unit(name: str, settings: state.Settings, python: str, code_root: str
              "ExecStopPost=%s -I -S %s systemd-stopped %s" % (python, entry, name),
              "KillMode=mixed", "KillSignal=%s" % settings.stop_signal,
              "TimeoutStopSec=%gs" % max(settings.stop_timeout, 0.001),
-             "Restart=%s" % policy.name, "RestartSec=%gms" % (restart.BASE_DELAY * 1000)]
+             "Restart=%s" % restart_setting, "RestartSec=%gms" % (restart.BASE_DELAY * 1000)]
     if version >= 254:  # exponential back-off, as the kernelbox supervisor does
         unit += ["RestartSteps=9", "RestartMaxDelaySec=%gs" % restart.MAX_DELAY]
     unit += ["Delegate=yes", "StandardInput=null", "StandardOutput=journal", "StandardError=journal",
