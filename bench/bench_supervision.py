@@ -27,7 +27,7 @@ import time
 from common import REPO, table  # noqa: E402  (bench/common.py sets up sys.path)
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (links the checkout as ansible_collections.kernelbox.containers)
+import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from harness.containers import build_busybox_rootfs, cgroup2_mount  # noqa: E402
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec  # noqa: E402

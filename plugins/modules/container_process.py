@@ -195,7 +195,7 @@ options:
         description: The leaf's name below O(cgroup.parent) (default O(name)).
         type: str
       cpu_max:
-        description: C(cpu.max), as in C(cgroup_v2) (for example C(max), C(50000 100000), or C({cpus: 1.5})).
+        description: "C(cpu.max), as in C(cgroup_v2) (for example C(max), C(50000 100000), or C({cpus: 1.5}))."
         type: raw
       cpu_weight:
         description: C(cpu.weight), 1 to 10000.
@@ -322,7 +322,7 @@ options:
   etc_hosts:
     description:
       - Extra C(/etc/hosts) entries, host name to address. The container always gets its own C(/etc/hosts)
-        (localhost and its host name) and C(/etc/hostname), on a private tmpfs: the root filesystem is not written.
+        (localhost and its host name) and C(/etc/hostname), on a private tmpfs, so the root filesystem is not written.
     type: dict
   dns:
     description: Name servers for the container's own C(/etc/resolv.conf). Without O(dns), O(dns_search) and

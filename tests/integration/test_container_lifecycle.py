@@ -9,13 +9,12 @@ Facts are read from /proc, the cgroup filesystem and the files themselves, never
 
 import json
 import os
-import subprocess
 import threading
 import time
 
-from harness import snapshot
-from harness.containers import (busybox_rootfs, containers, alive, cgroup_procs, leaf_path, log_text,  # noqa: F401
-                                proc_stat, runtime_state, supervisor_pids, cgroup_parent, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import (alive, cgroup_parent, cgroup_procs, leaf_path, log_text, proc_stat, runtime_state,
+                                supervisor_pids, wait_until)
 
 # sh as PID 1 exits 7 on SIGTERM; the loop keeps it responsive (the trap runs between sleeps).
 TRAPPING = ["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo hello from $$; while :; do sleep 0.1; done"]
@@ -186,9 +185,8 @@ def test_concurrent_runs_start_exactly_one_container(ansible, busybox_rootfs, co
 
 def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
     name = containers("kbt-log")
-    args = base(name, busybox_rootfs, command=["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; "
-                                                              "[ $((i % 200)) = 0 ] && sleep 0.05; done"],
-                log={"max_size": "64K", "tail_lines": 3})
+    writer = "i=0; while :; do i=$((i+1)); echo line $i; [ $((i % 200)) = 0 ] && sleep 0.05; done"
+    args = base(name, busybox_rootfs, command=["/bin/sh", "-c", writer], log={"max_size": "64K", "tail_lines": 3})
     first = ansible.module("container_process", args)
     assert first.changed, first.result
     log = "/var/lib/kernelbox/containers/%s/container.log" % name

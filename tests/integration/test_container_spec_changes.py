@@ -11,8 +11,8 @@ import errno
 import json
 import os
 
-from harness.containers import (busybox_rootfs, containers, alive, cgroup_parent, cgroup_procs, leaf_path,  # noqa
-                                log_text, runtime_state, status_fields, supervisor_pids, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import alive, cgroup_parent, leaf_path, log_text, status_fields, supervisor_pids, wait_until
 
 SLEEPER = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 

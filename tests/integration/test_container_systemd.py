@@ -24,8 +24,8 @@ import time
 import pytest
 
 from harness.ansible_runner import Ansible, venv_bin
-from harness.containers import (busybox_rootfs, alive, cgroup2_mount, proc_stat, supervisor_pids,  # noqa: F401
-                                wait_until)
+from harness.containers import busybox_rootfs  # noqa: F401  pylint: disable=unused-import
+from harness.containers import cgroup2_mount, proc_stat, supervisor_pids, wait_until
 
 # systemd sees *only* these units and the ones the module writes: no vendor unit (tmpfiles, udev,
 # sysctl, binfmt, fstab mounts ...) can run, so nothing reaches this machine.  An earlier version

@@ -167,8 +167,8 @@ def test_wait_for_validation(raw, error):
 
 
 def test_wait_for_normalised():
-    assert options.wait_for({"port": 8080, "timeout": None}) == {"kind": "port", "value": 8080, "timeout": 30.0,
-                                                                  "interval": 0.2}
+    expected = {"kind": "port", "value": 8080, "timeout": 30.0, "interval": 0.2}
+    assert options.wait_for({"port": 8080, "timeout": None}) == expected
 
 
 def test_cgroup_path_excludes_placement():

@@ -56,8 +56,8 @@ def _container(label, name, rootfs, parent, command, **cgroup):
         "cgroup": dict(cgroup, parent=parent)}}
 
 
-def test_memory_max_oom_kills_and_pids_max_stops_a_fork_bomb_raised_in_place(playbook, module_parent, rootfs,
-                                                                              cgroup_file, flat_keyed):
+def test_memory_max_oom_kills_and_pids_max_stops_a_fork_bomb_raised_in_place(
+        playbook, module_parent, rootfs, cgroup_file, flat_keyed):
     oom, bomb = "kbvm-oom", "kbvm-bomb"
     try:
         run = playbook([_container("oom", oom, rootfs, module_parent, HOG, memory_max="32M", memory_swap_max=0),

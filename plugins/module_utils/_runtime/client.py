@@ -175,15 +175,15 @@ def boot(code_dir: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         try:
             current = state.load(name, layout)
         except KernelboxError as exc:
-            print("%s: %s" % (name, exc))
+            sys.stdout.write("%s: %s\n" % (name, exc))
             status = 1
             continue
         if current.settings is None or not current.settings.enabled or current.settings.supervisor != "kernelbox":
             continue
         reply = session.request("start", name=name)
         if reply.get("ok"):
-            print("%s: started, PID %s" % (name, (reply.get("runtime") or {}).get("pid")))
+            sys.stdout.write("%s: started, PID %s\n" % (name, (reply.get("runtime") or {}).get("pid")))
         else:
-            print("%s: %s" % (name, (reply.get("error") or {}).get("msg")))
+            sys.stdout.write("%s: %s\n" % (name, (reply.get("error") or {}).get("msg")))
             status = 1
     return status

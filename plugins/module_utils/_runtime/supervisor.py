@@ -461,8 +461,8 @@ class Supervisor:
         else:
             current = state.load(name, self.layout)
             if current.settings is None:
-                self._answer([conn], {"ok": False, "error": {"step": "state", "errno": None,
-                                                              "msg": "no container named %s" % name}})
+                error = {"step": "state", "errno": None, "msg": "no container named %s" % name}
+                self._answer([conn], {"ok": False, "error": error})
                 return
             entry = _Entry(current.settings, current.runtime or state.Runtime(name))
         rt = entry.runtime
@@ -571,7 +571,8 @@ def serve(argv: t.List[str], layout: state.Layout = state.DEFAULT_LAYOUT) -> int
             os.close(write_end)
             with os.fdopen(read_end, "rb") as reader:
                 message = reader.read().decode().strip()
-            print(message or "error: the supervisor died during start-up (see %s)" % diag_path(layout))
+            sys.stdout.write((message or "error: the supervisor died during start-up (see %s)"
+                              % diag_path(layout)) + "\n")
             return 0 if message.startswith(("ready", "busy")) else 1
         os.close(read_end)
         os.setsid()
@@ -630,6 +631,6 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     if args and args[0] == "boot":
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client
         return client.boot(os.path.dirname(os.path.abspath(sys.argv[0])))
-    print("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME" % ENTRY_SCRIPT,
-          file=sys.stderr)
+    sys.stderr.write("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME\n"
+                     % ENTRY_SCRIPT)
     return 2

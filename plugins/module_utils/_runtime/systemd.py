@@ -213,7 +213,7 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     current = state.load(name, layout)
     runtime = current.runtime or state.Runtime(name)
     if current.settings is None or not current.consistent:
-        print("kernelbox: the persistent state of %s is missing or incomplete" % name, file=sys.stderr)
+        sys.stderr.write("kernelbox: the persistent state of %s is missing or incomplete\n" % name)
         return 1
     unit_dir = _own_cgroup()
     try:
@@ -231,7 +231,7 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         error = engine.describe_error(exc, "launch")
         runtime.status, runtime.error = state.FAILED, error
         state.save_runtime(runtime, layout)
-        print("kernelbox: start failed at step %s: %s" % (error["step"], error["msg"]), file=sys.stderr)
+        sys.stderr.write("kernelbox: start failed at step %s: %s\n" % (error["step"], error["msg"]))
         return 1
     runtime.status, runtime.error = state.RUNNING, None
     runtime.pid, runtime.starttime, runtime.boot_id = launched["pid"], launched["starttime"], state.boot_id()
