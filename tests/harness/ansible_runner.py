@@ -148,14 +148,15 @@ class Ansible:
         return tasks[0]
 
     def playbook(self, playbook: str, extra_vars: t.Optional[t.Dict[str, t.Any]] = None, check: bool = False,
-                 diff: bool = False, timeout: float = 900, tags: t.Optional[str] = None) -> PlaybookRun:
-        """Run a playbook given as a path or as YAML text."""
+                 diff: bool = False, timeout: float = 900, tags: t.Optional[str] = None,
+                 inventory: t.Optional[str] = None) -> PlaybookRun:
+        """Run a playbook given as a path or as YAML text, against localhost (or ``inventory``)."""
         cleanup = None
         if "\n" in playbook:
             with tempfile.NamedTemporaryFile("w", prefix="kb-play-", suffix=".yml", delete=False) as handle:
                 handle.write(playbook)
                 cleanup = playbook = handle.name
-        argv = [venv_bin("ansible-playbook"), "-i", "localhost,", "-c", "local",
+        argv = [venv_bin("ansible-playbook"), "-i", inventory or "localhost,", "-c", "local",
                 "-e", "ansible_python_interpreter=%s" % self.python]
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]

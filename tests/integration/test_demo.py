@@ -1,0 +1,51 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""playbooks/demo.yml and teardown.yml, exactly as `make demo` runs them, inside the sandbox."""
+
+import os
+
+import pytest
+
+from harness import net
+from harness.ansible_runner import REPO
+
+PREFIX = "kbtd"  # the demo's names, moved under the test prefix
+PLAYBOOKS = os.path.join(REPO, "playbooks")
+INVENTORY = os.path.join(PLAYBOOKS, "inventory.ini")
+PING_TASK = "Prove it - each namespace pings the next one across the bridge"
+
+
+@pytest.fixture(autouse=True)
+def clean_network():
+    yield
+    net.remove_test_objects(PREFIX)
+
+
+def run(ansible, playbook):
+    result = ansible.playbook(os.path.join(PLAYBOOKS, playbook), extra_vars={"kbdemo_prefix": PREFIX},
+                              inventory=INVENTORY)
+    assert result.rc == 0 and not result.failed_tasks, result.stdout + result.stderr
+    return result
+
+
+def test_demo_converges_proves_a_ping_and_tears_down(ansible):
+    first = run(ansible, "demo.yml")
+    assert first.changed_tasks == ["The bridge, with the namespaces' gateway address", "The network namespaces",
+                                   "A veth pair per namespace, eth0 inside, the host end on the bridge"]
+    pings = first.named(PING_TASK)["results"]
+    assert len(pings) == 2 and all("1 packets received" in ping["stdout"] for ping in pings), pings
+    for side, address in (("a", "10.254.77.2/24"), ("b", "10.254.77.3/24")):
+        assert address in net.addresses("eth0", "%s-%s" % (PREFIX, side))
+        assert net.link("%s-%s0" % (PREFIX, side))["master"] == PREFIX + "-br0"
+
+    second = run(ansible, "demo.yml")
+    assert second.changed_tasks == [], [(t.task, t.actions) for t in second.tasks if t.changed]
+    assert all("1 packets received" in ping["stdout"] for ping in second.named(PING_TASK)["results"])
+
+    run(ansible, "teardown.yml")
+    assert not [n for n in net.link_names() if n.startswith(PREFIX)]
+    assert not [n for n in net.netns_names() if n.startswith(PREFIX)]
+    again = run(ansible, "teardown.yml")
+    assert again.changed_tasks == []
