@@ -9,9 +9,11 @@ Facts are read from /proc, the cgroup filesystem and the files themselves, never
 
 import json
 import os
+import subprocess
 import threading
 import time
 
+from harness.ansible_runner import venv_bin
 from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
 from harness.containers import (alive, cgroup_parent, cgroup_procs, leaf_path, log_text, proc_stat, runtime_state,
                                 supervisor_pids, wait_until)
@@ -202,3 +204,25 @@ def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
     assert not again.changed and len(again["log_tail"]) == 3 and again["log_tail"][-1].startswith("line ")
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
     assert not os.path.exists(log + ".1")
+
+
+def test_boot_starts_enabled_containers(ansible, busybox_rootfs, containers):
+    """Without systemd, `kernelbox-supervisor.py boot` (from the host's boot scripts) starts enabled containers."""
+    enabled, disabled = containers("kbt-boot-on"), containers("kbt-boot-off")
+    tasks = [{"name": name, "kernelbox.containers.container_process": dict(base(name, busybox_rootfs),
+                                                                          enabled=on, state="stopped")}
+             for name, on in ((enabled, True), (disabled, False))]
+    run = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]) + "\n")
+    assert run.rc == 0 and all(task.changed for task in run.tasks), run.stdout[-2000:]
+    assert (runtime_state(enabled) or {}).get("status") in (None, "created")
+    boot = subprocess.run([venv_bin("python"), "-I", "-S",
+                           "/var/lib/kernelbox/runtime/current/kernelbox-supervisor.py", "boot"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert boot.returncode == 0, boot.stdout
+    record = runtime_state(enabled)
+    assert record["status"] == "running" and alive(record["pid"], record["starttime"]), boot.stdout
+    assert (runtime_state(disabled) or {}).get("status") in (None, "created")
+    gone = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "absent %s" % name, "kernelbox.containers.container_process": {"name": name, "state": "absent"}}
+        for name in (enabled, disabled)]}]) + "\n")
+    assert gone.rc == 0, gone.stdout[-2000:]
