@@ -161,7 +161,13 @@ layers:
     status:
       description: V(present), V(partial) or V(absent) in the store after the run (before it, in check mode).
       type: str
-  sample: [{"diff_id": "sha256:0a8e...", "digest": "sha256:6016...", "media_type": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 1083779, "path": "/var/lib/kernelbox/layers/sha256/0a8e.../diff", "status": "present"}]
+  sample:
+    - diff_id: "sha256:0a8e..."
+      digest: "sha256:6016..."
+      media_type: application/vnd.oci.image.layer.v1.tar+gzip
+      size: 1083779
+      path: /var/lib/kernelbox/layers/sha256/0a8e.../diff
+      status: present
 config:
   description: The parts of the image config a runtime needs, under their OCI names; empty values when not set.
   returned: always
@@ -201,7 +207,13 @@ image:
   description: What was read. The format, the source path, the manifest and config digests, the reference and the platform.
   returned: always
   type: dict
-  sample: {"format": "oci-archive", "source": "/srv/images/web.oci.tar", "manifest_digest": "sha256:75e0...", "config_digest": "sha256:df04...", "reference": "localhost/web:latest", "platform": "linux/amd64"}
+  sample:
+    format: oci-archive
+    source: /srv/images/web.oci.tar
+    manifest_digest: "sha256:75e0..."
+    config_digest: "sha256:df04..."
+    reference: localhost/web:latest
+    platform: linux/amd64
 store:
   description: The layer store.
   returned: always

@@ -14,7 +14,6 @@ OCI layout directory (gzip) and one with zstd layers.
 import gzip
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile

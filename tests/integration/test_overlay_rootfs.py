@@ -262,8 +262,21 @@ def test_absent_twice_removes_upper_and_work_never_lowers(ansible, ws):
     assert refused.failed and "mounts inside it: %s (tmpfs)" % submount in refused.msg
     assert os.path.isdir(ws.upper) and findmnt(ws.merged) is not None
     subprocess.run(["umount", submount], check=True)
-    runs = play(ansible, ("absent", dict(ws.args, state="absent")), ("absent again", dict(ws.args, state="absent")))
+    # a process of another mount namespace that holds a copy of the mount without using it: no refusal, a warning
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "60"], cwd="/")
+    try:
+        deadline = time.time() + 10
+        while os.stat("/proc/%d/ns/mnt" % holder.pid).st_ino == os.stat("/proc/self/ns/mnt").st_ino or \
+                not os.readlink("/proc/%d/exe" % holder.pid).endswith("sleep"):
+            assert time.time() < deadline, "the namespace holder never started"
+            time.sleep(0.05)
+        runs = play(ansible, ("absent", dict(ws.args, state="absent")),
+                    ("absent again", dict(ws.args, state="absent")))
+    finally:
+        holder.kill()
+        holder.wait()
     gone, again = runs["absent"], runs["absent again"]
+    assert "%d (sleep: holds a copy of the mount" % holder.pid in " ".join(gone.get("warnings", [])), gone.result
     assert gone.changed and gone.actions == [
         "unmount overlay at %s (state=absent)" % ws.merged,
         "remove upper directory %s (state=absent)" % ws.upper,
@@ -319,3 +332,18 @@ def test_bad_inputs_fail_early(ansible, ws, host_state):
     finally:
         subprocess.run(["umount", tmpfs], check=False)
     assert snapshot.mounts() == [m for m in snapshot.mounts() if not m[0].startswith(ws.root)]
+
+
+def test_kernel_refusal_is_explained_and_the_old_mount_restored(ansible, ws):
+    """With index=on, overlayfs refuses an upper that was used over other lowers: the kernel's reason is shown,
+    and the mount that was there before the remount is put back."""
+    indexed = dict(ws.args, options={"index": "on"})
+    runs = play(ansible, ("mount", indexed), ("other lowers", dict(indexed, lower=[ws.l2, ws.l1])))
+    assert runs["mount"].changed
+    refused = runs["other lowers"]
+    assert refused.failed and "mounting the overlay at %s failed" % ws.merged in refused.msg
+    assert "the kernel says: overlayfs:" in refused.msg and "the previous mount was put back" in refused.msg
+    assert "(after: unmount overlay at %s" % ws.merged in refused.msg
+    seen = findmnt(ws.merged)
+    assert seen["source"] == "kernelbox:index=on" and "lowerdir=%s:%s," % (ws.l1, ws.l2) in seen["fs-options"]
+    assert not ansible.module("overlay_rootfs", indexed).changed

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import image_manifest as meta
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import image_source as src
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
@@ -60,10 +61,10 @@ def test_oci_layout_parses_and_verifies(layout):
         assert [layer.diff_id for layer in image.layers] == [DIFF1, DIFF2]  # base first
         assert image.layers[0].digest == LAYER1 and image.layers[0].size == 1083779
         assert image.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar+gzip"
-        summary = src.runtime_config(image.config)
+        summary = meta.runtime_config(image.config)
         assert summary["Cmd"] == ["/bin/sh", "-c", "echo hi"] and "FOO=bar" in summary["Env"]
-        assert src.process_of(summary) == {"args": ["/bin/sh", "-c", "echo hi"], "env": summary["Env"], "cwd": "/",
-                                           "user": "0"}
+        assert meta.process_of(summary) == {"args": ["/bin/sh", "-c", "echo hi"], "env": summary["Env"],
+                                            "cwd": "/", "user": "0"}
     finally:
         image.close()
 
@@ -122,13 +123,13 @@ def test_docker_save_directory(tmp_path):
     (" sha512:" + "b" * 128, "sha512:" + "b" * 128),
 ])
 def test_normalise_digest(value, expected):
-    assert src.normalise_digest(value) == expected
+    assert meta.normalise_digest(value) == expected
 
 
 @pytest.mark.parametrize("value", ["sha256:abc", "md5:" + "a" * 32, "sha256:" + "g" * 64, ""])
 def test_bad_digests(value):
     with pytest.raises(ValidationError):
-        src.normalise_digest(value)
+        meta.normalise_digest(value)
 
 
 @pytest.mark.parametrize("reference, name, matches", [
@@ -143,64 +144,64 @@ def test_bad_digests(value):
     ("web:2", "registry.example.com:5000/web:2", True),
 ])
 def test_reference_matches(reference, name, matches):
-    assert src.reference_matches(reference, name) is matches
+    assert meta.reference_matches(reference, name) is matches
 
 
 def descriptor(arch, variant=None, name=None):
     platform = {"os": "linux", "architecture": arch}
     if variant:
         platform["variant"] = variant
-    result = {"mediaType": src.MANIFEST_TYPES[0], "digest": "sha256:" + (arch[0] * 64)[:64], "size": 1,
+    result = {"mediaType": meta.MANIFEST_TYPES[0], "digest": "sha256:" + (arch[0] * 64)[:64], "size": 1,
               "platform": platform}
     if name:
-        result["annotations"] = {src.REF_NAME: name}
+        result["annotations"] = {meta.REF_NAME: name}
     return result
 
 
 def test_select_by_platform():
     index = [descriptor("amd64"), descriptor("arm64", "v8"), descriptor("arm", "v7")]
-    assert src.select_descriptor(index, None, "linux/arm64", "x")["platform"]["architecture"] == "arm64"
-    assert src.select_descriptor(index, None, "linux/arm/v7", "x")["platform"]["variant"] == "v7"
+    assert meta.select_descriptor(index, None, "linux/arm64", "x")["platform"]["architecture"] == "arm64"
+    assert meta.select_descriptor(index, None, "linux/arm/v7", "x")["platform"]["variant"] == "v7"
     with pytest.raises(src.ImageError) as info:
-        src.select_descriptor(index, None, "linux/s390x", "x")
+        meta.select_descriptor(index, None, "linux/s390x", "x")
     assert "no image for platform linux/s390x" in str(info.value)
 
 
 def test_ambiguous_index_asks_for_a_reference():
     index = [dict(descriptor("amd64", name="a"), platform=None), dict(descriptor("amd64", name="b"), platform=None)]
     with pytest.raises(src.ImageError) as info:
-        src.select_descriptor(index, None, "linux/amd64", "x")
+        meta.select_descriptor(index, None, "linux/amd64", "x")
     assert "choose one with reference" in str(info.value)
-    assert src.select_descriptor(index, "b", "linux/amd64", "x")["annotations"][src.REF_NAME] == "b"
+    assert meta.select_descriptor(index, "b", "linux/amd64", "x")["annotations"][meta.REF_NAME] == "b"
 
 
 def test_manifest_rules():
     manifest = json.loads(sample("oci_manifest_podman.json"))
-    config, layers = src.parse_manifest(manifest, "m")
+    config, layers = meta.parse_manifest(manifest, "m")
     assert config["digest"] == CONFIG and [layer["digest"] for layer in layers][0] == LAYER1
     encrypted = dict(manifest, layers=[dict(manifest["layers"][0],
                                             mediaType="application/vnd.oci.image.layer.v1.tar+gzip+encrypted")])
     with pytest.raises(src.ImageError) as info:
-        src.parse_manifest(encrypted, "m")
+        meta.parse_manifest(encrypted, "m")
     assert "unsupported media type" in str(info.value)
     with pytest.raises(src.ImageError):
-        src.parse_manifest(dict(manifest, schemaVersion=1), "m")
+        meta.parse_manifest(dict(manifest, schemaVersion=1), "m")
     config_data = json.loads(sample("oci_config_podman.json"))
     with pytest.raises(src.ImageError) as info:
-        src.diff_ids_of(config_data, 3, "c")
+        meta.diff_ids_of(config_data, 3, "c")
     assert "2 diff_ids for 3 layers" in str(info.value)
 
 
 def test_runtime_config_defaults():
-    summary = src.runtime_config({})
+    summary = meta.runtime_config({})
     assert summary == {"Entrypoint": [], "Cmd": [], "Env": [], "WorkingDir": "", "User": "", "StopSignal": "",
                        "Labels": {}}
-    assert src.process_of(src.runtime_config({"config": {"Entrypoint": ["/init"], "Cmd": ["-v"],
-                                                         "WorkingDir": "/app", "User": "1000:1000"}})) == {
-        "args": ["/init", "-v"], "env": [], "cwd": "/app", "user": "1000:1000"}
+    config = {"config": {"Entrypoint": ["/init"], "Cmd": ["-v"], "WorkingDir": "/app", "User": "1000:1000"}}
+    assert meta.process_of(meta.runtime_config(config)) == {"args": ["/init", "-v"], "env": [], "cwd": "/app",
+                                                            "user": "1000:1000"}
 
 
 def test_platform_names():
-    assert src.platform_matches("linux/arm64", "linux/arm64/v8")
-    assert not src.platform_matches("linux/arm/v7", "linux/arm/v6")
-    assert src.host_platform().startswith("linux/")
+    assert meta.platform_matches("linux/arm64", "linux/arm64/v8")
+    assert not meta.platform_matches("linux/arm/v7", "linux/arm/v6")
+    assert meta.host_platform().startswith("linux/")

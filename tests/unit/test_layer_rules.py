@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import layer_stream
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import layer_unpack as lu
 
 
@@ -99,7 +100,7 @@ def test_xattrs_from_pax_headers():
     (b"etc/\x00\x00\x00", "none"),
 ])
 def test_detect_compression(head, kind):
-    assert lu.detect_compression(head) == kind
+    assert layer_stream.detect_compression(head) == kind
 
 
 def test_digests_of_a_gzip_blob():
@@ -110,6 +111,6 @@ def test_digests_of_a_gzip_blob():
         tar.addfile(info, io.BytesIO(b"world"))
     raw_tar = buf.getvalue()
     blob = gzip.compress(raw_tar)
-    digest, diff_id = lu.digests(io.BytesIO(blob))
+    digest, diff_id = layer_stream.digests(io.BytesIO(blob))
     assert digest == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert diff_id == "sha256:" + hashlib.sha256(raw_tar).hexdigest()

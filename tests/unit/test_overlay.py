@@ -31,8 +31,8 @@ def spec(**kw):
     (None, {}),
     ({"index": True, "volatile": True}, {"index": "on", "volatile": True}),
     ({"index": False, "metacopy": "OFF"}, {"index": "off", "metacopy": "off"}),
-    ({"redirect_dir": "follow", "xino": "auto", "uuid": "null"}, {"redirect_dir": "follow", "uuid": "null",
-                                                                 "xino": "auto"}),
+    ({"redirect_dir": "follow", "xino": "auto", "uuid": "null"},
+     {"redirect_dir": "follow", "uuid": "null", "xino": "auto"}),
     ({"volatile": False, "nosuid": "yes", "nodev": True}, {"nodev": True, "nosuid": True}),
     ({"nfs-export": "on"}, {"nfs_export": "on"}),
 ])

@@ -52,3 +52,63 @@ def test_path_is_within_compares_components(path, root, inside):
 ])
 def test_forbidden_mount_points(path, forbidden):
     assert (mounts.forbidden_mount_point(path) is not None) is forbidden
+
+
+# The helpers below touch only a pytest tmp_path (no privileges, no mounts).
+
+def test_open_dir_refuses_symlinks_and_creates_on_fds(tmp_path):
+    import os
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(mounts.UnsafePath) as info:
+        mounts.open_dir(str(tmp_path / "link" / "sub"), create=True)
+    assert "is a symlink" in info.value.msg and not (real / "sub").exists()
+    fd = mounts.open_dir(str(tmp_path / "a" / "b"), create=True, mode=0o700)
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "a" / "b"))
+        assert mounts.same_inode(fd, str(tmp_path / "a" / "b"))
+        assert not mounts.same_inode(fd, str(tmp_path / "a"))
+    finally:
+        os.close(fd)
+    held, missing = mounts.deepest_existing(str(tmp_path / "a" / "x" / "y"))
+    os.close(held)
+    assert missing == ["x", "y"]
+
+
+def test_open_in_root_stays_inside(tmp_path):
+    import os
+
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "marker").write_text("inside")
+    (root / "proc").symlink_to("/etc")  # a hostile image: /proc -> the host's /etc
+    (root / "up").symlink_to("../../../../../etc")
+    root_fd = os.open(str(root), os.O_PATH | os.O_DIRECTORY)
+    try:
+        for path in ("/proc/marker", "up/marker", "/../../etc/marker"):
+            fd = mounts.open_in_root(root_fd, path, os.O_RDONLY)
+            try:
+                assert os.read(fd, 100) == b"inside", path
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def test_remove_tree_never_follows_symlinks(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    doomed = tmp_path / "doomed"
+    deep = doomed
+    for level in range(300):  # deeper than a naive recursion would like, cheap anyway
+        deep = deep / ("d%d" % level)
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    (doomed / "escape").symlink_to(outside)
+    (doomed / "d0" / "escape_file").symlink_to(outside / "keep")
+    mounts.remove_tree(str(doomed))
+    assert not doomed.exists() and (outside / "keep").read_text() == "keep"
+    mounts.remove_tree(str(doomed))  # nothing left: nothing to do

@@ -14,7 +14,7 @@ import typing as t
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
-    image_source, layer_store, mounts, overlay)
+    image_manifest, image_source, layer_store, mounts, overlay)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import read_mountinfo
 
@@ -51,8 +51,8 @@ class ImageLayersResource(Resource):
         reason = mounts.forbidden_mount_point(self.store)
         if reason:
             raise ValidationError("store: %s cannot be the layer store: %s" % (self.store, reason))
-        self.digest = image_source.normalise_digest(params["digest"]) if params["digest"] else None
-        self.platform = (params["platform"] or image_source.host_platform()).strip().lower()
+        self.digest = image_manifest.normalise_digest(params["digest"]) if params["digest"] else None
+        self.platform = (params["platform"] or image_manifest.host_platform()).strip().lower()
         if not _PLATFORM.fullmatch(self.platform):
             raise ValidationError("platform: %r is not like linux/amd64 or linux/arm/v7" % params["platform"])
         self.reference = params["reference"] or None
@@ -64,14 +64,12 @@ class ImageLayersResource(Resource):
         if not os.path.exists(src):
             raise ValidationError("src: %s does not exist" % self.src)
         self.image = image_source.open_image(src, self.params["format"], self.reference, self.platform)
-        self.diff_ids: t.List[t.Optional[str]] = []
+        self.diff_ids: t.List[str] = []
         for layer in self.image.layers:
-            diff_id = layer.diff_id
-            if self.image.format == "rootfs-tar":
-                diff_id = self._rootfs_ids(layer)
-            self.diff_ids.append(diff_id)
+            self.diff_ids.append(self._rootfs_ids(layer) if self.image.format == "rootfs-tar"
+                                 else t.cast(str, layer.diff_id))
         self._check_pin()
-        if self.image.platform and not image_source.platform_matches(self.platform, self.image.platform):
+        if self.image.platform and not image_manifest.platform_matches(self.platform, self.image.platform):
             self.warnings.append("the image is for %s, not %s: its programs may not run here"
                                  % (self.image.platform, self.platform))
         return {"store": self.store, "layers": [self._layer_state(i) for i in range(len(self.image.layers))]}
@@ -96,7 +94,6 @@ class ImageLayersResource(Resource):
 
     def _layer_state(self, index: int) -> t.Dict[str, t.Any]:
         diff_id = self.diff_ids[index]
-        assert diff_id is not None
         return {"diff_id": diff_id, "status": layer_store.status(self.store, diff_id)}
 
     # --- desired and plan -----------------------------------------------------------------------
@@ -155,7 +152,6 @@ class ImageLayersResource(Resource):
         layers = []
         for index, layer in enumerate(image.layers):
             diff_id = self.diff_ids[index]
-            assert diff_id is not None
             marker = layer_store.read_marker(self.store, diff_id) or {}
             layers.append({
                 "diff_id": diff_id,
@@ -165,7 +161,7 @@ class ImageLayersResource(Resource):
                 "path": layer_store.lower_dir(self.store, diff_id),
                 "status": state["layers"][index]["status"],
             })
-        summary = image_source.runtime_config(image.config)
+        summary = image_manifest.runtime_config(image.config)
         present = self.params["state"] == "present"
         image.close()
         return {
@@ -173,7 +169,7 @@ class ImageLayersResource(Resource):
             "lower": [entry["path"] for entry in reversed(layers)] if present else [],
             "layers": layers,
             "config": summary,
-            "process": image_source.process_of(summary),
+            "process": image_manifest.process_of(summary),
             "image": {"format": image.format, "source": image.source, "manifest_digest": image.manifest_digest,
                       "config_digest": image.config_digest, "reference": image.reference,
                       "platform": image.platform},

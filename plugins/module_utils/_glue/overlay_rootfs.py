@@ -130,6 +130,8 @@ class OverlayRootfsResource(Resource):
         if self.mount is not None:
             self._check_absent_targets()
             overlay.check_not_busy(self.mount)
+            if self.state == "absent":
+                self._warn_about_copies(self.mount)
             steps.append(Step("unmount overlay at %s" % self.merged,
                               functools.partial(overlay.unmount, self.mount), "state=%s" % self.state))
         if self.state == "absent":
@@ -146,8 +148,7 @@ class OverlayRootfsResource(Resource):
         return steps
 
     def _plan_mounted(self, current: t.Dict[str, t.Any]) -> t.List[Step]:
-        assert self.spec is not None
-        spec = self.spec
+        spec = t.cast(overlay.OverlaySpec, self.spec)
         steps = []
         for role, path in self.paths.items():
             if not current["exists"][role]:
@@ -170,26 +171,25 @@ class OverlayRootfsResource(Resource):
             why = "; ".join("%s was %s" % (key, _show(now[key])) for key in differ)
             steps.append(Step("unmount overlay at %s" % self.merged,
                               functools.partial(overlay.unmount, self.mount), why))
-            steps.append(Step(self._mount_what(), functools.partial(overlay.mount, spec), why))
+            steps.append(Step(self._mount_what(), functools.partial(self._mount_or_restore, spec, self.mount), why))
             return steps
         self._check_can_mount(remounting=False)
         steps.append(Step(self._mount_what(), functools.partial(overlay.mount, spec), "not mounted"))
         return steps
 
     def _mount_what(self) -> str:
-        assert self.spec is not None
-        text = "mount overlay at %s (lower %s" % (self.merged, ":".join(self.spec.lower))
-        if self.spec.upper:
-            text += ", upper %s" % self.spec.upper
-        options = overlay.format_options(self.spec.options)
+        spec = t.cast(overlay.OverlaySpec, self.spec)
+        text = "mount overlay at %s (lower %s" % (self.merged, ":".join(spec.lower))
+        if spec.upper:
+            text += ", upper %s" % spec.upper
+        options = overlay.format_options(spec.options)
         return text + (", options %s)" % options if options else ")")
 
     # --- host checks before mounting ----------------------------------------------------------
 
     def _check_can_mount(self, remounting: bool) -> None:
         """Checks that read the host but change nothing: they make bad input fail before any step."""
-        spec = self.spec
-        assert spec is not None
+        spec = t.cast(overlay.OverlaySpec, self.spec)
         if spec.upper is None or spec.work is None:
             return
         mount_ids = {}
@@ -222,13 +222,38 @@ class OverlayRootfsResource(Resource):
 
     def _check_absent_targets(self) -> None:
         """upper/work given with state=absent must be the ones the mount uses (never delete a stranger's)."""
-        assert self.mount is not None
-        for role, given, used in (("upper", self.upper, self.mount.upper), ("work", self.work, self.mount.work)):
+        mount = t.cast(overlay.OverlayMount, self.mount)
+        for role, given, used in (("upper", self.upper, mount.upper), ("work", self.work, mount.work)):
             if self.state == "absent" and given and given != used:
-                raise KernelboxError("%s: the overlay at %s uses %s as its %s, not %s; refusing to remove a "
-                                     "directory it does not use" % (role, self.merged, used, role, given))
+                uses = "uses %s as its %s" % (used, role) if used else "has no %s (it is read-only)" % role
+                raise KernelboxError("%s: the overlay at %s %s, not %s; refusing to remove a directory it does "
+                                     "not use" % (role, self.merged, uses, given))
+
+    def _warn_about_copies(self, mount: overlay.OverlayMount) -> None:
+        copies = mounts.users_of_mount(mount.info, include_namespace_copies=True)
+        if copies:
+            self.warnings.append(
+                "the overlay at %s is unmounted here, but other mount namespaces still hold a copy of it, so its "
+                "upper directory stays in use by the kernel until they let go: %s"
+                % (self.merged, mounts.describe_users(copies)))
 
     # --- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _mount_or_restore(spec: overlay.OverlaySpec, previous: overlay.OverlayMount) -> None:
+        """Mount ``spec`` where ``previous`` was just unmounted; if the kernel refuses, put ``previous`` back."""
+        try:
+            overlay.mount(spec)
+        except (KernelboxError, OSError) as exc:
+            message = exc.msg if isinstance(exc, KernelboxError) else str(exc)
+            old = overlay.OverlaySpec(spec.merged, previous.lower, previous.upper, previous.work,
+                                      overlay.effective_options(previous, {}))
+            try:
+                overlay.mount(old)
+                outcome = "the previous mount was put back"
+            except (KernelboxError, OSError) as again:
+                outcome = "the previous mount could not be put back either (%s)" % again
+            raise KernelboxError("%s; %s" % (message, outcome))
 
     @staticmethod
     def _create_dir(path: str, mode: int) -> None:
@@ -253,11 +278,11 @@ class OverlayRootfsResource(Resource):
         return overlay.overlay_options(now) == overlay.overlay_options(wanted)
 
     def _remount_flags(self) -> None:
-        assert self.spec is not None
+        spec = t.cast(overlay.OverlaySpec, self.spec)
         fd = mounts.open_dir(self.merged)
         try:
             libc.mount(None, mounts.fd_path(fd), None,
-                       libc.MS_REMOUNT | libc.MS_BIND | self.spec.mount_flags())
+                       libc.MS_REMOUNT | libc.MS_BIND | spec.mount_flags())
         finally:
             os.close(fd)
 

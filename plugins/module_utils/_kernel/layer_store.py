@@ -33,7 +33,8 @@ import time
 import typing as t
 from contextlib import contextmanager
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import image_source, layer_unpack, mounts
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
+    image_manifest, image_source, layer_stream, layer_unpack, mounts)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.overlay import overlays_with_lower
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
@@ -48,7 +49,7 @@ LOCK_TIMEOUT = 1800.0
 
 
 def layer_path(store: str, diff_id: str) -> str:
-    algorithm, hexpart = image_source.digest_parts(diff_id)
+    algorithm, hexpart = image_manifest.digest_parts(diff_id)
     return os.path.join(store, algorithm, hexpart)
 
 
@@ -93,7 +94,7 @@ def read_marker(store: str, diff_id: str) -> t.Optional[t.Dict[str, t.Any]]:
 
 
 def _blob_record(store: str, digest: str) -> str:
-    algorithm, hexpart = image_source.digest_parts(digest)
+    algorithm, hexpart = image_manifest.digest_parts(digest)
     return os.path.join(store, "by-blob", algorithm, hexpart + ".json")
 
 
@@ -102,7 +103,7 @@ def diff_id_of_blob(store: str, digest: str) -> t.Optional[str]:
     record = _read_json(_blob_record(store, digest))
     value = record.get("diff_id") if record else None
     try:
-        return image_source.normalise_digest(value) if value else None
+        return image_manifest.normalise_digest(value) if value else None
     except ValueError:
         return None
 
@@ -236,7 +237,7 @@ def _stage(tmp_fd: int, tmp_path: str, layer: image_source.Layer,
 
 def _commit(store: str, root: int, tmp_fd: int, staged: str, diff_id: str) -> bool:
     """Rename the staged layer into place; False if an identical complete layer was already there."""
-    algorithm, hexpart = image_source.digest_parts(diff_id)
+    algorithm, hexpart = image_manifest.digest_parts(diff_id)
     current = status(store, diff_id)
     if current == PRESENT:
         mounts.remove_tree_at(tmp_fd, staged, "staging")
@@ -258,7 +259,7 @@ def _commit(store: str, root: int, tmp_fd: int, staged: str, diff_id: str) -> bo
 
 
 def _record_blob(store: str, root: int, digest: str, diff_id: str) -> None:
-    algorithm, hexpart = image_source.digest_parts(digest)
+    algorithm, hexpart = image_manifest.digest_parts(digest)
     for name in ("by-blob", os.path.join("by-blob", algorithm)):
         try:
             os.mkdir(name, 0o700, dir_fd=root)
@@ -297,7 +298,7 @@ def remove_layer(store: str, diff_id: str) -> None:
 def blob_digest(layer: image_source.Layer) -> str:
     """The digest of a layer blob as stored (e.g. a whole rootfs tarball), reading it once."""
     with layer.open() as raw:
-        reader = layer_unpack.HashingReader(raw)
+        reader = layer_stream.HashingReader(raw)
         reader.drain()
         return reader.digest
 
@@ -305,4 +306,4 @@ def blob_digest(layer: image_source.Layer) -> str:
 def blob_and_diff_id(layer: image_source.Layer) -> t.Tuple[str, str]:
     """(blob digest, diff_id) of a layer blob, read once without writing anything."""
     with layer.open() as raw:
-        return layer_unpack.digests(raw)
+        return layer_stream.digests(raw)

@@ -28,32 +28,25 @@ nodes and fifos are preserved.
 from __future__ import annotations
 
 import base64
-import bz2
 import errno
-import gzip
-import hashlib
 import lzma
 import os
-import shutil
 import stat
-import subprocess
 import tarfile
-import threading
 import typing as t
 import zlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import layer_stream, mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _RESERVED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-_COPY_CHUNK = 1 << 20
 _DIR_CACHE_LIMIT = 512
-_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
+_NO_ID = (1 << 32) - 1  # (uid_t)-1 means 'unchanged' to chown
 
 
 class UnsafeLayer(KernelboxError):
@@ -65,13 +58,6 @@ class DigestMismatch(KernelboxError):
 
 
 # --- pure decisions -------------------------------------------------------------------------------
-
-def detect_compression(head: bytes) -> str:
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return "none"
-
 
 def member_parts(name: str) -> t.List[str]:
     """The path components of a tar member name; [] is the layer root.  Raises UnsafeLayer."""
@@ -139,128 +125,6 @@ def member_xattrs(member: tarfile.TarInfo) -> t.Tuple[t.Dict[str, bytes], t.List
         else:
             wanted[name] = raw
     return wanted, dropped
-
-
-# --- hashing and decompression ------------------------------------------------------------------
-
-class HashingReader:
-    """A read-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, raw: t.Any, algorithm: str = "sha256") -> None:
-        self.raw = raw
-        self.hash = hashlib.new(algorithm)
-        self.algorithm = algorithm
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.hash.update(data)
-        self.count += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        while self.read(_COPY_CHUNK):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "%s:%s" % (self.algorithm, self.hash.hexdigest())
-
-
-class _PeekReader:
-    """Gives back the bytes used to sniff the compression."""
-
-    def __init__(self, raw: t.Any, head: bytes) -> None:
-        self.raw, self.head = raw, head
-
-    def read(self, size: int = -1) -> bytes:
-        if self.head:
-            if size is None or size < 0:
-                data, self.head = self.head + self.raw.read(), b""
-                return data
-            data, self.head = self.head[:size], self.head[size:]
-            return data
-        return self.raw.read(size)
-
-    def readable(self) -> bool:
-        return True
-
-
-class _ZstdProcess:
-    """zstd through the ``zstd`` program when Python has no zstd module: fed by a thread, read here."""
-
-    def __init__(self, raw: t.Any) -> None:
-        program = shutil.which("zstd")
-        if program is None:
-            raise KernelboxError("this layer is zstd-compressed, and the target has neither a Python zstd module "
-                                 "(zstandard, or Python 3.14's compression.zstd) nor the zstd program: install the "
-                                 "'zstd' package")
-        self.proc = subprocess.Popen([program, "-d", "-c", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.error: t.Optional[BaseException] = None
-        self.feeder = threading.Thread(target=self._feed, args=(raw,), daemon=True)
-        self.feeder.start()
-
-    def _feed(self, raw: t.Any) -> None:
-        try:
-            assert self.proc.stdin is not None
-            while True:
-                chunk = raw.read(_COPY_CHUNK)
-                if not chunk:
-                    break
-                self.proc.stdin.write(chunk)
-        except BaseException as exc:  # reported by close()
-            self.error = exc
-        finally:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
-
-    def read(self, size: int = -1) -> bytes:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read(size)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.proc.stdout.close()
-        self.feeder.join()
-        status = self.proc.wait()
-        message = self.proc.stderr.read().decode("utf-8", "replace").strip()
-        self.proc.stderr.close()
-        if self.error is not None and not isinstance(self.error, BrokenPipeError):
-            raise self.error
-        if status != 0:
-            raise KernelboxError("zstd could not decompress the layer: %s" % (message or "exit status %d" % status))
-
-
-def decompressed(raw: t.Any, compression: str) -> t.Any:
-    """A stream of the uncompressed tar."""
-    if compression == "none":
-        return raw
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if compression == "xz":
-        return lzma.LZMAFile(raw, "rb")
-    if compression == "bzip2":
-        return bz2.BZ2File(raw, "rb")
-    try:
-        from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-        return zstd.ZstdFile(raw, "rb")
-    except ImportError:
-        pass
-    try:
-        import zstandard  # type: ignore[import-not-found]
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    except ImportError:
-        return _ZstdProcess(raw)
 
 
 # --- extraction -----------------------------------------------------------------------------------
@@ -362,6 +226,9 @@ class _Extractor:
         parts = tuple(member_parts(member.name))
         self.stats.entries += 1
         self._trim_cache()
+        if not (0 <= member.uid < _NO_ID and 0 <= member.gid < _NO_ID):
+            raise UnsafeLayer("layer entry %s has uid/gid %d/%d, which Linux cannot store"
+                              % (member.name, member.uid, member.gid))
         if not parts:
             if member.isdir():
                 self._set_owner_mode(self.root, member)
@@ -377,8 +244,7 @@ class _Extractor:
             self.stats.opaque_dirs += 1
             return
         if kind == "whiteout":
-            assert hidden is not None
-            self._whiteout(parent, parts[:-1] + (hidden,), member)
+            self._whiteout(parent, parts[:-1] + (t.cast(str, hidden),), member)
             return
         if member.isdir():
             self._directory(parent, parts, member)
@@ -424,7 +290,7 @@ class _Extractor:
             source = tar.extractfile(member)
             if source is not None:
                 while True:
-                    chunk = source.read(_COPY_CHUNK)
+                    chunk = source.read(layer_stream.COPY_CHUNK)
                     if not chunk:
                         break
                     view = memoryview(chunk)
@@ -463,8 +329,8 @@ class _Extractor:
         if target == parts:
             return
         if target[:len(parts)] == parts:
-            raise UnsafeLayer("hardlink %s -> %s: the target is inside the link itself" % (member.name,
-                                                                                          member.linkname))
+            raise UnsafeLayer("hardlink %s -> %s: the target is inside the link itself"
+                              % (member.name, member.linkname))
         target_parent = self._dir(target[:-1])
         try:
             info = os.lstat(target[-1], dir_fd=target_parent)
@@ -545,11 +411,11 @@ def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
     directory, never the final one).
     """
     algorithm = (expected_digest or "sha256:").split(":", 1)[0]
-    outer = HashingReader(raw, algorithm)
+    outer = layer_stream.HashingReader(raw, algorithm)
     head = outer.read(8)
-    stats = UnpackStats(compression=detect_compression(head))
-    stream = decompressed(_PeekReader(outer, head), stats.compression)
-    inner = HashingReader(stream, (expected_diff_id or "sha256:").split(":", 1)[0])
+    stats = UnpackStats(compression=layer_stream.detect_compression(head))
+    stream = layer_stream.decompressed(layer_stream.PeekReader(outer, head), stats.compression)
+    inner = layer_stream.HashingReader(stream, (expected_diff_id or "sha256:").split(":", 1)[0])
     extractor = _Extractor(root_fd, stats)
     problem = ""
     try:
@@ -568,11 +434,10 @@ def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
         outer.drain()  # the whole blob is hashed even when its content was bad: a digest mismatch is the root cause
     finally:
         extractor.close()
-        if isinstance(stream, _ZstdProcess):
-            try:
-                stream.close()
-            except KernelboxError as exc:
-                problem = problem or str(exc)
+        try:
+            layer_stream.close(stream)
+        except KernelboxError as exc:
+            problem = problem or str(exc)
     stats.compressed_digest, stats.compressed_size = outer.digest, outer.count
     stats.diff_id, stats.size = inner.digest, inner.count
     if expected_digest and outer.digest != expected_digest:
@@ -586,18 +451,3 @@ def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
         raise DigestMismatch("%s: the uncompressed layer does not match its diff_id: expected %s, read %s"
                              % (where, expected_diff_id, inner.digest))
     return stats
-
-
-def digests(raw: t.Any) -> t.Tuple[str, str]:
-    """(digest as stored, diff_id) of a layer blob, computed without unpacking it."""
-    outer = HashingReader(raw)
-    head = outer.read(8)
-    stream = decompressed(_PeekReader(outer, head), detect_compression(head))
-    inner = HashingReader(stream)
-    try:
-        inner.drain()
-        outer.drain()
-    finally:
-        if isinstance(stream, _ZstdProcess):
-            stream.close()
-    return outer.digest, inner.digest

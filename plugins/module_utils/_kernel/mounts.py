@@ -239,7 +239,7 @@ def _on_device(path: str, device: int) -> bool:
         return False
 
 
-def _process_uses(pid: int, mount_point: str, device: int, own_mnt_ns: int) -> t.List[str]:
+def _process_uses(pid: int, mount_point: str, device: int) -> t.List[str]:
     base = "/proc/%d" % pid
     uses = []
     # Directories on an overlay always report the overlay's st_dev, in every mount namespace.
@@ -263,12 +263,6 @@ def _process_uses(pid: int, mount_point: str, device: int, own_mnt_ns: int) -> t
     except OSError:
         mapped = []
     uses += ["mmap %s" % path for path in mapped if path.startswith("/") and path_is_within(path, mount_point)]
-    if not uses:
-        try:
-            if os.stat(base + "/ns/mnt").st_ino != own_mnt_ns and _namespace_holds(pid, device):
-                uses.append("holds a copy of the mount in its mount namespace")
-        except OSError:
-            pass
     return uses
 
 
@@ -287,19 +281,29 @@ def users_of_mount(mount: MountInfo, include_namespace_copies: bool = False) -> 
     the mount (a different mount namespace) is found too.  With
     ``include_namespace_copies``, processes of other mount namespaces that
     merely hold a copy of the mount are listed as well (they do not make the
-    unmount fail, but keep the filesystem alive).
+    unmount fail, but keep the filesystem alive); each namespace's mountinfo
+    is read once.
     """
     import psutil  # lazily: see _glue/deps.py
 
     device = os.makedev(mount.major, mount.minor)
     own_mnt_ns = os.stat("/proc/self/ns/mnt").st_ino
+    holds: t.Dict[int, bool] = {}
     users = []
     for pid in psutil.pids():
         if pid == os.getpid():
             continue
-        uses = _process_uses(pid, mount.mount_point, device, own_mnt_ns)
-        if not include_namespace_copies:
-            uses = [use for use in uses if not use.startswith("holds a copy")]
+        uses = _process_uses(pid, mount.mount_point, device)
+        if not uses and include_namespace_copies:
+            try:
+                namespace = os.stat("/proc/%d/ns/mnt" % pid).st_ino
+            except OSError:
+                continue
+            if namespace != own_mnt_ns:
+                if namespace not in holds:
+                    holds[namespace] = _namespace_holds(pid, device)
+                if holds[namespace]:
+                    uses.append("holds a copy of the mount in mount namespace %d" % namespace)
         if uses:
             try:
                 name = psutil.Process(pid).name()

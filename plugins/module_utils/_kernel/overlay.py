@@ -33,7 +33,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import kernel_log, libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import (
     MountInfo, read_mountinfo)
@@ -383,42 +383,6 @@ def volatile_marker(work: str) -> str:
 
 # --- acting -----------------------------------------------------------------------------------------
 
-def _kmsg_open() -> t.Optional[int]:
-    """A /dev/kmsg reader positioned at the end, to collect what overlayfs says about our mount."""
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        os.lseek(fd, 0, os.SEEK_END)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _kmsg_overlay_lines(fd: t.Optional[int]) -> t.List[str]:
-    if fd is None:
-        return []
-    lines = []
-    try:
-        for _record in range(256):
-            try:
-                record = os.read(fd, 8192).decode("utf-8", "replace")
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # records overwritten meanwhile: keep reading
-                    continue
-                break
-            message = record.split(";", 1)[-1].splitlines()[0] if ";" in record else record.strip()
-            if message.startswith("overlayfs:"):
-                lines.append(message)
-    finally:
-        os.close(fd)
-    return lines
-
-
 def mount(spec: OverlaySpec) -> OverlayMount:
     """Mount ``spec`` (its directories must exist).  Returns the mount as read back.
 
@@ -434,16 +398,17 @@ def mount(spec: OverlaySpec) -> OverlayMount:
             held.append((path, mounts.open_dir(path)))
         merged_fd = mounts.open_dir(spec.merged)
         held.append((spec.merged, merged_fd))
-        kmsg = _kmsg_open()
+        kmsg = kernel_log.open_reader()
         try:
             mounts.mount_on(merged_fd, spec.source(), "overlay", spec.mount_flags(), spec.mount_data())
         except OSError as exc:
-            said = _kmsg_overlay_lines(kmsg)
+            said = kernel_log.read_new(kmsg, "overlayfs:")
             raise KernelboxError("mounting the overlay at %s failed: %s%s"
                                  % (spec.merged, os.strerror(exc.errno or 0),
                                     "; the kernel says: " + " / ".join(said) if said else ""),
                                  errno=exc.errno)
-        _kmsg_overlay_lines(kmsg)  # just closes it
+        if kmsg is not None:
+            os.close(kmsg)
         result, _top = find_overlay(spec.merged)
         moved = [path for path, fd in held[:-1] if not mounts.same_inode(fd, path)]
         if result is None or result.lower != spec.lower or result.upper != spec.upper or moved:
@@ -451,9 +416,9 @@ def mount(spec: OverlaySpec) -> OverlayMount:
                 mounts.unmount(spec.merged, detach=True)
             except OSError:
                 pass  # reported below either way
+            why = "paths changed while mounting: %s" % ", ".join(moved) if moved else "mountinfo shows something else"
             raise KernelboxError("the overlay at %s did not come out as asked (%s); it was unmounted again"
-                                     % (spec.merged, "paths changed while mounting: %s" % ", ".join(moved)
-                                        if moved else "mountinfo shows something else"))
+                                 % (spec.merged, why))
         return result
     finally:
         for _path, fd in held:

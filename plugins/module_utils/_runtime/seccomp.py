@@ -40,6 +40,8 @@ Semantics, chosen to match runc + libseccomp where the OCI spec is silent:
   process: none of them can slip past rules written for native numbers.
   32-bit binaries therefore do not run under a filter; the profile's
   SCMP_ARCH_X86/X32/ARM entries are reported by ``compile_notes``.
+* Syscall number -1 (how a tracer skips a syscall; the kernel then runs nothing)
+  is allowed, so a tracer's chosen return value stands.
 * SCMP_ACT_NOTIFY (a seccomp agent on ``listenerPath``) is not supported.
 """
 
