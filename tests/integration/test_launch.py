@@ -8,7 +8,8 @@ Library level (no Ansible): each container costs tens of milliseconds.  What the
 container sees is read from inside it (busybox, or the host's Python through a
 read-only bind of /usr), and what the host sees through /proc; never through
 the launcher's own return values alone.  The autouse leak check (processes,
-mounts, cgroups, netns) runs after each test.
+mounts, cgroups, netns) runs after each test.  Refusals and failing steps are
+in test_launch_refusals.py.
 """
 
 from __future__ import annotations
@@ -16,139 +17,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
-import signal
 import subprocess
-import time
-
-import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import netns as netns_lib
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
-
-DOCKER_CAPS_MASK = 0x00000000A80425FB
-BUSYBOX = "/bin/busybox"
-HOST_PYTHON = "/usr/bin/python3"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def subreaper():
-    """The launcher's contract: the caller is a child subreaper (the supervisor is)."""
-    libc.set_child_subreaper()
-
-
-def make_rootfs(path: str) -> str:
-    """A busybox-static rootfs: /bin/busybox and its applets, and the usual top directories."""
-    os.makedirs(path)
-    os.chmod(path, 0o755)
-    for name in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "usr", "data"):
-        os.mkdir(os.path.join(path, name), 0o755)
-    shutil.copy2(BUSYBOX, os.path.join(path, "bin", "busybox"))
-    applets = subprocess.run([BUSYBOX, "--list"], check=True, stdout=subprocess.PIPE, text=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            os.symlink("busybox", os.path.join(path, "bin", applet))
-    # For syscall-level checks the host's Python runs inside through a read-only bind of /usr.
-    os.symlink("usr/lib", os.path.join(path, "lib"))
-    os.symlink("usr/lib64", os.path.join(path, "lib64"))
-    with open(os.path.join(path, "etc", "passwd"), "w") as handle:
-        handle.write("root:x:0:0:root:/root:/bin/sh\n")
-    return path
-
-
-@pytest.fixture(scope="session")
-def rootfs(tmp_path_factory):
-    """Built once per session, under pytest's 0700 temp dir (which container root cannot walk)."""
-    return make_rootfs(str(tmp_path_factory.mktemp("kbt-launch") / "rootfs"))
-
-
-@pytest.fixture
-def scratch_rootfs(tmp_path):
-    """A throwaway rootfs a test may damage (symlinked /proc, a fake /dev/null...)."""
-    return make_rootfs(str(tmp_path / "rootfs"))
-
-
-def shell(rootfs: str, script: str, **kwargs) -> S.Spec:
-    spec = S.default_spec(rootfs, ["/bin/sh", "-c", script], hostname="kbt-box", **kwargs)
-    return spec
-
-
-def with_python(spec: S.Spec, code: str) -> S.Spec:
-    spec.mounts.append(S.Mount("/usr", None, "/usr", ["rbind", "ro", "nosuid", "nodev"]))
-    spec.process.args = [HOST_PYTHON, "-I", "-S", "-c", code]
-    return spec.validate()
-
-
-class Run:
-    def __init__(self, launched: launch.Launched, status: int, output: str) -> None:
-        self.launched = launched
-        self.status = status
-        self.output = output
-
-    @property
-    def exit_code(self) -> int:
-        return os.waitstatus_to_exitcode(self.status)
-
-
-def run(spec: S.Spec, timeout: float = 20.0, **kwargs) -> Run:
-    """Start, collect stdout+stderr until the container exits, reap it."""
-    read_end, write_end = os.pipe()
-    try:
-        launched = launch.start(spec, stdout=write_end, stderr=write_end, **kwargs)
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    with os.fdopen(read_end, "rb") as reader:
-        while True:
-            chunk = reader.read1(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                os.kill(launched.pid, signal.SIGKILL)
-    _pid, status = os.waitpid(launched.pid, 0)
-    return Run(launched, status, b"".join(chunks).decode(errors="replace"))
-
-
-class Running:
-    """A container kept alive (sleep) so the host can inspect it; killed and reaped on exit."""
-
-    def __init__(self, spec: S.Spec, **kwargs) -> None:
-        self.spec = spec
-        self.kwargs = kwargs
-
-    def __enter__(self) -> launch.Launched:
-        self.null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            self.launched = launch.start(self.spec, stdout=self.null, stderr=self.null, **self.kwargs)
-        except BaseException:
-            os.close(self.null)
-            raise
-        return self.launched
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.null)
-        try:
-            os.kill(self.launched.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.launched.pid, 0)
-
-
-def sleeper(rootfs: str, **kwargs) -> S.Spec:
-    """A container whose PID 1 is busybox sleep itself (no shell that might fork)."""
-    return S.default_spec(rootfs, ["/bin/sleep", "30"], hostname="kbt-box", **kwargs)
-
-
-def host_status(pid: int) -> dict:
-    with open("/proc/%d/status" % pid) as handle:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+from harness.launch_support import (  # noqa: F401  # pylint: disable=unused-import
+    DOCKER_CAPS_MASK, HOST_PYTHON, Running, host_status, rootfs, run, scratch_rootfs, shell, sleeper, subreaper,
+    test_cgroup, with_python)
 
 
 # --- isolation, seen from inside and from the host ------------------------------------
@@ -350,253 +226,15 @@ def test_joins_a_named_netns_by_path(rootfs):
         netns_lib.delete(name)
 
 
-def test_joins_the_cgroup_before_its_cgroup_namespace(rootfs):
-    root = subprocess.run(["findmnt", "-n", "-t", "cgroup2", "-o", "TARGET"], check=True, stdout=subprocess.PIPE,
-                          text=True).stdout.split()[0]
-    parent = os.path.join(root, os.environ["KB_TEST_CGROUP_PARENT"])
-    made_parent = not os.path.isdir(parent)
-    leaf = os.path.join(parent, "kbt-launch")
-    os.makedirs(leaf)
-    try:
-        with Running(sleeper(rootfs), cgroup_dir=leaf) as launched:
-            with open(os.path.join(leaf, "cgroup.procs")) as handle:
-                assert handle.read().split() == [str(launched.pid)]
-            with open("/proc/%d/cgroup" % launched.pid) as handle:
-                host_view = handle.read()
-            assert "0::/%s/kbt-launch" % os.environ["KB_TEST_CGROUP_PARENT"] in host_view
-        result = run(shell(rootfs, "grep '^0::' /proc/self/cgroup"), cgroup_dir=leaf)
-        assert result.output.strip() == "0::/"  # the cgroup namespace is rooted at the leaf
-    finally:
-        for path in (leaf, parent) if made_parent else (leaf,):
-            for _attempt in range(50):
-                try:
-                    os.rmdir(path)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-
-
-# --- refusals: a hostile rootfs or spec ---------------------------------------------
-
-def _etc_listing():
-    return sorted(os.listdir("/etc")), os.stat("/etc").st_mtime_ns
-
-
-@pytest.mark.parametrize("user_namespace", [True, False], ids=["userns", "host-root"])
-@pytest.mark.parametrize("name, target", [("proc", "/"), ("sys", "/etc"), ("dev", "/etc"), ("dev", "../../../etc")])
-def test_rootfs_with_symlinked_proc_sys_or_dev_is_refused(scratch_rootfs, name, target, user_namespace):
-    os.rmdir(os.path.join(scratch_rootfs, name))
-    os.symlink(target, os.path.join(scratch_rootfs, name))
-    before = _etc_listing()
-    with pytest.raises(launch.LaunchError) as info:
-        run(shell(scratch_rootfs, "true", user_namespace=user_namespace))
-    assert info.value.step == "rootfs" and info.value.errno == errno.ELOOP
-    assert "/%s in the rootfs is a symlink" % name in str(info.value)
-    assert _etc_listing() == before  # nothing created or removed on the host
-
-
-def test_fake_dev_null_in_the_image_is_never_used(scratch_rootfs, tmp_path):
-    secret = tmp_path / "kbt-host-file"
-    secret.write_text("host secret\n")
-    os.symlink(str(secret), os.path.join(scratch_rootfs, "dev", "null"))
-    result = run(shell(scratch_rootfs, "stat -c '%F %t:%T' /dev/null; wc -c < /proc/timer_list; "
-                                       "echo x > /dev/null; cat /dev/null"))
-    assert result.output.splitlines()[:2] == ["character special file 1:3", "0"], result.output
-    assert secret.read_text() == "host secret\n"
-
-
-@pytest.mark.parametrize("kind", ["symlink", "regular"])
-def test_fake_dev_null_without_a_dev_tmpfs(scratch_rootfs, tmp_path, kind):
-    """With the image's own /dev, a symlinked node is refused; a regular file is covered by the real node."""
-    secret = tmp_path / "kbt-host-file"
-    secret.write_text("host secret\n")
-    fake = os.path.join(scratch_rootfs, "dev", "null")
-    if kind == "symlink":
-        os.symlink(str(secret), fake)
-    else:
-        with open(fake, "w") as handle:
-            handle.write("not a device\n")
-    spec = shell(scratch_rootfs, "stat -c '%F %t:%T' /dev/null; wc -c < /proc/timer_list")
-    spec.mounts = [m for m in spec.mounts if not m.destination.startswith("/dev")]
-    if kind == "symlink":
-        with pytest.raises(launch.LaunchError) as info:
-            run(spec.validate())
-        assert info.value.step == "devices" and info.value.errno == errno.ELOOP
-    else:
-        result = run(spec.validate())
-        assert result.output.splitlines() == ["character special file 1:3", "0"], result.output
-        with open(fake) as handle:
-            assert handle.read() == "not a device\n"
-    assert secret.read_text() == "host secret\n"
-
-
-@pytest.mark.parametrize("link, cwd, fragment", [
-    (None, "/proc/self/fd/3", "magic link"),
-    (None, "/proc/1/cwd", "magic link"),
-    (("escape", "../../../../../../../../tmp"), "/escape", "climbs above the container's root"),
-    (("magic", "/proc/self/cwd"), "/magic", "magic link"),
-])
-def test_cwd_escapes_are_refused(scratch_rootfs, link, cwd, fragment):
-    if link:
-        os.symlink(link[1], os.path.join(scratch_rootfs, link[0]))
-    leaked = os.open("/", os.O_RDONLY)
-    os.set_inheritable(leaked, True)
-    spec = shell(scratch_rootfs, "pwd")
-    spec.process.cwd = cwd
-    try:
-        with pytest.raises(launch.LaunchError) as info:
-            run(spec.validate())
-    finally:
-        os.close(leaked)
-    assert info.value.step == "cwd" and fragment in str(info.value)
-
-
-def test_cwd_symlink_inside_the_rootfs_resolves_inside(scratch_rootfs):
-    os.symlink("/bin", os.path.join(scratch_rootfs, "work"))
-    spec = shell(scratch_rootfs, "pwd; ls -d /proc/self/cwd/busybox")
-    spec.process.cwd = "/work"
-    result = run(spec.validate())
-    assert result.output.splitlines() == ["/bin", "/proc/self/cwd/busybox"], result.output
-
-
-# --- a failure at each step names the step and leaves nothing ------------------------
-
-def _caller_side(spec, rootfs, tmp_path):
-    return spec
-
-
-def _nofile_above_hard(spec, rootfs, tmp_path):
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    with open("/proc/sys/fs/nr_open") as handle:
-        assert hard < int(handle.read())
-    spec.process.rlimits = [S.Rlimit("RLIMIT_NOFILE", 1024, hard + 1)]
-    return spec
-
-
-def _set(path, value):
-    def change(spec, rootfs, tmp_path):
-        target = spec
-        for part in path[:-1]:
-            target = getattr(target, part)
-        setattr(target, path[-1], value)
-        return spec
-    return change
-
-
-def _add_mount(mount):
-    def change(spec, rootfs, tmp_path):
-        spec.mounts.append(mount)
-        return spec
-    return change
-
-
-def _join_file_as_netns(spec, rootfs, tmp_path):
-    fake = tmp_path / "kbt-not-a-netns"
-    fake.write_text("")
-    spec.linux.namespaces = [S.Namespace(n.type, str(fake) if n.type == "network" else None)
-                             for n in spec.linux.namespaces]
-    return spec
-
-
-def _join_uts_as_netns(spec, rootfs, tmp_path):
-    spec.linux.namespaces = [S.Namespace(n.type, "/proc/self/ns/uts" if n.type == "network" else None)
-                             for n in spec.linux.namespaces]
-    return spec
-
-
-def _negative_boottime(spec, rootfs, tmp_path):
-    spec.linux.namespaces.append(S.Namespace("time"))
-    spec.linux.time_offsets = S.TimeOffsets(boottime=S.TimeOffset(secs=-(10 ** 12)))
-    return spec
-
-
-def _device(path, major, minor):
-    def change(spec, rootfs, tmp_path):
-        spec.linux.devices = [S.Device(path, "c", major, minor)]
-        return spec
-    return change
-
-
-FAILURES = [
-    ("join namespaces", errno.EINVAL, "is not a network namespace", _join_file_as_netns),
-    ("join namespaces", errno.EINVAL, "is not a network namespace", _join_uts_as_netns),
-    ("rootfs", errno.ENOENT, "/kbt-no-such-rootfs", _set(("root", "path"), "/kbt-no-such-rootfs")),
-    ("mounts", errno.ENOENT, "bind source /kbt-missing", _add_mount(S.Mount("/data", None, "/kbt-missing",
-                                                                             ["rbind"]))),
-    ("mounts", errno.ENODEV, "kbtfs on /data", _add_mount(S.Mount("/data", "kbtfs", "none", []))),
-    ("devices", errno.ENOENT, "/dev/kbt-null", _device("/dev/kbt-null", 1, 3)),
-    ("devices", errno.ENODEV, "/dev/zero is not the char device 1:3", _device("/dev/zero", 1, 3)),
-    ("time offsets", None, "", _negative_boottime),
-    ("sysctl", errno.ENOENT, "net.ipv4.kbt_no_such_sysctl",
-     _set(("linux", "sysctl"), {"net.ipv4.kbt_no_such_sysctl": "1"})),
-    ("cwd", errno.ENOENT, "/kbt-no-such-dir", _set(("process", "cwd"), "/kbt-no-such-dir")),
-    ("rlimits", errno.EPERM, "CAP_SYS_RESOURCE", _nofile_above_hard),
-    ("exec", errno.ENOENT, "/bin/kbt-missing", _set(("process", "args"), ["/bin/kbt-missing"])),
-    ("exec", errno.EACCES, "/etc/passwd", _set(("process", "args"), ["/etc/passwd"])),
-    ("exec", errno.ENOENT, "kbt-not-on-path", _set(("process", "args"), ["kbt-not-on-path"])),
-]
-
-
-@pytest.fixture
-def test_cgroup():
-    """A leaf under the run's test parent, removed afterwards."""
-    root = subprocess.run(["findmnt", "-n", "-t", "cgroup2", "-o", "TARGET"], check=True, stdout=subprocess.PIPE,
-                          text=True).stdout.split()[0]
-    parent = os.path.join(root, os.environ["KB_TEST_CGROUP_PARENT"])
-    made_parent = not os.path.isdir(parent)
-    leaf = os.path.join(parent, "kbt-launch")
-    os.makedirs(leaf)
-    yield leaf
-    for path in (leaf, parent) if made_parent else (leaf,):
-        for _attempt in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                time.sleep(0.05)
-
-
-@pytest.mark.parametrize("step, err, fragment, change", FAILURES,
-                         ids=["%s-%d" % (f[0].replace(" ", "_"), i) for i, f in enumerate(FAILURES)])
-def test_a_failure_names_the_step_and_leaves_nothing(rootfs, tmp_path, test_cgroup, step, err, fragment, change):
-    spec = change(shell(rootfs, "true"), rootfs, tmp_path).validate()
-    with pytest.raises(launch.LaunchError) as info:
-        run(spec, cgroup_dir=test_cgroup)
-    assert info.value.step == step, str(info.value)
-    if err is not None:
-        assert info.value.errno == err, str(info.value)
-    assert fragment in str(info.value)
-    assert str(info.value).endswith("[errno %d]" % info.value.errno)
-    with open(os.path.join(test_cgroup, "cgroup.procs")) as handle:
-        assert handle.read() == ""  # nothing left in the cgroup
-    # The autouse leak check proves no process, mount, cgroup or netns is left.
-
-
-def test_a_cgroup_that_is_not_cgroup2_is_refused_before_fork(rootfs, tmp_path):
-    with pytest.raises(launch.LaunchError) as info:
-        run(shell(rootfs, "true"), cgroup_dir=str(tmp_path))
-    assert info.value.step == "cgroup" and "not a cgroup v2 directory" in str(info.value)
-
-
-def test_the_caller_must_be_a_subreaper(rootfs):
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # PR_SET_CHILD_SUBREAPER is not inherited by fork
-        try:
-            os.close(read_end)
-            try:
-                run(shell(rootfs, "true"))
-                os.write(write_end, b"started")
-            except launch.LaunchError as exc:
-                os.write(write_end, ("%s|%s" % (exc.step, exc)).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        report = reader.read().decode()
-    os.waitpid(pid, 0)
-    assert report.startswith("preflight|") and "child subreaper" in report
+def test_joins_the_cgroup_before_its_cgroup_namespace(rootfs, test_cgroup):
+    with Running(sleeper(rootfs), cgroup_dir=test_cgroup) as launched:
+        with open(os.path.join(test_cgroup, "cgroup.procs")) as handle:
+            assert handle.read().split() == [str(launched.pid)]
+        with open("/proc/%d/cgroup" % launched.pid) as handle:
+            host_view = handle.read()
+        assert "0::/%s/kbt-launch" % os.environ["KB_TEST_CGROUP_PARENT"] in host_view
+    result = run(shell(rootfs, "grep '^0::' /proc/self/cgroup"), cgroup_dir=test_cgroup)
+    assert result.output.strip() == "0::/"  # the cgroup namespace is rooted at the leaf
 
 
 # --- the rest of the spec, applied ------------------------------------------------------
@@ -638,13 +276,14 @@ def test_readonly_rootfs(rootfs):
 def test_etc_files_come_from_annotations_on_a_private_tmpfs(scratch_rootfs):
     hosts = "127.0.0.1 localhost\n10.9.9.9 kbt-peer\n"
     spec = shell(scratch_rootfs, "cat /etc/hosts; echo ---; cat /etc/resolv.conf; echo ---; cat /etc/hostname; "
-                                 "echo ---; grep ' /etc/hosts ' /proc/self/mountinfo")
+                                 "echo ---; grep ' /etc/hosts ' /proc/self/mountinfo; ls -a /dev | grep kernelbox")
     spec.annotations = {"io.kernelbox.etc.hosts": hosts, "io.kernelbox.etc.resolv-conf": "nameserver 10.9.9.1\n",
                         "io.kernelbox.etc.hostname": "kbt-box\n"}
     result = run(spec.validate())
     parts = result.output.split("---\n")
     assert parts[:3] == [hosts, "nameserver 10.9.9.1\n", "kbt-box\n"], result.output
     assert " tmpfs " in parts[3] and "nosuid" in parts[3]
+    assert ".kernelbox-etc" not in result.output  # the staging place is gone again
     # In the rootfs itself only empty mount targets exist; the content never touched it.
     for name in ("hosts", "resolv.conf", "hostname"):
         assert os.path.getsize(os.path.join(scratch_rootfs, "etc", name)) == 0
@@ -681,3 +320,23 @@ def test_without_a_user_namespace(rootfs):
         assert status["Uid"].split() == ["0"] * 4
         assert int(status["CapEff"], 16) == DOCKER_CAPS_MASK and int(status["CapBnd"], 16) == DOCKER_CAPS_MASK
         assert os.stat("/proc/%d/ns/user" % launched.pid).st_ino == os.stat("/proc/self/ns/user").st_ino
+
+
+def test_a_multithreaded_caller_gets_the_two_process_path(rootfs):
+    """clone_process needs a single-threaded caller; with a thread running, start() forks a setup process."""
+    import threading
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        plan = launch._Plan()
+        try:
+            launch._prepare(plan, shell(rootfs, "true").validate(), None, [None, 1, 2])
+            assert launch._direct(plan) is False
+        finally:
+            plan.close()
+        result = run(shell(rootfs, "echo $$; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"))
+    finally:
+        stop.set()
+        worker.join()
+    assert result.output.split() == ["1", "NoNewPrivs:", "1", "Seccomp:", "2"]

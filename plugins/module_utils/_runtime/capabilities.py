@@ -135,22 +135,27 @@ class Credentials:
     ambient: t.List[int]
 
 
+_LAST_CAP: t.List[int] = []
+
+
 def last_cap() -> int:
-    """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return LAST_KNOWN_CAP
+    """The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap), read once."""
+    if not _LAST_CAP:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as handle:
+                _LAST_CAP.append(int(handle.read().strip()))
+        except (OSError, ValueError):
+            _LAST_CAP.append(LAST_KNOWN_CAP)
+    return _LAST_CAP[0]
 
 
 def prepare_credentials(uid: int, gid: int, groups: t.Sequence[int], capsets: t.Any,
                         kernel_last_cap: t.Optional[int] = None) -> Credentials:
     """From a spec's process.user and process.capabilities (normalised names)."""
     top = last_cap() if kernel_last_cap is None else kernel_last_cap
-    for name in CAP_NUMBERS:
-        for set_name in SETS:
-            if name in getattr(capsets, set_name) and CAP_NUMBERS[name] > top:
+    for set_name in SETS:
+        for name in getattr(capsets, set_name):
+            if CAP_NUMBERS[name] > top:
                 raise ValidationError("process.capabilities.%s: %s is not known to this kernel (cap_last_cap is %d)"
                                       % (set_name, name, top))
     bounding = mask_of(capsets.bounding)

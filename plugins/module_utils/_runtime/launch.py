@@ -10,33 +10,45 @@ the errno, with nothing left behind: no process, no mount on the host, nothing
 in the cgroup (every mount is made inside the container's own mount namespace,
 which dies with its last process).
 
-Three processes, in the issue's order of steps::
+The order of steps is the issue's.  Usually one process does it all (the
+*direct* path)::
 
-    caller (P)                  setup (A, forked by P)           init (B, forked by A: PID 1)
-    ----------                  ----------------------           ----------------------------
-                                oom_score_adj, setns(joins),
-                                unshare(CLONE_NEWUSER)     --U->
+    caller (P)                              init (clone(CLONE_NEWUSER|CLONE_NEWPID): PID 1)
+    ----------                              ------------------------------------------------
+    plan: capabilities, seccomp program,
+    rootfs/bind/device clones (open_tree)
+    clone ------------------------------->  waits for G
     uid_map, setgroups, gid_map
-    cgroup.procs <- A          <--G--
-                                setresuid(0), unshare(the rest),
-                                / rslave, timens_offsets, fork  -> mounts, devices, /etc files,
-                           <--P pid-- exit                          pivot_root, sysctl, masked and
-    waitpid(A); B is now                                            read-only paths, hostname, cwd,
-    P's child (subreaper)                                           rlimits, caps, no_new_privs,
-                                                                    seccomp, close fds  --X ns-->
-                                                                    execve (the status pipe closes)
-    EOF after X: exec'd
+    oom_score_adj, cgroup.procs <- init
+    G ----------------------------------->  setresuid(0), unshare(mnt, net, ipc, uts, cgroup),
+                                            / rslave, attach the rootfs, mounts, devices,
+                                            /etc files, pivot_root, sysctl, masked and
+                                            read-only paths, hostname, cwd, rlimits,
+                                            capabilities, no_new_privs, seccomp, fds
+    EOF after X: it exec'd        <--X ns-- execve (the close-on-exec status pipe closes)
 
-The process that unshares CLONE_NEWPID is not inside the new PID namespace;
-its next child is PID 1.  So A forks B and exits, and B is re-parented to the
-caller.  **Contract:** the caller must be a child subreaper
-(``prctl(PR_SET_CHILD_SUBREAPER, 1)``, as the supervisor is), so that it can
-``waitpid(launched.pid)``; ``start`` refuses to run otherwise.  The caller
-reaps the container; ``start`` never does after success.
+A new time namespace (its offsets must be written before its first process
+exists), a namespace joined by path (a named netns must be entered while
+still host root, before the user namespace), or a caller with threads (the
+raw clone skips fork handlers) take the *two-process* path instead: a setup
+process (os.fork) does the setns joins and unshare(CLONE_NEWUSER), the caller
+writes the maps and the cgroup, the setup process unshares the rest, writes
+timens_offsets and forks init, reports init's PID and exits.  The process
+that unshares CLONE_NEWPID is not inside it; its next child is PID 1, and is
+re-parented to the caller.
 
-Everything that can be computed before fork is computed in P (the rootfs and
-confinement plans, the compiled seccomp program, the id maps); A and B only
-make syscalls.
+**Contract:** the caller must be a child subreaper
+(``prctl(PR_SET_CHILD_SUBREAPER, 1)``, as the supervisor is): ``start``
+refuses to run otherwise, so init is always the caller's child and the caller
+can ``waitpid(launched.pid)``.  ``start`` never reaps init after success.
+Before exec, init dies with the caller (PR_SET_PDEATHSIG, and it checks the
+caller is still there right before exec); after exec it no longer does.
+
+Everything that can be computed before fork is computed in the caller (the
+rootfs and confinement plans, the compiled seccomp program, the id maps);
+init only makes syscalls.  Host objects (rootfs, bind sources, device nodes)
+are opened by the caller, as host root: container root is an unprivileged id
+outside and could not reach a rootfs below a 0700 directory.
 """
 
 from __future__ import annotations
@@ -44,35 +56,25 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import gc
 import os
 import select
 import signal
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.launch_init import (  # noqa: F401
+    INIT_NAME, NAMESPACES, SEP, Plan as _Plan, child_main as _child_main, direct_init as _direct_init,
+    report as _report, setup_process as _setup_process)  # pylint: disable=unused-import
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec, from_oci
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
-# OCI namespace type -> (clone flag, name under /proc/PID/ns)
-NAMESPACES = {
-    "user": (libc.CLONE_NEWUSER, "user"),
-    "pid": (libc.CLONE_NEWPID, "pid"),
-    "network": (libc.CLONE_NEWNET, "net"),
-    "ipc": (libc.CLONE_NEWIPC, "ipc"),
-    "uts": (libc.CLONE_NEWUTS, "uts"),
-    "mount": (libc.CLONE_NEWNS, "mnt"),
-    "cgroup": (libc.CLONE_NEWCGROUP, "cgroup"),
-    "time": (libc.CLONE_NEWTIME, "time"),
-}
 _NS_GET_NSTYPE = 0xB703  # include/uapi/linux/nsfs.h _IO(0xb7, 0x3)
-_SEP = "\x1f"
 
 
 class LaunchError(KernelboxError):
@@ -96,42 +98,14 @@ class Launched:
     namespaces: t.Dict[str, int]
 
 
-@dataclass
-class _Plan:
-    joins: t.List[t.Tuple[int, int, str]] = field(default_factory=list)  # (fd, flag, what), user first
-    new_userns: bool = False
-    any_userns: bool = False
-    own_sysfs: bool = False  # make sysfs in the setup process (userns without its own netns)
-    unshare_flags: int = 0
-    uid_map: bytes = b""
-    gid_map: bytes = b""
-    deny_setgroups: bool = False
-    timens_offsets: t.Optional[bytes] = None
-    oom_score_adj: t.Optional[bytes] = None
-    cgroup_procs: t.Optional[int] = None
-    rootfs: t.Optional[rootfs.RootfsPlan] = None
-    hostname: t.Optional[str] = None
-    domainname: t.Optional[str] = None
-    cwd: str = "/"
-    prepared: t.Optional[confine.Prepared] = None
-    stdio: t.List[int] = field(default_factory=list)
-    opened: t.List[int] = field(default_factory=list)
-
-    def close(self) -> None:
-        if self.rootfs is not None:
-            self.rootfs.close()
-        for fd in self.opened:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.opened = []
-
-
-def start(spec: Spec, *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
+def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
           cgroup_dir: t.Optional[str] = None, extra_files: t.Sequence[t.Any] = (),
           timeout: float = 60.0) -> Launched:
     """Start ``spec``'s process in a new container; return once it has exec'd.
+
+    ``spec`` is a validated ``Spec``, or a config.json dict (validated here
+    with ``spec.from_oci``; a caller that starts the same spec often keeps
+    the Spec instead, which also keeps the compiled seccomp program cached).
 
     ``stdin`` (None: /dev/null), ``stdout``, ``stderr`` and ``extra_files``
     (they become fds 3, 4, ...) are fds or objects with ``fileno()``; every
@@ -141,6 +115,8 @@ def start(spec: Spec, *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
     this host cannot honour).
     """
     _require_subreaper()
+    if not isinstance(spec, Spec):
+        spec = from_oci(spec)
     plan = _Plan()
     try:
         _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
@@ -293,97 +269,145 @@ class _Channel:
 
 
 def _error_from(line: str) -> LaunchError:
-    step, err, detail = (line[1:].split(_SEP, 2) + ["", ""])[:3]
+    step, err, detail = (line[1:].split(SEP, 2) + ["", ""])[:3]
     return LaunchError(step, int(err or 0), detail)
+
+
+def _direct(plan: _Plan) -> bool:
+    """Whether one cloned process can be the whole setup (see the module docstring)."""
+    if plan.joins or plan.unshare_flags & libc.CLONE_NEWTIME or plan.own_sysfs:
+        return False
+    return len(os.listdir("/proc/self/task")) == 1  # clone_process needs a single-threaded caller
 
 
 def _run(plan: _Plan, timeout: float) -> Launched:
     from_child_r, from_child_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
-    parent = os.getpid()
-    pid_a = os.fork()
-    if pid_a == 0:  # A: never returns
+    direct = _direct(plan)
+    if direct:
+        flags = (libc.CLONE_NEWUSER if plan.new_userns else 0) | (plan.unshare_flags & libc.CLONE_NEWPID)
         try:
-            os.close(from_child_r)
-            os.close(to_child_w)
-            _setup_process(plan, parent, to_child_r, from_child_w)
-        finally:
-            os._exit(126)
+            first = libc.clone_process(flags)
+        except OSError as exc:
+            os.close(from_child_r), os.close(from_child_w), os.close(to_child_r), os.close(to_child_w)
+            raise LaunchError("namespaces", exc.errno or 0, str(exc.strerror))
+        if first == 0:  # the container's init (PID 1): never returns
+            try:
+                os.close(from_child_r)
+                os.close(to_child_w)
+                _child_main(from_child_w, lambda: _direct_init(plan, to_child_r, from_child_w))
+            finally:
+                os._exit(126)
+    else:
+        parent = os.getpid()
+        first = os.fork()
+        if first == 0:  # A, the setup process: never returns
+            try:
+                os.close(from_child_r)
+                os.close(to_child_w)
+                _setup_process(plan, parent, to_child_r, from_child_w)
+            finally:
+                os._exit(126)
     os.close(from_child_w)
     os.close(to_child_r)
     channel = _Channel(from_child_r, to_child_w, time.monotonic() + timeout)
-    pid_b = None
-    a_reaped = False
+    init = first if direct else None
+    first_reaped = direct  # in the direct path the first child is init, reaped by the caller later
     try:
-        line = channel.readline("the user namespace")
-        if line is None or line.startswith("E"):
-            raise _error_from(line) if line else _died(pid_a, "setup process")
+        if not direct:
+            line = channel.readline("the user namespace")
+            if line is None or line.startswith("E"):
+                raise _error_from(line) if line else _died(first, "setup process", "setup")
         if plan.new_userns:
-            _write_id_maps(pid_a, plan)
+            _write_id_maps(first, plan)
+        if plan.oom_score_adj is not None:
+            _write_proc(first, "oom_score_adj", plan.oom_score_adj)
         if plan.cgroup_procs is not None:
             try:
-                os.write(plan.cgroup_procs, b"%d" % pid_a)
+                os.write(plan.cgroup_procs, b"%d" % first)
             except OSError as exc:
                 raise LaunchError("cgroup", exc.errno or 0, "join the cgroup: %s" % exc.strerror)
         channel.send(b"G")
         failure = None
         ready = None
+        reached = "setup"
         while True:
             line = channel.readline("exec")
             if line is None:
                 break
-            if line.startswith("P"):
-                pid_b = int(line[2:])
-                os.waitpid(pid_a, 0)
-                a_reaped = True
+            if line.startswith("T"):
+                reached = line[1:]
+            elif line.startswith("P"):
+                init = int(line[2:])
+                try:
+                    os.waitpid(first, 0)  # the setup process exits right after this message
+                except ChildProcessError:
+                    pass  # reaped by a waitpid(-1) elsewhere in the caller: gone either way
+                first_reaped = True
             elif line.startswith("X"):
                 ready = line
             elif line.startswith("E") and failure is None:
                 failure = _error_from(line)
         if failure is not None:
             raise failure
-        if pid_b is None:
-            raise _died(pid_a, "setup process")
+        if init is None:
+            raise _died(first, "setup process", reached)
         if ready is None:
-            raise _died(pid_b, "container init")
-        return Launched(pid=pid_b, starttime=_starttime(pid_b), namespaces=_parse_namespaces(ready))
+            raise _died(init, "container init", reached)
+        comm, starttime = _stat(init)
+        if comm == INIT_NAME:  # execve sets the new name before it closes our pipe: it died instead
+            raise _died(init, "container init", "exec")
+        return Launched(pid=init, starttime=starttime, namespaces=_parse_namespaces(ready))
     except BaseException:
-        _kill_and_reap(pid_a, a_reaped, pid_b)
+        _kill_and_reap(first, first_reaped, init)
         raise
     finally:
         os.close(from_child_r)
         os.close(to_child_w)
 
 
-def _write_id_maps(pid: int, plan: _Plan) -> None:
-    for name, data in (("uid_map", plan.uid_map), ("setgroups", b"deny" if plan.deny_setgroups else None),
-                       ("gid_map", plan.gid_map)):
-        if data is None:
-            continue
-        try:
-            fd = os.open("/proc/%d/%s" % (pid, name), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise LaunchError(name, exc.errno or 0, "write %r: %s" % (data.decode().strip(), exc.strerror))
-
-
-def _died(pid: int, what: str) -> LaunchError:
+def _write_proc(pid: int, name: str, data: bytes) -> None:
     try:
-        _pid, status = os.waitpid(pid, os.WNOHANG)
+        fd = os.open("/proc/%d/%s" % (pid, name), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LaunchError(name, exc.errno or 0, "write %r: %s" % (data.decode().strip(), exc.strerror))
+
+
+def _write_id_maps(pid: int, plan: _Plan) -> None:
+    _write_proc(pid, "uid_map", plan.uid_map)
+    if plan.deny_setgroups:
+        _write_proc(pid, "setgroups", b"deny")
+    _write_proc(pid, "gid_map", plan.gid_map)
+
+
+def _died(pid: int, what: str, step: str) -> LaunchError:
+    """The child closed the status pipe without a report, so it is exiting: say how, and where."""
+    try:
+        _pid, status = os.waitpid(pid, 0)
     except ChildProcessError:
-        status = 0
-    how = ("killed by signal %d" % os.WTERMSIG(status)) if os.WIFSIGNALED(status) else "exited"
-    return LaunchError("setup", errno.ECHILD, "the %s %s without reporting" % (what, how))
+        _pid, status = 0, 0
+    if _pid and os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "signal %d" % number
+        how = "was killed by %s" % name
+    else:
+        how = "exited"
+    return LaunchError(step, errno.ECHILD, "the %s %s without reporting" % (what, how))
 
 
-def _starttime(pid: int) -> int:
-    # Read from the host's /proc: inside a time namespace the field is shifted by the boottime offset.
+def _stat(pid: int) -> t.Tuple[str, int]:
+    """(comm, starttime) from the host's /proc (inside a time namespace starttime is shifted)."""
     with open("/proc/%d/stat" % pid, "rb") as handle:
         text = handle.read()
-    return int(text[text.rindex(b")") + 2:].split()[19])
+    close = text.rindex(b")")
+    return text[text.index(b"(") + 1:close].decode(errors="replace"), int(text[close + 2:].split()[19])
 
 
 def _parse_namespaces(line: str) -> t.Dict[str, int]:
@@ -394,128 +418,21 @@ def _parse_namespaces(line: str) -> t.Dict[str, int]:
     return result
 
 
-def _kill_and_reap(pid_a: int, a_reaped: bool, pid_b: t.Optional[int]) -> None:
-    """Leave nothing behind: B is PID 1 of its namespace, so killing it ends everything inside."""
-    for pid in ([pid_b] if pid_b else []) + ([] if a_reaped else [pid_a]):
+def _kill_and_reap(first: int, first_reaped: bool, init: t.Optional[int]) -> None:
+    """Leave nothing behind: init is PID 1 of its namespace, so killing it ends everything inside.
+
+    The setup process (if any) is reaped first: only then is init re-parented here.
+    """
+    for pid in ([init] if init else []) + ([] if first_reaped else [first]):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for pid in ([] if a_reaped else [pid_a]) + ([pid_b] if pid_b else []):
+    for pid in ([] if first_reaped else [first]) + ([init] if init else []):
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-
-
-# --- in the children -------------------------------------------------------------
-
-def _report(fd: int, step: str, err: int, detail: str) -> None:
-    text = "E%s%s%d%s%s\n" % (step, _SEP, err, _SEP, detail.replace("\n", " "))
-    try:
-        os.write(fd, text.encode("utf-8", "replace"))
-    except OSError:
-        pass
-
-
-def _child_main(status_fd: int, body: t.Callable[[], None]) -> t.NoReturn:
-    """Run ``body`` in a forked child; report any failure on the status pipe; never return."""
-    gc.disable()  # no collector passes touching (and copying) the parent's pages
-    step = "setup"
-    try:
-        body()
-    except StepFailure as exc:
-        _report(exc.status_fd if exc.status_fd is not None else status_fd, exc.step, exc.errno, exc.detail)
-    except OSError as exc:
-        _report(status_fd, step, exc.errno or 0, str(exc))
-    except BaseException as exc:  # the child must never unwind into the caller's code
-        _report(status_fd, step, 0, "%s: %s" % (type(exc).__name__, exc))
-    os._exit(1)
-
-
-def _step(step: str, func: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
-    try:
-        return func(*args)
-    except OSError as exc:
-        raise StepFailure(step, exc.errno or 0, str(exc.strerror or exc) if not exc.filename
-                          else "%s (%s)" % (exc.strerror, exc.filename))
-
-
-def _setup_process(plan: _Plan, parent: int, from_parent: int, status_fd: int) -> t.NoReturn:
-    def body() -> None:
-        libc.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)  # the caller died before we set the death signal
-        # Nothing else running as the container's ids may ptrace or open /proc files of the
-        # setup (CVE-2016-9962); exec makes the command dumpable again as usual.
-        libc.set_dumpable(False)
-        assert plan.rootfs is not None and plan.rootfs.root_dir is not None
-        # The cwd follows into the new mount namespace: init attaches the rootfs clone here.
-        _step("rootfs", os.fchdir, plan.rootfs.root_dir)
-        if plan.oom_score_adj is not None:
-            _step("oom_score_adj", _write_file, "/proc/self/oom_score_adj", plan.oom_score_adj)
-        timens_fd = None
-        if plan.timens_offsets:
-            # Opened while still host root: once the ids switch, /proc/self is not ours to open.
-            timens_fd = _step("time offsets", os.open, "/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
-        for fd, flag, what in plan.joins:
-            try:
-                libc.setns(fd, flag)
-            except OSError as exc:
-                raise StepFailure("join namespaces", exc.errno or 0, "setns %s: %s" % (what, exc.strerror))
-        if plan.own_sysfs:
-            rootfs.make_sysfs(plan.rootfs)
-        if plan.new_userns:
-            _step("user namespace", libc.unshare, libc.CLONE_NEWUSER)
-        os.write(status_fd, b"U\n")
-        if os.read(from_parent, 1) != b"G":
-            os._exit(1)  # the caller gave up
-        if plan.any_userns:
-            _step("user namespace", os.setresgid, 0, 0, 0)
-            _step("user namespace", os.setresuid, 0, 0, 0)
-        if plan.unshare_flags:
-            _step("namespaces", libc.unshare, plan.unshare_flags)
-        if plan.unshare_flags & libc.CLONE_NEWNS:
-            # First, before any mount: nothing made in here may propagate to the host.
-            _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
-        if timens_fd is not None:
-            # Before the first process enters the new time namespace: B, forked next.
-            _step("time offsets", os.write, timens_fd, plan.timens_offsets)
-            os.close(timens_fd)
-        pid = _step("fork", os.fork)
-        if pid == 0:
-            _child_main(status_fd, lambda: _init_process(plan, from_parent, status_fd))
-        os.write(status_fd, b"P %d\n" % pid)
-        os._exit(0)
-
-    _child_main(status_fd, body)
-
-
-def _write_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _init_process(plan: _Plan, from_parent: int, status_fd: int) -> None:
-    assert plan.rootfs is not None and plan.prepared is not None
-    root_fd = rootfs.setup_before_pivot(plan.rootfs)
-    rootfs.pivot(root_fd)
-    rootfs.write_sysctls(plan.rootfs.sysctl)
-    rootfs.mask_and_protect(plan.rootfs)
-    if plan.hostname is not None:
-        _step("hostname", libc.sethostname, plan.hostname)
-    if plan.domainname is not None:
-        _step("domainname", libc.setdomainname, plan.domainname)
-    rootfs.enter_cwd(plan.cwd)
-    namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
-                          for kind, (_flag, name) in NAMESPACES.items())
-    confine.confine(plan.prepared)
-    if select.select([from_parent], [], [], 0)[0]:
-        os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
-    confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
 
 
 __all__ = ["start", "Launched", "LaunchError", "NAMESPACES", "ValidationError"]

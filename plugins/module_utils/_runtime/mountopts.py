@@ -13,8 +13,9 @@ silently ignore them: there they are refused, so a typo never goes unnoticed.
 
 from __future__ import annotations
 
+import functools
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
@@ -51,13 +52,13 @@ PER_MOUNT_FLAGS = (libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOE
 BIND_TYPES = ("bind", "rbind")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MountOptions:
-    """What a list of OCI mount options means to the kernel."""
+    """What a list of OCI mount options means to the kernel (shared, so immutable)."""
 
     flags: int = 0
-    propagation: t.List[int] = field(default_factory=list)
-    data: t.List[str] = field(default_factory=list)
+    propagation: t.Tuple[int, ...] = ()
+    data: t.Tuple[str, ...] = ()
     bind: bool = False
     recursive: bool = False
 
@@ -73,29 +74,37 @@ class MountOptions:
 def parse(options: t.Sequence[str], mount_type: t.Optional[str] = None,
           where: str = "mounts") -> MountOptions:
     """Parse OCI mount options; ``mount_type`` 'bind' makes it a bind mount as options 'bind' do."""
-    result = MountOptions()
-    if mount_type in BIND_TYPES:
-        result.bind = True
-        result.recursive = mount_type == "rbind"
+    try:
+        return _parse(tuple(options), mount_type)
+    except ValidationError as exc:
+        raise ValidationError("%s: %s" % (where, exc))
+    except TypeError:  # an unhashable option (not a string)
+        raise ValidationError("%s: mount options must be strings, got %r" % (where, options))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(options: t.Tuple[str, ...], mount_type: t.Optional[str]) -> MountOptions:
+    flags = 0
+    propagation: t.List[int] = []
+    data: t.List[str] = []
+    bind = mount_type in BIND_TYPES
+    recursive = mount_type == "rbind"
     for option in options:
         if not isinstance(option, str) or not option or "\0" in option or "," in option:
-            raise ValidationError("%s: mount option %r is not valid (one option per list item)" % (where, option))
+            raise ValidationError("mount option %r is not valid (one option per list item)" % (option,))
         if option in ("bind", "rbind"):
-            result.bind = True
-            result.recursive = result.recursive or option == "rbind"
+            bind = True
+            recursive = recursive or option == "rbind"
         elif option in _FLAGS:
             flag, clears = _FLAGS[option]
-            if clears:
-                result.flags &= ~flag
-            else:
-                result.flags |= flag
+            flags = flags & ~flag if clears else flags | flag
         elif option in PROPAGATION:
-            result.propagation.append(PROPAGATION[option])
+            propagation.append(PROPAGATION[option])
         elif option == "remount":
-            raise ValidationError("%s: option 'remount' is not allowed in a container spec" % where)
+            raise ValidationError("option 'remount' is not allowed in a container spec")
         else:
-            result.data.append(option)
-    if result.bind and result.data:
-        raise ValidationError("%s: %s not valid for a bind mount (the kernel would ignore them)"
-                              % (where, ", ".join(repr(d) for d in result.data)))
-    return result
+            data.append(option)
+    if bind and data:
+        raise ValidationError("%s not valid for a bind mount (the kernel would ignore them)"
+                              % ", ".join(repr(d) for d in data))
+    return MountOptions(flags, tuple(propagation), tuple(data), bind, recursive)

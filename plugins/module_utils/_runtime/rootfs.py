@@ -4,24 +4,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to kernelbox.containers: the container's filesystem, inside its new mount namespace.
 
-``plan(spec)`` runs in the launcher's parent and turns the spec into plain
-operations; ``setup(plan)`` runs in the container's PID 1 before exec.  The
-rules (each answers a runc/crun CVE; see README "Container runtime"):
+``plan(spec)`` runs in the caller and turns the spec into plain operations;
+``capture(plan)`` opens the host objects, also in the caller;
+``setup_before_pivot(plan)`` and ``pivot(root_fd)`` run in the container's
+init (protect.py does the rest after pivot_root).  The rules (each answers a
+runc/crun CVE; see README "Container runtime"):
 
 * "/" is made rslave recursively before anything is mounted, so no mount made
   here propagates to the host (LXC's /run/netns incident).
-* Every in-container path is resolved by ``resolve()``: one component at a
-  time with O_PATH|O_NOFOLLOW, symlinks read and re-resolved *inside* the
-  root, never followed by the kernel, and mounts go through /proc/self/fd/N of
-  the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
+* Every in-container path is resolved by ``inroot.resolve()`` inside the
+  root (openat2 RESOLVE_IN_ROOT, or a component walk with O_PATH|O_NOFOLLOW),
+  and mounts go through /proc/self/fd/N of the resolved fd (CVE-2021-30465).  /proc, /sys and /dev, and everything
   under them, may contain no symlink at all (CVE-2019-16884, CVE-2026-41579).
   Procfs magic links (/proc/self/fd/N, /proc/1/cwd) are refused (CVE-2024-21626).
 * Host objects (the rootfs, bind sources, device nodes) are captured by the
   caller as detached mount clones (open_tree) before fork, and attached
   inside; devices are checked to be the expected char device on that very
   clone (mknod is impossible in a user namespace anyway).
-* Masking binds a /dev/null opened once and checked to be char 1:3
-  (CVE-2025-31133); directories get a read-only empty tmpfs.
 * The root is switched with pivot_root, and the old root detached; never chroot.
 """
 
@@ -33,141 +32,22 @@ import stat
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import (  # noqa: F401
+    _MS_TO_ATTR, StepFailure, _fail, _new_file, locked_flags, resolve)  # StepFailure: also imported from here
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
-_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_SYMLINKS = 40
 _STRICT_TOPS = ("proc", "sys", "dev")
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_DIR = _O_PATH | os.O_DIRECTORY
 
 # name, major, minor: the devices every container gets (OCI config-linux.md "Default Devices").
 DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
                    ("tty", 5, 0))
 DEV_SYMLINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
-
-# statvfs f_flag bits -> mount flags: what a remount must repeat, or the kernel refuses to
-# clear flags that are locked in a user namespace.
-_ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, libc.MS_NOEXEC),
-             (1024, libc.MS_NOATIME), (2048, libc.MS_NODIRATIME), (4096, libc.MS_RELATIME),
-             (0x2000, libc.MS_NOSYMFOLLOW))
-
-
-_MS_TO_ATTR = ((libc.MS_RDONLY, libc.MOUNT_ATTR_RDONLY), (libc.MS_NOSUID, libc.MOUNT_ATTR_NOSUID),
-               (libc.MS_NODEV, libc.MOUNT_ATTR_NODEV), (libc.MS_NOEXEC, libc.MOUNT_ATTR_NOEXEC))
-
-
-class StepFailure(Exception):
-    """A launch step failed: ``step`` for the user, ``errno`` and a detail naming the object."""
-
-    def __init__(self, step: str, err: int, detail: str) -> None:
-        super().__init__("%s: %s [errno %d]" % (step, detail, err))
-        self.step = step
-        self.errno = err
-        self.detail = detail
-        self.status_fd: t.Optional[int] = None
-
-
-def _fail(step: str, exc: OSError, what: str) -> StepFailure:
-    return StepFailure(step, exc.errno or 0, "%s: %s" % (what, exc.strerror or exc))
-
-
-def fd_path(fd: int) -> str:
-    return "/proc/self/fd/%d" % fd
-
-
-# --- safe resolution -------------------------------------------------------------
-
-def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: bool = False,
-            clamp: bool = True) -> int:
-    """An O_PATH fd for ``path`` inside the tree at ``root_fd``; the caller closes it.
-
-    Symlinks are read and resolved again relative to the root, so nothing can
-    lead out of it.  ``strict`` refuses any symlink on the way; ``clamp=False``
-    refuses a '..' that would climb above the root instead of staying at it.
-    ``create`` ('dir' or 'file') makes missing components (directories, and
-    the last one as a file when 'file').  Procfs magic links are refused.
-    """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    stack = [os.dup(root_fd)]
-    links = 0
-    try:
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                elif not clamp:
-                    raise OSError(errno.EXDEV, "%s climbs above the container's root" % path, path)
-                continue
-            fd = _open_component(stack[-1], name, create, last=not parts)
-            info = os.fstat(fd)
-            if stat.S_ISLNK(info.st_mode):
-                target = _read_link(fd, path, strict)
-                os.close(fd)
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise OSError(errno.ELOOP, "too many symlinks resolving %s" % path, path)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-                continue
-            if parts and not stat.S_ISDIR(info.st_mode):
-                os.close(fd)
-                raise OSError(errno.ENOTDIR, "a component of %s is not a directory" % path, path)
-            stack.append(fd)
-        result = stack.pop()
-        return result
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def _open_component(dir_fd: int, name: str, create: t.Optional[str], last: bool) -> int:
-    try:
-        return os.open(name, _O_PATH, dir_fd=dir_fd)
-    except FileNotFoundError:
-        if create is None:
-            raise
-    if last and create == "file":
-        try:
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                             dir_fd=dir_fd))
-        except FileExistsError:
-            pass
-    else:
-        try:
-            os.mkdir(name, 0o755, dir_fd=dir_fd)
-        except FileExistsError:
-            pass
-    return os.open(name, _O_PATH, dir_fd=dir_fd)
-
-
-def _read_link(fd: int, path: str, strict: bool) -> str:
-    if strict:
-        raise OSError(errno.ELOOP, "%s: a component is a symlink, which is not allowed here" % path, path)
-    target = os.readlink("", dir_fd=fd)
-    if libc.fstatfs_type(fd) == libc.PROC_SUPER_MAGIC and not _is_plain_proc_link(target):
-        raise OSError(errno.ELOOP, "%s goes through a /proc magic link (%s)" % (path, target), path)
-    return target
-
-
-def _is_plain_proc_link(target: str) -> bool:
-    # /proc/self -> "123", /proc/mounts -> "self/mounts" are ordinary symlinks; the magic ones
-    # (fd/N, cwd, root, exe, ns/*) read as an absolute path or as "pipe:[123]", "anon_inode:[...]"
-    return not target.startswith("/") and ":" not in target.split("/")[0]
-
-
-def locked_flags(fd: int) -> int:
-    """The mount flags the mount under ``fd`` has now, as a remount must repeat them."""
-    current = os.fstatvfs(fd).f_flag
-    flags = 0
-    for st_bit, ms_flag in _ST_TO_MS:
-        if current & st_bit:
-            flags |= ms_flag
-    return flags
 
 
 # --- the plan (built in the parent) -------------------------------------------
@@ -207,6 +87,7 @@ class RootfsPlan:
     mounts: t.List[MountOp] = field(default_factory=list)
     devices: t.List[DeviceOp] = field(default_factory=list)
     etc_files: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
+    dev_is_tmpfs: bool = False  # the spec mounts a tmpfs on /dev (init owns it)
     masked: t.List[str] = field(default_factory=list)
     readonly_paths: t.List[str] = field(default_factory=list)
     sysctl: t.List[t.Tuple[str, bytes]] = field(default_factory=list)
@@ -251,6 +132,8 @@ def plan(spec: Spec) -> RootfsPlan:
                               % device.path)
         result.devices.append(DeviceOp(device.path[len("/dev/"):], device.type, device.major or 0,
                                        device.minor or 0, device.path))
+    result.dev_is_tmpfs = any(op.destination == "/dev" and op.fstype == "tmpfs" and op.kind == "fs"
+                              for op in result.mounts)
     for key, destination in sorted(ETC_FILE_ANNOTATIONS.items()):
         if key in spec.annotations:
             result.etc_files.append((destination, spec.annotations[key].encode()))
@@ -297,8 +180,8 @@ def capture(p: RootfsPlan) -> None:
         device.tree = clone(device.source, False, "devices", "host device")
         info = os.fstat(device.tree)
         is_kind = stat.S_ISCHR if device.kind == "c" else stat.S_ISBLK
-        if not is_kind(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (device.major,
-                                                                                              device.minor):
+        numbers = (os.major(info.st_rdev), os.minor(info.st_rdev))
+        if not is_kind(info.st_mode) or numbers != (device.major, device.minor):
             raise StepFailure("devices", errno.ENODEV, "host %s is not the %s device %d:%d; refusing to use it"
                               % (device.source, "char" if device.kind == "c" else "block", device.major,
                                  device.minor))
@@ -397,7 +280,7 @@ def setup_before_pivot(p: RootfsPlan) -> int:
         _mount(root_fd, op, p)
     _add_devices(root_fd, p.devices)
     if p.etc_files:
-        _add_etc_files(root_fd, p.etc_files)
+        _add_etc_files(root_fd, p.etc_files, p.dev_is_tmpfs)
     return root_fd
 
 
@@ -432,7 +315,8 @@ def _mount(root_fd: int, op: MountOp, p: RootfsPlan) -> None:
 def _mount_at(root_fd: int, op: MountOp, target: int, p: RootfsPlan) -> None:
     where = fd_path(target)
     if op.kind == "bind":
-        assert op.tree is not None
+        if op.tree is None:
+            raise OSError(errno.EBADF, "the bind source was not captured")
         libc.move_mount_fd(op.tree, target)
         _after_bind(op.tree, op.flags, op.recursive)
     elif op.kind == "sysfs" and p.sys_tree is not None:
@@ -496,13 +380,14 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
     """Attach the caller's verified clone of the host node onto /dev/NAME (a file made for it)."""
     step = "devices"
     try:
-        target = resolve(dev_fd, device.name, create="file", strict=True)
+        target = _new_file(dev_fd, device.name) or resolve(dev_fd, device.name, create="file", strict=True)
     except OSError as exc:
         raise _fail(step, exc, "/dev/%s" % device.name)
     try:
         if stat.S_ISDIR(os.fstat(target).st_mode):
             raise StepFailure(step, errno.EISDIR, "/dev/%s in the rootfs is a directory" % device.name)
-        assert device.tree is not None
+        if device.tree is None:
+            raise OSError(errno.EBADF, "the host device was not captured")
         libc.move_mount_fd(device.tree, target)
     except OSError as exc:
         raise _fail(step, exc, "attach %s" % device.source)
@@ -510,36 +395,83 @@ def _bind_device(dev_fd: int, device: DeviceOp) -> None:
         os.close(target)
 
 
-def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]]) -> None:
-    """Each file on a private tmpfs that no path reaches, then moved onto its place in /etc."""
+_STAGING = ".kernelbox-etc"
+
+
+def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]], dev_is_tmpfs: bool) -> None:
+    """Each file on a private 1 MiB tmpfs, then bound onto its place in /etc: the rootfs is never written.
+
+    The tmpfs is made detached (fsmount).  Binding single files out of it
+    needs it attached somewhere on kernels before 6.x (open_tree on a detached
+    mount is EINVAL on 6.1): it is attached on a directory made for the
+    purpose in the container's own /dev tmpfs, and detached and removed again
+    once the files are bound.  Without a /dev tmpfs, open_tree clones each
+    file straight from the detached mount (newer kernels only).
+    """
     step = "etc files"
     try:
         mnt_fd = detached_fs("tmpfs", (("size", "1m"), ("mode", "0755")),
                              libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOEXEC)
     except OSError as exc:
         raise _fail(step, exc, "private tmpfs")
+    dev_fd = None
     try:
         for destination, content in files:
-            name = os.path.basename(destination)
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=mnt_fd)
+                fd = os.open(os.path.basename(destination), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o644, dir_fd=mnt_fd)
                 try:
                     os.write(fd, content)
                 finally:
                     os.close(fd)
-                tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
-                try:
-                    target = resolve(root_fd, destination, create="file")
-                    try:
-                        libc.move_mount_fd(tree, target)
-                    finally:
-                        os.close(target)
-                finally:
-                    os.close(tree)
             except OSError as exc:
                 raise _fail(step, exc, destination)
+        if dev_is_tmpfs:
+            try:
+                dev_fd = resolve(root_fd, "/dev", strict=True)
+                os.mkdir(_STAGING, 0o700, dir_fd=dev_fd)
+                staging = os.open(_STAGING, _O_DIR, dir_fd=dev_fd)
+                try:
+                    libc.move_mount_fd(mnt_fd, staging)
+                finally:
+                    os.close(staging)
+            except OSError as exc:
+                raise _fail(step, exc, "staging in /dev")
+        for destination, _content in files:
+            try:
+                _bind_etc_file(root_fd, mnt_fd, destination, attached=dev_is_tmpfs)
+            except OSError as exc:
+                raise _fail(step, exc, destination)
+        if dev_fd is not None:
+            try:
+                libc.umount2(fd_path(mnt_fd), libc.MNT_DETACH)
+                os.rmdir(_STAGING, dir_fd=dev_fd)
+            except OSError as exc:
+                raise _fail(step, exc, "remove the staging in /dev")
     finally:
         os.close(mnt_fd)
+        if dev_fd is not None:
+            os.close(dev_fd)
+
+
+def _bind_etc_file(root_fd: int, mnt_fd: int, destination: str, attached: bool) -> None:
+    target = resolve(root_fd, destination, create="file")
+    try:
+        name = os.path.basename(destination)
+        if attached:
+            source = os.open(name, _O_PATH, dir_fd=mnt_fd)
+            try:
+                libc.mount(fd_path(source), fd_path(target), None, libc.MS_BIND)
+            finally:
+                os.close(source)
+        else:
+            tree = libc.open_tree_clone(mnt_fd, name, recursive=False)
+            try:
+                libc.move_mount_fd(tree, target)
+            finally:
+                os.close(tree)
+    finally:
+        os.close(target)
 
 
 def pivot(root_fd: int) -> None:
@@ -553,118 +485,3 @@ def pivot(root_fd: int) -> None:
         raise _fail("pivot_root", exc, "switch to %s" % "the container root")
     finally:
         os.close(root_fd)
-
-
-# --- in the container, after pivot_root -------------------------------------------
-
-def write_sysctls(items: t.List[t.Tuple[str, bytes]]) -> None:
-    for path, value in items:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                if libc.fstatfs_type(fd) != libc.PROC_SUPER_MAGIC:
-                    raise OSError(errno.EXDEV, "not on procfs", path)
-                os.write(fd, value)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _fail("sysctl", exc, path[len("/proc/sys/"):].replace("/", "."))
-
-
-def mask_and_protect(p: RootfsPlan) -> None:
-    """Masked paths, read-only paths, read-only root and root propagation, in runc's order."""
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if p.masked:
-            _mask(root, p.masked)
-        for path in p.readonly_paths:
-            _readonly(root, path)
-        if p.readonly:
-            try:
-                libc.mount(None, "/", None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | locked_flags(root))
-            except OSError as exc:
-                raise _fail("readonly rootfs", exc, "remount / read-only")
-        if p.propagation is not None:
-            try:
-                libc.mount(None, "/", None, p.propagation)
-            except OSError as exc:
-                raise _fail("rootfs propagation", exc, "/")
-    finally:
-        os.close(root)
-
-
-def _open_existing(root: int, path: str, step: str) -> t.Optional[int]:
-    try:
-        return resolve(root, path)
-    except FileNotFoundError:
-        return None  # nothing there to hide or protect (runc skips these too)
-    except OSError as exc:
-        raise _fail(step, exc, path)
-
-
-def _mask(root: int, paths: t.List[str]) -> None:
-    step = "masked paths"
-    null = _open_existing(root, "/dev/null", step)
-    if null is None:
-        raise StepFailure(step, errno.ENOENT, "/dev/null is missing; masking needs the null device")
-    try:
-        info = os.fstat(null)
-        if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (1, 3):
-            raise StepFailure(step, errno.ENODEV, "/dev/null is not the char device 1:3; refusing to mask with it")
-        for path in paths:
-            target = _open_existing(root, path, step)
-            if target is None:
-                continue
-            try:
-                if stat.S_ISDIR(os.fstat(target).st_mode):
-                    libc.mount("tmpfs", fd_path(target), "tmpfs", libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV
-                               | libc.MS_NOEXEC, "size=0,mode=0555")
-                else:
-                    libc.mount(fd_path(null), fd_path(target), None, libc.MS_BIND)
-            except OSError as exc:
-                raise _fail(step, exc, path)
-            finally:
-                os.close(target)
-    finally:
-        os.close(null)
-
-
-def _readonly(root: int, path: str) -> None:
-    step = "readonly paths"
-    target = _open_existing(root, path, step)
-    if target is None:
-        return
-    try:
-        libc.mount(fd_path(target), fd_path(target), None, libc.MS_BIND | libc.MS_REC)
-        top = resolve(root, path)
-        try:
-            libc.mount(None, fd_path(top), None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | locked_flags(top))
-        finally:
-            os.close(top)
-    except OSError as exc:
-        raise _fail(step, exc, path)
-    finally:
-        os.close(target)
-
-
-def enter_cwd(cwd: str) -> None:
-    """chdir to ``cwd`` resolved inside the root; refuse escapes and magic links, check getcwd."""
-    step = "cwd"
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd = resolve(root, cwd, clamp=False)
-    except OSError as exc:
-        raise _fail(step, exc, cwd)
-    finally:
-        os.close(root)
-    try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise StepFailure(step, errno.ENOTDIR, "%s is not a directory" % cwd)
-        os.fchdir(fd)
-        where = os.getcwd()
-    except OSError as exc:
-        raise _fail(step, exc, cwd)
-    finally:
-        os.close(fd)
-    if not where.startswith("/"):
-        raise StepFailure(step, errno.EXDEV, "%s resolves outside the container (%s)" % (cwd, where))

@@ -38,7 +38,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.capa
     DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
-OCI_VERSION = "1.2.0"
+OCI_VERSION = "1.1.0"
 
 # Keys whose change is applied to a running container in place (cgroup files);
 # every other difference forces a recreate.
@@ -62,8 +62,8 @@ def _f(oci: str, kind: t.Any, default: t.Any = None, factory: t.Optional[t.Calla
        required: bool = False, keep_empty: bool = False) -> t.Any:
     meta = {"oci": oci, "kind": kind, "required": required, "keep_empty": keep_empty}
     if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=factory, metadata=meta)  # pylint: disable=invalid-field-call
+    return field(default=default, metadata=meta)  # pylint: disable=invalid-field-call
 
 
 def _list(kind: t.Any) -> t.Tuple[str, t.Any]:

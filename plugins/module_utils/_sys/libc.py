@@ -111,11 +111,11 @@ _SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424,
                "close_range": 436, "seccomp": 317, "capget": 125, "capset": 126,
                "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429,
-               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442},
+               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 56},
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "close_range": 436, "seccomp": 277, "capget": 90, "capset": 91,
                 "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429,
-               "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442},
+                "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 220},
 }
 
 
@@ -153,12 +153,16 @@ def _bytes(value: t.Optional[t.Union[str, bytes]]) -> t.Optional[bytes]:
     return os.fsencode(value)
 
 
+_MACHINE: t.List[str] = []
+
+
 def _syscall_number(name: str) -> int:
-    machine = os.uname().machine
+    if not _MACHINE:
+        _MACHINE.append(os.uname().machine)  # once per process: the launcher calls this in hot paths
     try:
-        return _SYSCALL_NUMBERS[machine][name]
+        return _SYSCALL_NUMBERS[_MACHINE[0]][name]
     except KeyError:
-        raise OSError(38, "%s: no syscall number known for %s" % (name, machine))
+        raise OSError(38, "%s: no syscall number known for %s" % (name, _MACHINE[0]))
 
 
 def syscall(name: str, *args: t.Any, libc: t.Optional[t.Any] = None, context: str = "") -> int:
@@ -171,6 +175,35 @@ def syscall(name: str, *args: t.Any, libc: t.Optional[t.Any] = None, context: st
 
 
 # --- namespaces --------------------------------------------------------------
+
+_SIGCHLD = 17
+
+
+class _PyState:
+    """libc through ctypes.PyDLL: calls keep the GIL (needed around clone, see clone_process)."""
+
+    libc: t.Optional[ctypes.PyDLL] = None
+
+
+def clone_process(flags: int) -> int:
+    """fork(2) that also creates namespaces: clone(flags | SIGCHLD) with no new stack.
+
+    Returns the child's PID in the parent and 0 in the child, like os.fork.
+    The child starts inside the namespaces in ``flags`` (with CLONE_NEWPID it
+    is PID 1 of the new PID namespace), so one process does what unshare and
+    a second fork would.  Unlike os.fork, Python's and glibc's fork handlers
+    do not run: the caller must be single-threaded (another thread could hold
+    a lock the child then waits for forever) and the child must end in exec
+    or os._exit.  The call goes through PyDLL so the GIL stays held across
+    it and the child resumes holding it.
+    """
+    if _PyState.libc is None:
+        _PyState.libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = _PyState.libc.syscall
+    fn.restype = ctypes.c_long
+    ret = fn(ctypes.c_long(_syscall_number("clone")), ctypes.c_ulong(flags | _SIGCHLD), None, None, None, None)
+    return _check(ret, "clone(%s)" % describe_clone_flags(flags))
+
 
 def unshare(flags: int, libc: t.Optional[t.Any] = None) -> None:
     """unshare(2) the namespaces in ``flags``."""

@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to kernelbox.containers: what runs in the launcher's children, before exec.
+
+launch.py (the caller's side) builds a ``Plan`` and forks or clones; the
+functions here run in the setup process (two-process path) and in the
+container's init.  They only make syscalls and report on the status pipe:
+``E<step><US><errno><US><detail>`` for a failure, ``U`` (user namespace
+made), ``P <pid>`` (init forked), ``T<step>`` (about to do something that
+may kill the process), ``X <type>=<inode>...`` (about to exec).
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import select
+import signal
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import protect
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+
+# OCI namespace type -> (clone flag, name under /proc/PID/ns)
+NAMESPACES = {
+    "user": (libc.CLONE_NEWUSER, "user"),
+    "pid": (libc.CLONE_NEWPID, "pid"),
+    "network": (libc.CLONE_NEWNET, "net"),
+    "ipc": (libc.CLONE_NEWIPC, "ipc"),
+    "uts": (libc.CLONE_NEWUTS, "uts"),
+    "mount": (libc.CLONE_NEWNS, "mnt"),
+    "cgroup": (libc.CLONE_NEWCGROUP, "cgroup"),
+    "time": (libc.CLONE_NEWTIME, "time"),
+}
+SEP = "\x1f"
+INIT_NAME = "kernelbox-init"  # /proc/PID/comm until exec replaces it: how the caller tells a death in exec
+
+
+@dataclass
+class Plan:
+    joins: t.List[t.Tuple[int, int, str]] = field(default_factory=list)  # (fd, flag, what), user first
+    new_userns: bool = False
+    any_userns: bool = False
+    own_sysfs: bool = False  # make sysfs in the setup process (userns without its own netns)
+    unshare_flags: int = 0
+    uid_map: bytes = b""
+    gid_map: bytes = b""
+    deny_setgroups: bool = False
+    timens_offsets: t.Optional[bytes] = None
+    oom_score_adj: t.Optional[bytes] = None
+    cgroup_procs: t.Optional[int] = None
+    rootfs: t.Optional[rootfs.RootfsPlan] = None
+    hostname: t.Optional[str] = None
+    domainname: t.Optional[str] = None
+    cwd: str = "/"
+    prepared: t.Optional[confine.Prepared] = None
+    stdio: t.List[int] = field(default_factory=list)
+    opened: t.List[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.rootfs is not None:
+            self.rootfs.close()
+        for fd in self.opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.opened = []
+
+
+def report(fd: int, step: str, err: int, detail: str) -> None:
+    text = "E%s%s%d%s%s\n" % (step, SEP, err, SEP, detail.replace("\n", " "))
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def child_main(status_fd: int, body: t.Callable[[], None]) -> t.NoReturn:
+    """Run ``body`` in a forked child; report any failure on the status pipe; never return."""
+    gc.disable()  # no collector passes touching (and copying) the parent's pages
+    step = "setup"
+    try:
+        body()
+    except StepFailure as exc:
+        report(exc.status_fd if exc.status_fd is not None else status_fd, exc.step, exc.errno, exc.detail)
+    except OSError as exc:
+        report(status_fd, step, exc.errno or 0, str(exc))
+    except BaseException as exc:  # the child must never unwind into the caller's code
+        report(status_fd, step, 0, "%s: %s" % (type(exc).__name__, exc))
+    os._exit(1)
+
+
+def _step(step: str, func: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+    try:
+        return func(*args)
+    except OSError as exc:
+        raise StepFailure(step, exc.errno or 0, str(exc.strerror or exc) if not exc.filename
+                          else "%s (%s)" % (exc.strerror, exc.filename))
+
+
+def setup_process(plan: Plan, parent: int, from_parent: int, status_fd: int) -> t.NoReturn:
+    def body() -> None:
+        libc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)  # the caller died before we set the death signal
+        # Nothing else running as the container's ids may ptrace or open /proc files of the
+        # setup (CVE-2016-9962); exec makes the command dumpable again as usual.
+        libc.set_dumpable(False)
+        # The cwd follows into the new mount namespace: init attaches the rootfs clone here.
+        _step("rootfs", os.fchdir, _root_dir(plan))
+        timens_fd = None
+        if plan.timens_offsets:
+            # Opened while still host root: once the ids switch, /proc/self is not ours to open.
+            timens_fd = _step("time offsets", os.open, "/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+        for fd, flag, what in plan.joins:
+            try:
+                libc.setns(fd, flag)
+            except OSError as exc:
+                raise StepFailure("join namespaces", exc.errno or 0, "setns %s: %s" % (what, exc.strerror))
+        if plan.own_sysfs:
+            rootfs.make_sysfs(plan.rootfs)
+        if plan.new_userns:
+            _step("user namespace", libc.unshare, libc.CLONE_NEWUSER)
+        os.write(status_fd, b"U\n")
+        if os.read(from_parent, 1) != b"G":
+            os._exit(1)  # the caller gave up
+        _enter_remaining_namespaces(plan, plan.unshare_flags)
+        if timens_fd is not None:
+            # Before the first process enters the new time namespace: B, forked next.
+            _step("time offsets", os.write, timens_fd, plan.timens_offsets)
+            os.close(timens_fd)
+        pid = _step("fork", os.fork)
+        if pid == 0:
+            child_main(status_fd, lambda: _init_process(plan, from_parent, status_fd))
+        os.write(status_fd, b"P %d\n" % pid)
+        os._exit(0)
+
+    child_main(status_fd, body)
+
+
+def direct_init(plan: Plan, from_parent: int, status_fd: int) -> None:
+    """The direct path: cloned already inside the new user and PID namespaces, as PID 1."""
+    libc.set_pdeathsig(signal.SIGKILL)
+    libc.set_dumpable(False)
+    _step("rootfs", os.fchdir, _root_dir(plan))
+    if os.read(from_parent, 1) != b"G":
+        os._exit(1)  # the caller died or gave up
+    _enter_remaining_namespaces(plan, plan.unshare_flags & ~libc.CLONE_NEWPID)
+    _init_process(plan, from_parent, status_fd)
+
+
+def _enter_remaining_namespaces(plan: Plan, flags: int) -> None:
+    """Root inside the user namespace (the maps exist now), then every namespace left to make."""
+    if plan.any_userns:
+        _step("user namespace", os.setresgid, 0, 0, 0)
+        _step("user namespace", os.setresuid, 0, 0, 0)
+    if flags:
+        _step("namespaces", libc.unshare, flags)
+    if flags & libc.CLONE_NEWNS:
+        # First, before any mount: nothing made in here may propagate to the host.
+        _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
+
+
+def _root_dir(plan: Plan) -> int:
+    if plan.rootfs is None or plan.rootfs.root_dir is None:
+        raise StepFailure("rootfs", errno.EBADF, "internal error: the rootfs was not captured")
+    return plan.rootfs.root_dir
+
+
+def _init_process(plan: Plan, from_parent: int, status_fd: int) -> None:
+    if plan.rootfs is None or plan.prepared is None:
+        raise StepFailure("setup", errno.EINVAL, "internal error: the launch plan is incomplete")
+    libc.set_process_name(INIT_NAME)
+    # Through the host's /proc, while it is still there (the container may mount none).
+    namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
+                          for kind, (_flag, name) in NAMESPACES.items())
+    root_fd = rootfs.setup_before_pivot(plan.rootfs)
+    rootfs.pivot(root_fd)
+    protect.write_sysctls(plan.rootfs.sysctl)
+    protect.mask_and_protect(plan.rootfs)
+    if plan.hostname is not None:
+        _step("hostname", libc.sethostname, plan.hostname)
+    if plan.domainname is not None:
+        _step("domainname", libc.setdomainname, plan.domainname)
+    protect.enter_cwd(plan.cwd)
+    confine.confine(plan.prepared, lambda step: os.write(status_fd, ("T%s\n" % step).encode()))
+    if select.select([from_parent], [], [], 0)[0]:
+        os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
+    confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
