@@ -46,7 +46,7 @@ def fake(tmp_path, monkeypatch):
     hierarchy = cgroup.Hierarchy(str(root), "unified", frozenset(CONTROLLERS.split()))
     monkeypatch.setattr(cgroup, "find_hierarchy", lambda: hierarchy)
     monkeypatch.setattr(cgroup, "device_number", lambda device: {"/dev/sda": "8:0", "/dev/vdb": "252:16"}[device])
-    monkeypatch.setattr(cgroup, "cgroup_of_pid", lambda pid: {4242: "user.slice/x", 77: "kernelbox/web"}.get(pid))
+    monkeypatch.setattr(cgroup, "cgroup_of_pid", {4242: "user.slice/x", 77: "kernelbox/web"}.get)
     Fake.group("", **{"cgroup.subtree_control": "cpu memory"})
     return Fake
 

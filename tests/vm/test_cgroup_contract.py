@@ -32,9 +32,11 @@ def contract(playbook, module_parent, module_spawn, loop_device):
         cpuset_cpus="1,0", cpuset_mems="0",
         settings={"memory.oom.group": True, "memory.min": 1000000, "cgroup.max.descendants": " 10 "},
     )
+    changed = dict(everything)
+    changed.update(memory_max="300M", pids_max=0)
     run = playbook([
         cgroup_v2("create", pids=[sleeper.pid], **everything),
-        dict(cgroup_v2("check change", **dict(everything, memory_max="300M", pids_max=0)), check_mode=True),
+        dict(cgroup_v2("check change", **changed), check_mode=True),
         cgroup_v2("again", pids=[sleeper.pid], **everything),
         dict(cgroup_v2("check unchanged", **everything), check_mode=True),
         cgroup_v2("freeze", parent=parent, path="all", freeze=True),

@@ -21,6 +21,7 @@ second run is changed=false:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import typing as t
@@ -56,7 +57,7 @@ SETTINGS_REFUSED = frozenset(["memory.reclaim", "memory.peak", "memory.swap.peak
 _SETTINGS_REFUSED_SUFFIXES = (".pressure", ".stat", ".events", ".current", ".effective", ".local")
 # Files parsed by page_counter_memparse(), so values are page-rounded like memory.max.
 PAGE_COUNTER_FILES = frozenset(["memory.max", "memory.high", "memory.low", "memory.min", "memory.swap.max",
-                                 "memory.swap.high", "memory.zswap.max"])
+                                "memory.swap.high", "memory.zswap.max"])
 # Order of writes: cpuset first (placement), then cpu, memory, pids, io; settings last.
 FILE_ORDER = ("cpuset.cpus", "cpuset.mems", "cpu.weight", "cpu.max", "memory.low", "memory.high",
               "memory.max", "memory.swap.max", "pids.max", "io.max")
@@ -138,7 +139,7 @@ def cpu_max_value(spec: t.Any, option: str = "cpu_max") -> str:
             share = float(cpus)
         except (TypeError, ValueError):
             raise ValidationError("%s.cpus: %r is not a number of CPUs such as 0.5 or 2" % (option, cpus))
-        if isinstance(cpus, bool) or not share > 0 or share != share or share == float("inf"):
+        if isinstance(cpus, bool) or not math.isfinite(share) or share <= 0:
             raise ValidationError("%s.cpus: %r must be a positive number of CPUs" % (option, cpus))
         quota_us = int(round(share * period))
         if quota_us < CPU_QUOTA_MIN:
@@ -337,7 +338,7 @@ class Limits:
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> "Limits":
-        names = [f for f in cls.__dataclass_fields__]  # pylint: disable=no-member
+        names = list(cls.__dataclass_fields__)  # pylint: disable=no-member
         return cls(**{name: params.get(name) for name in names})
 
     def normalise(self, page: t.Optional[int] = None) -> "NormalisedLimits":
