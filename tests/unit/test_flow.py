@@ -38,7 +38,7 @@ class Box(flow.Resource):
 
     def plan(self, current, desired):
         if desired is None:
-            return [flow.Step("remove box", lambda: self.store.clear(), "state=absent")] if current else []
+            return [flow.Step("remove box", self.store.clear, "state=absent")] if current else []
         if current == desired:
             return []
         why = "absent" if current is None else "was %s" % current["value"]
