@@ -199,6 +199,10 @@ class CgroupResource(Resource):
         if self.pids and current is not None and group.subtree_control() and set(self.pids) - set(current["pids"]):
             raise KernelboxError("pids: cannot move processes into /%s: it hands controllers to child groups, and "
                                  "cgroup v2 allows processes only in leaf groups" % self.relpath)
+        holder = cgroup.frozen_ancestor(group) if current is not None and not desired["frozen"] else None
+        if holder is not None and self.params["freeze"] is False:
+            self.warnings.append("/%s stays frozen while its ancestor /%s is frozen (cgroup.freeze 1 there)"
+                                 % (self.relpath, holder.relpath))
         if desired["frozen"] != bool(current and current["frozen"]):
             steps.append(Step("%s /%s" % ("freeze" if desired["frozen"] else "thaw", self.relpath),
                               functools.partial(cgroup.freeze, group, desired["frozen"], self.timeout),

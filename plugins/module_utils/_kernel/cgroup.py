@@ -61,9 +61,9 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors i
 __all__ = ["DEFAULT_PARENT", "FIX_HYBRID", "Cgroup", "Hierarchy", "IoRule", "Limits", "NormalisedLimits",
            "apply_limits", "cgroup_of_pid", "check_containment", "controllers_to_enable", "create_leaf",
            "device_number", "enable_controllers", "ensure_group", "features", "find_hierarchy", "freeze",
-           "group_parts", "hierarchy_from_mounts", "internal_process_conflict", "kill", "kill_and_remove",
-           "limit_files", "make_group", "missing_controllers_message", "move_pid", "path_parts", "read_limit",
-           "read_stats", "remove", "require_controllers", "resolve", "wait_until_empty", "write_limit"]
+           "frozen_ancestor", "group_parts", "hierarchy_from_mounts", "internal_process_conflict", "kill",
+           "kill_and_remove", "limit_files", "make_group", "missing_controllers_message", "move_pid", "path_parts",
+           "read_limit", "read_stats", "remove", "require_controllers", "resolve", "wait_until_empty", "write_limit"]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -274,14 +274,20 @@ def freeze(group: Cgroup, frozen: bool = True, timeout: float = DEFAULT_TIMEOUT)
     if not group.has_file("cgroup.freeze"):
         raise KernelboxError("%s has no cgroup.freeze: the cgroup v2 freezer needs Linux 5.2 or later" % group.path)
     group.write("cgroup.freeze", "1" if frozen else "0")
+    if not frozen and frozen_ancestor(group):
+        return  # thawed itself, but held frozen from above until that ancestor thaws: nothing to wait for
     if _wait_for(lambda: group.frozen() == frozen, timeout):
         return
-    if not frozen:
-        holders = [a.relpath for a in group.ancestors() if not a.is_root and a.read_optional("cgroup.freeze") == "1"]
-        if holders:
-            raise KernelboxError("%s stays frozen because its ancestor %s is frozen" % (group.path, holders[-1]))
     raise KernelboxError("%s did not %s within %.0f s (cgroup.events: %s)"
                          % (group.path, "freeze" if frozen else "thaw", timeout, group.events()))
+
+
+def frozen_ancestor(group: Cgroup) -> t.Optional[Cgroup]:
+    """The nearest ancestor whose cgroup.freeze is 1 (it keeps this group frozen), or None."""
+    for ancestor in reversed(group.ancestors()):
+        if not ancestor.is_root and ancestor.exists() and ancestor.read_optional("cgroup.freeze") == "1":
+            return ancestor
+    return None
 
 
 def _all_pids(group: Cgroup) -> t.List[int]:

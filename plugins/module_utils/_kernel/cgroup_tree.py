@@ -47,6 +47,11 @@ def hierarchy_from_mounts(mounts: t.Sequence[procfs.MountInfo],
     v1_controllers = frozenset(opt for m in v1 for opt in m.super_options
                                if opt not in ("rw", "ro") and "=" not in opt)
     if not cgroup2:
+        partial = [m for m in mounts if m.fstype == "cgroup2"]
+        if partial:
+            raise KernelboxError("cgroup2 is mounted here only as the subtree %s (at %s), as inside a container "
+                                 "without its own cgroup namespace; kernelbox needs the whole hierarchy or a "
+                                 "cgroup namespace" % (partial[0].root, partial[0].mount_point))
         raise KernelboxError("no cgroup2 filesystem is mounted on this host (cgroup v1 only); kernelbox needs "
                              "cgroup v2: " + FIX_HYBRID, controllers_missing=sorted(v1_controllers))
     preferred = {"/sys/fs/cgroup": 0, "/sys/fs/cgroup/unified": 1}
