@@ -174,7 +174,9 @@ def test_the_pure_hierarchy_is_detected(lab, cgroup_root, cgroup_file):
 def test_live_stats_are_returned(lab):
     stats = lab["run"].named("again")["stats"]
     assert stats["populated"] and stats["processes"] == 4 and stats["pids"]["current"] == 4
-    assert stats["memory"]["current"] > 0 and set(stats["memory"]["events"]) >= {"oom", "oom_kill"}
+    # The workloads have not allocated since they moved in (memory stays charged where it was allocated).
+    assert stats["memory"]["current"] >= 0 and set(stats["memory"]["events"]) >= {"oom", "oom_kill", "max"}
+    assert stats["memory"]["peak"] >= stats["memory"]["current"]
     assert set(stats["cpu"]) >= {"usage_usec", "nr_throttled", "throttled_usec"}
     assert set(stats["pressure"]) == {"cpu", "memory", "io"}
 
@@ -203,18 +205,19 @@ def test_absent_kills_a_frozen_group_with_nested_children(lab, cgroup_root):
     assert lab["sleeper"].finish(timeout=10)[0] == -9
 
 
-def test_pids_max_makes_fork_fail_with_eagain(lab, cgroup_file, flat_keyed):
+def test_pids_max_makes_fork_fail_with_eagain(lab, cgroup_file, flat_keyed, record_property):
     forker = lab["workloads"]["forker"]
     room = PIDS_MAX - int(cgroup_file(lab["group"], "pids.current"))
     forker.release()
     returncode, out, err = forker.finish()
     assert returncode == 0, err
     report = json.loads(out)
+    record_property("forks_before_eagain", "%d (pids.max %d)" % (report["forked"], PIDS_MAX))
     assert report["forked"] == room and report["errno"] == report["eagain"], (room, report)
     assert flat_keyed(cgroup_file(lab["group"], "pids.events"))["max"] >= 1
 
 
-def test_cpu_max_holds_a_busy_loop_near_its_share(lab, cgroup_file, flat_keyed):
+def test_cpu_max_holds_a_busy_loop_near_its_share(lab, cgroup_file, flat_keyed, record_property):
     spinner = lab["workloads"]["spinner"]
     spinner.release()
     time.sleep(0.5)  # let the loop start and the bandwidth timer settle
@@ -223,12 +226,13 @@ def test_cpu_max_holds_a_busy_loop_near_its_share(lab, cgroup_file, flat_keyed):
     after, wall = flat_keyed(cgroup_file(lab["group"], "cpu.stat")), time.monotonic() - start
     spinner.kill()  # do not disturb the next measurements
     share = (after["usage_usec"] - before["usage_usec"]) / (wall * 1e6)
+    record_property("cpu_share", "%.3f CPUs under cpu_max 0.2 over %.2f s" % (share, wall))
     # 0.2 CPU over ~2 s; TCG timing is coarse, so allow 0.1..0.3, and demand that throttling happened.
     assert 0.10 <= share <= 0.30, "busy loop used %.2f CPUs under cpu_max 0.2" % share
     assert after["nr_throttled"] > before["nr_throttled"] and after["throttled_usec"] > before["throttled_usec"]
 
 
-def test_io_max_throttles_direct_writes_to_a_loop_device(lab, module_spawn, cgroup_file):
+def test_io_max_throttles_direct_writes_to_a_loop_device(lab, module_spawn, cgroup_file, record_property):
     baseline = module_spawn(WRITER % (lab["device"], IO_SIZE))  # not moved anywhere: no limit
     baseline.release()
     unlimited = json.loads(baseline.finish()[1])
@@ -238,6 +242,8 @@ def test_io_max_throttles_direct_writes_to_a_loop_device(lab, module_spawn, cgro
     assert returncode == 0, err
     throttled = json.loads(out)
     rate = throttled["bytes"] / throttled["seconds"] / MIB
+    record_property("write_rate", "%.2f MiB/s under wbps 1M (4 MiB in %.2f s; unthrottled %.2f s)"
+                    % (rate, throttled["seconds"], unlimited["seconds"]))
     # 4 MiB at 1 MiB/s: about 4 s (the first throttle slice lets a little through early).
     assert 0.5 <= rate <= 1.5, "wrote at %.2f MiB/s under wbps=1M (unthrottled: %.2f s)" % (rate, unlimited["seconds"])
     assert unlimited["seconds"] * 2 < throttled["seconds"], (unlimited, throttled)
@@ -247,7 +253,7 @@ def test_io_max_throttles_direct_writes_to_a_loop_device(lab, module_spawn, cgro
     assert wbytes and wbytes[0] >= IO_SIZE, stat
 
 
-def test_memory_max_oom_kills_the_allocating_process(lab, cgroup_file, flat_keyed):
+def test_memory_max_oom_kills_the_allocating_process(lab, cgroup_file, flat_keyed, record_property):
     hog = lab["workloads"]["hog"]
     # Touch every page (b"x" * n writes it): 256 MiB against 64 MiB and no swap.  memory.oom.group is 0
     # since the in-place change, so the OOM killer takes the hog alone.
@@ -255,5 +261,7 @@ def test_memory_max_oom_kills_the_allocating_process(lab, cgroup_file, flat_keye
     returncode, out, _err = hog.finish(timeout=300)
     assert returncode == -9 and "survived" not in out, (returncode, out)
     events = flat_keyed(cgroup_file(lab["group"], "memory.events"))
+    record_property("memory_events", "oom_kill %d, max %d, peak %s bytes" % (
+        events["oom_kill"], events["max"], cgroup_file(lab["group"], "memory.peak").strip()))
     assert events["oom_kill"] >= 1 and events["max"] >= 1, events
     assert int(cgroup_file(lab["group"], "memory.peak")) <= 64 * MIB
