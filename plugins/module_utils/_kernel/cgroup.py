@@ -24,6 +24,16 @@ Public API (what the cgroup_v2 module and the container runtime call)::
     group = cgroup.resolve("web", parent="kernelbox")   # a handle without creating anything
     group.path, group.relpath, group.exists(), group.procs(), group.populated(), group.frozen()
     cgroup.freeze(group, True)               # cgroup.freeze + wait for cgroup.events frozen
+    cgroup.cgroup_of_pid(pid)                # 'kernelbox/web' (root-relative, no leading '/'), None if gone
+    cgroup.cpu_weight_from_shares(1024)      # OCI cpu.shares -> cpu.weight (100), runc/crun's current formula
+
+OCI ``linux.resources`` map onto Limits as: memory.limit -> memory_max (bytes),
+memory.reservation -> memory_low, memory.swap (memory+swap) -> memory_swap_max =
+swap - limit, cpu.quota/period -> cpu_max={"quota": q, "period": p}, cpu.shares
+-> cpu_weight=cpu_weight_from_shares(s), cpu.cpus/mems -> cpuset_cpus/mems,
+pids.limit -> pids_max (-1 or 0 = "max"), blockIO.throttle*Device ->
+io_max=[{"device": "MAJ:MIN", "rbps"|"wbps"|"riops"|"wiops": rate}],
+unified -> settings.  Every value is validated and normalised by Limits.
 
 Errors: ``ValidationError`` for bad input (paths, limit values), ``KernelboxError``
 for host conditions with a message ready for users (missing controllers with
@@ -51,7 +61,7 @@ import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_limits import (
-    IoRule, Limits, NormalisedLimits)
+    IoRule, Limits, NormalisedLimits, cpu_weight_from_shares)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_tree import (
     DEFAULT_PARENT, FIX_HYBRID, Cgroup, Hierarchy, check_containment, find_hierarchy, group_parts,
     hierarchy_from_mounts, missing_controllers_message, path_parts, require_controllers, resolve)
@@ -59,9 +69,9 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._sys import l
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 __all__ = ["DEFAULT_PARENT", "FIX_HYBRID", "Cgroup", "Hierarchy", "IoRule", "Limits", "NormalisedLimits",
-           "apply_limits", "cgroup_of_pid", "check_containment", "controllers_to_enable", "create_leaf",
-           "device_number", "enable_controllers", "ensure_group", "features", "find_hierarchy", "freeze",
-           "frozen_ancestor", "group_parts", "hierarchy_from_mounts", "internal_process_conflict", "kill",
+           "apply_limits", "cgroup_of_pid", "check_containment", "controllers_to_enable", "cpu_weight_from_shares",
+           "create_leaf", "device_number", "enable_controllers", "ensure_group", "features", "find_hierarchy",
+           "freeze", "frozen_ancestor", "group_parts", "hierarchy_from_mounts", "internal_process_conflict", "kill",
            "kill_and_remove", "limit_files", "make_group", "missing_controllers_message", "move_pid", "path_parts",
            "read_limit", "read_stats", "remove", "require_controllers", "resolve", "wait_until_empty", "write_limit"]
 

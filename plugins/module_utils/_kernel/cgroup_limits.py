@@ -160,6 +160,20 @@ def cpu_weight_value(value: t.Any, option: str = "cpu_weight") -> str:
     return str(int_in_range(value, 1, 10000, option))
 
 
+def cpu_weight_from_shares(shares: int) -> int:
+    """cgroup v1 cpu.shares (OCI ``linux.resources.cpu.shares``, 2..262144) as cgroup v2 cpu.weight (1..10000).
+
+    The log-quadratic mapping runc >= 1.3.2, crun >= 1.23 and Kubernetes use, which keeps the defaults
+    aligned (1024 shares -> weight 100; the old linear formula gave 39):
+    weight = ceil(10 ** (L*L/612 + 125*L/612 - 7/34)) with L = log2(shares).
+    """
+    shares = min(max(int(shares), 2), 262144)
+    level = math.log2(shares)
+    exponent = (level * level + 125 * level) / 612.0 - 7.0 / 34.0
+    # round away float noise first: 10 ** 2.0000000000000004 must give 100, not 101
+    return min(max(int(math.ceil(round(10 ** exponent, 9))), 1), 10000)
+
+
 def pids_max_value(value: t.Any, option: str = "pids_max") -> str:
     if isinstance(value, str) and value.strip().lower() in ("max", "-1", "unlimited", "infinity"):
         return "max"
