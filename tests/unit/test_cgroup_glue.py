@@ -158,3 +158,19 @@ def test_bad_input_fails_before_reading_the_host(fake, monkeypatch, given, fragm
     monkeypatch.setattr(cgroup, "find_hierarchy", lambda: pytest.fail("validation must not touch the host"))
     outcome = check(**given)
     assert outcome.failed and fragment in outcome.msg, outcome.msg
+
+
+def test_delegation_warning_survives_a_missing_systemctl(fake, monkeypatch):
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_systemd
+    monkeypatch.setattr(cgroup_systemd, "systemd_booted", lambda run_dir=None: True)
+    fake.group("system.slice")
+    fake.group("system.slice/kb.service")
+    resource = CgroupResource(params(parent="system.slice/kb.service/c", path="web"), check_mode=True)
+
+    def no_systemctl(argv, handle_exceptions=True):
+        assert argv[:2] == ["systemctl", "show"] and handle_exceptions is False
+        raise OSError(2, "No such file or directory: systemctl")
+    resource.run_command = no_systemctl
+    outcome = flow.execute(resource)
+    assert not outcome.failed, outcome.msg
+    assert any("kb.service and delegation could not be confirmed" in w for w in outcome.warnings), outcome.warnings

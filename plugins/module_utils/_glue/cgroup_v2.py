@@ -118,7 +118,11 @@ class CgroupResource(Resource):
         def systemctl(unit: str) -> t.Optional[str]:
             if self.run_command is None:
                 return None
-            rc, out, _err = self.run_command(["systemctl", "show", "--property=Delegate", "--value", unit])
+            try:  # no systemctl, or it cannot reach systemd: delegation stays unconfirmed
+                rc, out, _err = self.run_command(["systemctl", "show", "--property=Delegate", "--value", unit],
+                                                 handle_exceptions=False)
+            except OSError:
+                return None
             return out.strip() if rc == 0 else None
         found = cgroup_systemd.check(self.hierarchy.mount, self.parts[:self.parent_depth], systemctl)
         text = cgroup_systemd.warning(found, self.parent_relpath)
