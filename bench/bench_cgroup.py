@@ -152,7 +152,7 @@ def main(argv):
     args = group_args(parent, full, device)
     try:
         where = "pure cgroup v2 VM (qemu TCG)" if IN_VM else "this host (%s)" % hierarchy.layout
-        report(where, in_process(parent, args, rounds=30 if IN_VM else 200), full)
+        report(where, in_process(parent, args, rounds=60 if IN_VM else 200), full)
         if not IN_VM:
             rows = through_ansible(parent, args, rounds=5)
             table("cgroup_v2 no-change Ansible task, this host (median s)",
