@@ -75,6 +75,7 @@ class ContainerResource(Resource):
         self.wait_for = options.wait_for(p.get("wait_for"))
         self.cgroup_params = options.cgroup_params(p.get("cgroup"))
         self.spec: t.Optional[specs.Spec] = None
+        self.oci_limits: t.Optional[cgroup_limits.Limits] = None
         if self.state == "absent":
             return
         spec_options = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
@@ -84,7 +85,7 @@ class ContainerResource(Resource):
                 raise ValidationError("oci_config: the spec comes from it alone; remove %s, or drop oci_config"
                                       % ", ".join(spec_options))
             if isinstance(p["oci_config"], dict):
-                self.spec = container_spec.from_oci(p["oci_config"], bundle=None)
+                self.spec, self.oci_limits = container_spec.from_oci(p["oci_config"], bundle=None)
         elif spec_options:
             self.spec = container_spec.from_options(p, self.name)
         else:
@@ -168,8 +169,8 @@ class ContainerResource(Resource):
                                       "oci_config" % self.name)
             self.spec = self.current_spec.copy()
         elif self.spec is None:  # oci_config given as a path to config.json
-            self.spec = container_spec.from_oci(options.load_oci_config(p["oci_config"]),
-                                                bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
+            self.spec, self.oci_limits = container_spec.from_oci(
+                options.load_oci_config(p["oci_config"]), bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
         supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
@@ -178,6 +179,8 @@ class ContainerResource(Resource):
         self.supervisor_kind = supervisor
         self.placement = self._placement(stored, supervisor)
         files = container_spec.limit_files(self.cgroup_params)
+        if self.oci_limits is not None:  # the task's cgroup options win over the config's resources
+            files = dict(cgroup.limit_files(self.oci_limits), **files)
         if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
             self.spec.linux.resources = None  # limits given: they replace the stored ones
         if files or not self.keep_spec:
