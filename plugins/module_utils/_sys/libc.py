@@ -198,7 +198,11 @@ def clone_process(flags: int) -> int:
     it and the child resumes holding it.
     """
     if _PyState.libc is None:
-        _PyState.libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        try:  # as in get_libc: the soname, without ctypes.util's imports
+            _PyState.libc = ctypes.PyDLL("libc.so.6", use_errno=True)
+        except OSError:
+            from ctypes import util as ctypes_util
+            _PyState.libc = ctypes.PyDLL(ctypes_util.find_library("c") or "libc.so.6", use_errno=True)
     fn = _PyState.libc.syscall
     fn.restype = ctypes.c_long
     ret = fn(ctypes.c_long(_syscall_number("clone")), ctypes.c_ulong(flags | _SIGCHLD), None, None, None, None)
