@@ -46,7 +46,7 @@ def test_started_stopped_absent_idempotent_and_outlives_the_module(ansible, busy
     # The supervisor runs from the code copy, never from the module's (deleted) AnsiballZ payload.
     sup = supervisors[0]
     cmdline = open("/proc/%d/cmdline" % sup, "rb").read().split(b"\0")
-    assert cmdline[2].startswith(b"/var/lib/kernelbox/runtime/"), cmdline
+    assert any(arg.startswith(b"/var/lib/kernelbox/runtime/") for arg in cmdline), cmdline
     held = [os.readlink("/proc/%d/fd/%s" % (sup, fd)) for fd in os.listdir("/proc/%d/fd" % sup)]
     maps = open("/proc/%d/maps" % sup).read()
     assert not [p for p in held if "ansible" in p] and "ansible_" not in maps
