@@ -18,7 +18,9 @@ import pytest
 
 from harness.containers import build_busybox_rootfs
 
-BOMB = "while :; do sleep 1000 & sleep 0.02; done"
+# awk's system() returns -1 when fork fails and the loop goes on, so PID 1 survives the limit (a shell would
+# exit on "can't fork", and with it the container) and keeps pushing against pids.max.
+BOMB = 'exec awk \'BEGIN { while (1) { system("sleep 1000 &"); system("sleep 0.05") } }\''
 HOG = "echo start; x=0123456789; while :; do x=$x$x; done"
 
 
