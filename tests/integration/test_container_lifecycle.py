@@ -209,8 +209,8 @@ def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
 def test_boot_starts_enabled_containers(ansible, busybox_rootfs, containers):
     """Without systemd, `kernelbox-supervisor.py boot` (from the host's boot scripts) starts enabled containers."""
     enabled, disabled = containers("kbt-boot-on"), containers("kbt-boot-off")
-    tasks = [{"name": name, "kernelbox.containers.container_process": dict(base(name, busybox_rootfs),
-                                                                          enabled=on, state="stopped")}
+    tasks = [{"name": name,
+              "kernelbox.containers.container_process": dict(base(name, busybox_rootfs), enabled=on, state="stopped")}
              for name, on in ((enabled, True), (disabled, False))]
     run = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]) + "\n")
     assert run.rc == 0 and all(task.changed for task in run.tasks), run.stdout[-2000:]

@@ -172,9 +172,8 @@ def test_joined_netns_with_veth_and_bridge_connects_both_ways(ansible, busybox_r
             server.server_close()
         cleanup = ansible.playbook(play(
             task("container absent", {"name": name, "state": "absent"}),
-            {"name": "veth absent", "kernelbox.containers.veth": {"name": host_end, "peer": "kbt-vp-join",
-                                                                   "peer_name": "eth0", "netns": netns,
-                                                                   "state": "absent"}},
+            {"name": "veth absent", "kernelbox.containers.veth": {
+                "name": host_end, "peer": "kbt-vp-join", "peer_name": "eth0", "netns": netns, "state": "absent"}},
             {"name": "netns absent", "kernelbox.containers.netns": {"name": netns, "state": "absent"}},
             {"name": "bridge absent", "kernelbox.containers.bridge": {"name": bridge, "state": "absent"}}))
         assert cleanup.rc == 0, cleanup.stdout[-2000:]
