@@ -56,12 +56,14 @@ def rss_kib(pid: int) -> int:
 
 
 def pids_named(comm: str) -> list:
+    """Processes called ``comm`` in this sandbox (our mount namespace): other runs on the machine are not ours."""
+    ours = os.stat("/proc/self/ns/mnt").st_ino
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/comm" % entry) as handle:
-                    if handle.read().strip() == comm:
+                    if handle.read().strip() == comm and os.stat("/proc/%s/ns/mnt" % entry).st_ino == ours:
                         found.append(int(entry))
             except OSError:
                 continue
