@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -285,6 +286,11 @@ def flatness_benchmark(runner: Ansible):
 def main():
     if os.environ.get("KB_SANDBOX") != "1":
         raise SystemExit("run through bench/run: the benchmark must stay inside tests/sandbox")
+    # Temporary playbooks and result records live in a private directory: /tmp is shared with
+    # other test runs on this machine, whose clean-ups may sweep it while a long run is going.
+    private = os.path.join(REPO, ".build", "bench-tmp")
+    os.makedirs(private, exist_ok=True)
+    tempfile.tempdir = tempfile.mkdtemp(prefix="network-", dir=private)
     runner = ansible()
     started = time.time()
     try:
@@ -292,6 +298,7 @@ def main():
         converge_benchmark(runner)
     finally:
         clean()
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
     print("\n(bench_network took %.0f s)" % (time.time() - started))
 
 

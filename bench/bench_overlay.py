@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from common import REPO, ansible, interleaved, median, ratio_rows, table
+from common import REPO, ansible, interleaved, ratio_rows, table
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 importlib.import_module("conftest")   # makes ansible_collections.kernelbox.containers importable
@@ -73,10 +73,10 @@ def main() -> None:
     image_dir = os.path.join(ROOT, "image")
     start = time.perf_counter()
     total = build_image(image_dir)
+    blob_dir = os.path.join(image_dir, "blobs", "sha256")
+    compressed = sum(os.path.getsize(os.path.join(blob_dir, name)) for name in os.listdir(blob_dir))
     print("built a 3-layer image: %.1f MB uncompressed, %.1f MB of gzip blobs (%.1f s)"
-          % (total / 1e6, sum(os.path.getsize(os.path.join(image_dir, "blobs", "sha256", n))
-                               for n in os.listdir(os.path.join(image_dir, "blobs", "sha256"))) / 1e6,
-             time.perf_counter() - start))
+          % (total / 1e6, compressed / 1e6, time.perf_counter() - start))
     image = image_source.open_image(image_dir)
     blobs = [os.path.join(image_dir, layer_.name) for layer_ in image.layers]
     store = os.path.join(ROOT, "store")

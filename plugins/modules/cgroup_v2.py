@@ -18,7 +18,7 @@ description:
     hosts with the pure (unified) cgroup v2 layout, and C(/sys/fs/cgroup/unified) on hybrid hosts.
   - Limits change in place. Processes inside the group keep running in it; nothing is restarted or moved.
   - Values are normalised the way the kernel prints them before they are compared, so a second run reports no
-    change. Memory sizes round down to whole pages exactly as the kernel's C(page_counter_memparse()) does
+    change. Memory sizes round down to whole pages exactly as the kernel's C(page_counter_memparse) does
     (C(1000000) becomes C(999424) with 4 KiB pages), V(max) is accepted in any form (C(max), C(MAX), C(-1)),
     C(cpu.max) is compared as C(QUOTA PERIOD), and CPU lists as the kernel prints them (C(1,0) becomes C(0-1)).
   - Every controller a limit needs is enabled in the C(cgroup.subtree_control) of every ancestor, from the root

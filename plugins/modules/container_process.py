@@ -195,7 +195,7 @@ options:
         description: The leaf's name below O(cgroup.parent) (default O(name)).
         type: str
       cpu_max:
-        description: C(cpu.max), as in C(cgroup_v2) (for example C(max), C(50000 100000), or C({cpus: 1.5})).
+        description: "C(cpu.max), as in C(cgroup_v2) (for example C(max), C(50000 100000), or C({cpus: 1.5}))."
         type: raw
       cpu_weight:
         description: C(cpu.weight), 1 to 10000.
@@ -322,7 +322,7 @@ options:
   etc_hosts:
     description:
       - Extra C(/etc/hosts) entries, host name to address. The container always gets its own C(/etc/hosts)
-        (localhost and its host name) and C(/etc/hostname), on a private tmpfs: the root filesystem is not written.
+        (localhost and its host name) and C(/etc/hostname), on a private tmpfs, so the root filesystem is not written.
     type: dict
   dns:
     description: Name servers for the container's own C(/etc/resolv.conf). Without O(dns), O(dns_search) and
@@ -346,7 +346,11 @@ options:
         refused rather than ignored.
     type: raw
   log:
-    description: The container's log (its stdout and stderr, with the supervisor's own notes marked C([kernelbox])).
+    description:
+      - The container's log, its stdout and stderr in C(/var/lib/kernelbox/containers/NAME/container.log), with the
+        supervisor's own notes marked C([kernelbox]).
+      - With the systemd supervisor stdout and stderr go to the journal (C(journalctl -u kernelbox-NAME)) instead,
+        O(log.max_size) does not apply, and RV(log_tail) comes from the journal.
     type: dict
     suboptions:
       max_size:
@@ -412,7 +416,12 @@ options:
         default: 0.2
   supervisor:
     description:
-      - Who parents and supervises the container. V(auto) picks V(systemd) where PID 1 is systemd, else V(kernelbox).
+      - Who parents and supervises the container. V(auto) picks V(systemd) where PID 1 is systemd, else V(kernelbox);
+        an existing container keeps its supervisor.
+      - V(kernelbox) is one small daemon per host that parents every container, started on demand and gone when
+        nothing runs. V(systemd) makes a unit C(kernelbox-NAME.service) per container (C(Delegate=yes), the
+        journal, C(systemctl enable) for O(enabled)); the container then lives in the unit's cgroup, and
+        O(cgroup.path), O(cgroup.parent) and O(cgroup.name) are refused.
       - Changing it for an existing container recreates the container.
     type: str
     choices: [auto, kernelbox, systemd]
@@ -553,7 +562,7 @@ namespaces:
   description: The init's namespaces as type to inode, as C(lsns) shows them.
   returned: always
   type: dict
-  sample: {"pid": 4026532710, "net": 4026532713}
+  sample: {"pid": 4026532710, "network": 4026532713}
 supervisor:
   description: Who supervises the container (C(kind) kernelbox or systemd, and the supervisor's C(pid)).
   returned: always

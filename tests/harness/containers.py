@@ -131,14 +131,20 @@ def cgroup_procs(path: str) -> t.List[int]:
 
 
 def supervisor_pids() -> t.List[int]:
-    """Every kernelbox supervisor process, found by its name in /proc (comm kb-supervisor)."""
+    """The kernelbox supervisors of this sandbox: comm kb-supervisor, in our mount namespace.
+
+    /proc shows the whole machine; supervisors of other test runs live in other sandboxes.
+    """
+    ours = os.stat("/proc/self/ns/mnt").st_ino
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/comm" % entry) as handle:
-                    if handle.read().strip() == "kb-supervisor":
-                        found.append(int(entry))
+                    if handle.read().strip() != "kb-supervisor":
+                        continue
+                if os.stat("/proc/%s/ns/mnt" % entry).st_ino == ours:
+                    found.append(int(entry))
             except OSError:
                 continue
     return found

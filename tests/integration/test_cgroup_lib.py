@@ -111,3 +111,17 @@ def test_resolve_refuses_escapes_and_creates_nothing(parent):
         with pytest.raises(Exception):
             cgroup.resolve(path, parent=parent)
     assert not os.path.exists(os.path.join(cgroup.find_hierarchy().mount, parent))
+
+
+def test_thaw_below_a_frozen_ancestor_does_not_wait(parent):
+    outer = cgroup.create_leaf("outer", parent=parent)
+    inner = cgroup.create_leaf("outer/inner", parent=parent)
+    cgroup.freeze(outer, True)
+    started = time.monotonic()
+    cgroup.freeze(inner, False, timeout=5)  # its own cgroup.freeze is 0, the ancestor still holds it
+    assert time.monotonic() - started < 2
+    assert cgroup.frozen_ancestor(inner) == outer and inner.frozen()
+    assert open(os.path.join(inner.path, "cgroup.freeze")).read().strip() == "0"
+    cgroup.freeze(outer, False)
+    assert not inner.frozen() and cgroup.frozen_ancestor(inner) is None
+    assert cgroup.kill_and_remove(outer) == [inner.relpath, outer.relpath]

@@ -76,7 +76,7 @@ def sleepers():
     procs = []
 
     def start(count=1, argv=("sleep", "600")):
-        new = [subprocess.Popen(list(argv)) for _ in range(count)]
+        new = [subprocess.Popen(list(argv)) for _index in range(count)]
         procs.extend(new)
         return new
     yield start
@@ -135,7 +135,7 @@ def test_absent_kills_nested_frozen_groups_and_forked_children(ansible, cg_paren
     # Shells that fork two children each once released, i.e. after the module moved them: the module never
     # sees those PIDs, the kernel does.  The leaf is frozen before it can run at all.
     forking = ["sh", "-c", "read go; sleep 600 & sleep 600 & wait"]
-    procs = [subprocess.Popen(forking, stdin=subprocess.PIPE) for _ in range(3)]
+    procs = [subprocess.Popen(forking, stdin=subprocess.PIPE) for _index in range(3)]
     top, middle, leaf = procs
     try:
         setup = ansible.playbook(play(

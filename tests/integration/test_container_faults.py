@@ -15,8 +15,8 @@ import signal
 import socket
 import time
 
-from harness.containers import (busybox_rootfs, containers, alive, cgroup_parent, cgroup_procs, leaf_path,  # noqa
-                                proc_stat, runtime_state, supervisor_pids, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import alive, cgroup_parent, leaf_path, proc_stat, supervisor_pids, wait_until
 
 START_POINTS = ["locked", "persisted", "materialised", "supervisor", "start-sent", "started",
                 "supervisor-starting", "supervisor-cgroup", "supervisor-launched"]

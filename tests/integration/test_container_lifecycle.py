@@ -13,9 +13,10 @@ import subprocess
 import threading
 import time
 
-from harness import snapshot
-from harness.containers import (busybox_rootfs, containers, alive, cgroup_procs, leaf_path, log_text,  # noqa: F401
-                                proc_stat, runtime_state, supervisor_pids, cgroup_parent, wait_until)
+from harness.ansible_runner import venv_bin
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import (alive, cgroup_parent, cgroup_procs, leaf_path, log_text, proc_stat, runtime_state,
+                                supervisor_pids, wait_until)
 
 # sh as PID 1 exits 7 on SIGTERM; the loop keeps it responsive (the trap runs between sleeps).
 TRAPPING = ["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo hello from $$; while :; do sleep 0.1; done"]
@@ -45,7 +46,7 @@ def test_started_stopped_absent_idempotent_and_outlives_the_module(ansible, busy
     # The supervisor runs from the code copy, never from the module's (deleted) AnsiballZ payload.
     sup = supervisors[0]
     cmdline = open("/proc/%d/cmdline" % sup, "rb").read().split(b"\0")
-    assert cmdline[2].startswith(b"/var/lib/kernelbox/runtime/"), cmdline
+    assert any(arg.startswith(b"/var/lib/kernelbox/runtime/") for arg in cmdline), cmdline
     held = [os.readlink("/proc/%d/fd/%s" % (sup, fd)) for fd in os.listdir("/proc/%d/fd" % sup)]
     maps = open("/proc/%d/maps" % sup).read()
     assert not [p for p in held if "ansible" in p] and "ansible_" not in maps
@@ -107,8 +108,11 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
         (base(name, busybox_rootfs, cgroup={"parent": cgroup_parent(), "memory_max": "64M"}), "memory"),
         (dict(name=name, oci_config={"process": {"args": ["x"]}}, command=["y"]), "oci_config"),
     ]
-    for args, message in cases:
-        result = ansible.module("container_process", args)
+    tasks = [{"name": "case %d" % index, "kernelbox.containers.container_process": args, "ignore_errors": True}
+             for index, (args, _message) in enumerate(cases)]
+    run = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]) + "\n")
+    for index, (args, message) in enumerate(cases):
+        result = run.named("case %d" % index)
         assert result.failed and message in result.msg, (args, result.result)
         assert not result.changed
     assert host_state() == before and not supervisor_pids()
@@ -183,9 +187,8 @@ def test_concurrent_runs_start_exactly_one_container(ansible, busybox_rootfs, co
 
 def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
     name = containers("kbt-log")
-    args = base(name, busybox_rootfs, command=["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; "
-                                                              "[ $((i % 200)) = 0 ] && sleep 0.05; done"],
-                log={"max_size": "64K", "tail_lines": 3})
+    writer = "i=0; while :; do i=$((i+1)); echo line $i; [ $((i % 200)) = 0 ] && sleep 0.05; done"
+    args = base(name, busybox_rootfs, command=["/bin/sh", "-c", writer], log={"max_size": "64K", "tail_lines": 3})
     first = ansible.module("container_process", args)
     assert first.changed, first.result
     log = "/var/lib/kernelbox/containers/%s/container.log" % name
@@ -201,3 +204,25 @@ def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
     assert not again.changed and len(again["log_tail"]) == 3 and again["log_tail"][-1].startswith("line ")
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
     assert not os.path.exists(log + ".1")
+
+
+def test_boot_starts_enabled_containers(ansible, busybox_rootfs, containers):
+    """Without systemd, `kernelbox-supervisor.py boot` (from the host's boot scripts) starts enabled containers."""
+    enabled, disabled = containers("kbt-boot-on"), containers("kbt-boot-off")
+    tasks = [{"name": name,
+              "kernelbox.containers.container_process": dict(base(name, busybox_rootfs), enabled=on, state="stopped")}
+             for name, on in ((enabled, True), (disabled, False))]
+    run = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]) + "\n")
+    assert run.rc == 0 and all(task.changed for task in run.tasks), run.stdout[-2000:]
+    assert (runtime_state(enabled) or {}).get("status") in (None, "created")
+    boot = subprocess.run([venv_bin("python"), "-I", "-S",
+                           "/var/lib/kernelbox/runtime/current/kernelbox-supervisor.py", "boot"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert boot.returncode == 0, boot.stdout
+    record = runtime_state(enabled)
+    assert record["status"] == "running" and alive(record["pid"], record["starttime"]), boot.stdout
+    assert (runtime_state(disabled) or {}).get("status") in (None, "created")
+    gone = ansible.playbook(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "absent %s" % name, "kernelbox.containers.container_process": {"name": name, "state": "absent"}}
+        for name in (enabled, disabled)]}]) + "\n")
+    assert gone.rc == 0, gone.stdout[-2000:]

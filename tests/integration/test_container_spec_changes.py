@@ -8,11 +8,14 @@ Isolation in depth is launch's; here it is checked through the module, from /pro
 """
 
 import errno
+import http.server
 import json
 import os
+import socket
+import threading
 
-from harness.containers import (busybox_rootfs, containers, alive, cgroup_parent, cgroup_procs, leaf_path,  # noqa
-                                log_text, runtime_state, status_fields, supervisor_pids, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import alive, cgroup_parent, leaf_path, log_text, status_fields, supervisor_pids, wait_until
 
 SLEEPER = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 
@@ -130,23 +133,50 @@ def test_isolation_through_the_module(ansible, busybox_rootfs, containers):
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
 
-def test_joins_a_named_netns_from_the_netns_module(ansible, busybox_rootfs, containers):
+def test_joined_netns_with_veth_and_bridge_connects_both_ways(ansible, busybox_rootfs, containers):
+    """netns + veth + bridge from the network modules; the container joins the netns and talks across."""
     name = containers("kbt-netjoin")
-    netns = "kbt-ns-join"
-    playbook = play(
+    netns, bridge, host_end = "kbt-ns-join", "kbt-br-join", "kbt-vh-join"
+    network = play(
+        {"name": "bridge", "kernelbox.containers.bridge": {"name": bridge, "addresses": ["10.77.0.1/24"]}},
         {"name": "netns", "kernelbox.containers.netns": {"name": netns}},
-        task("container", {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sleep", "1000"],
-                           "namespaces": {"netns": netns}, "stop_timeout": 0.2,
-                           "cgroup": {"parent": cgroup_parent()}}))
+        {"name": "veth", "kernelbox.containers.veth": {
+            "name": host_end, "peer": "kbt-vp-join", "netns": netns, "peer_name": "eth0",
+            "peer_addresses": ["10.77.0.2/24"], "gateway": ["10.77.0.1"], "bridge": bridge}})
+    server = None
     try:
-        run = ansible.playbook(playbook)
+        run = ansible.playbook(network)
         assert run.rc == 0, run.stdout[-2000:]
-        pid = run.named("container")["pid"]
+        # A web server on the host side of the bridge, for the container to reach.
+        server = http.server.HTTPServer(("10.77.0.1", 18081), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        run = ansible.playbook(play(task("container", {
+            "name": name, "rootfs": busybox_rootfs, "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/etc"],
+            "namespaces": {"netns": netns}, "stop_timeout": 0.5, "cgroup": {"parent": cgroup_parent()},
+            "wait_for": {"command": ["/bin/sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                                                      "nc -w 2 10.77.0.1 18081 | grep -q '^HTTP/1.0 200'"],
+                         "timeout": 20}})))
+        container = run.named("container")
+        assert not container.failed and container["wait_for"]["ready"], (container.msg, container.result)
+        pid = container["pid"]
         assert os.stat("/proc/%d/ns/net" % pid).st_ino == os.stat("/run/netns/%s" % netns).st_ino
-        assert run.named("container")["namespaces"]["network"] == os.stat("/run/netns/%s" % netns).st_ino
+        assert container["namespaces"]["network"] == os.stat("/run/netns/%s" % netns).st_ino
+        # ... and the host reaches the container's server across the bridge.
+        with socket.create_connection(("10.77.0.2", 8080), timeout=10) as conn:
+            conn.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+            reply = conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.") and reply.rstrip().endswith(name.encode()), reply
     finally:
-        ansible.module("container_process", {"name": name, "state": "absent"})
-        ansible.module("netns", {"name": netns, "state": "absent"})
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        cleanup = ansible.playbook(play(
+            task("container absent", {"name": name, "state": "absent"}),
+            {"name": "veth absent", "kernelbox.containers.veth": {
+                "name": host_end, "peer": "kbt-vp-join", "peer_name": "eth0", "netns": netns, "state": "absent"}},
+            {"name": "netns absent", "kernelbox.containers.netns": {"name": netns, "state": "absent"}},
+            {"name": "bridge absent", "kernelbox.containers.bridge": {"name": bridge, "state": "absent"}}))
+        assert cleanup.rc == 0, cleanup.stdout[-2000:]
 
 
 def test_oci_config_file_and_launch_error(ansible, busybox_rootfs, containers, tmp_path, host_state):

@@ -117,6 +117,12 @@ def test_hierarchy_of_a_pure_v2_vm():
     assert "kernel does not provide them" in text and "hybrid" not in text
 
 
+def test_hierarchy_seen_from_a_container_without_a_cgroup_namespace():
+    line = "30 23 0:24 /system.slice/box.scope /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw"
+    with pytest.raises(KernelboxError, match="only as the subtree /system.slice/box.scope"):
+        cgroup.hierarchy_from_mounts([procfs.parse_mountinfo_line(line)], lambda mount: "")
+
+
 def test_hierarchy_on_a_v1_only_host():
     mounts = [m for m in procfs.parse_mountinfo(sample("mountinfo_hybrid_host.txt")) if m.fstype != "cgroup2"]
     with pytest.raises(KernelboxError, match="no cgroup2 filesystem.*systemd.unified_cgroup_hierarchy=1"):

@@ -46,7 +46,7 @@ def fake(tmp_path, monkeypatch):
     hierarchy = cgroup.Hierarchy(str(root), "unified", frozenset(CONTROLLERS.split()))
     monkeypatch.setattr(cgroup, "find_hierarchy", lambda: hierarchy)
     monkeypatch.setattr(cgroup, "device_number", lambda device: {"/dev/sda": "8:0", "/dev/vdb": "252:16"}[device])
-    monkeypatch.setattr(cgroup, "cgroup_of_pid", lambda pid: {4242: "user.slice/x", 77: "kernelbox/web"}.get(pid))
+    monkeypatch.setattr(cgroup, "cgroup_of_pid", {4242: "user.slice/x", 77: "kernelbox/web"}.get)
     Fake.group("", **{"cgroup.subtree_control": "cpu memory"})
     return Fake
 
@@ -158,3 +158,19 @@ def test_bad_input_fails_before_reading_the_host(fake, monkeypatch, given, fragm
     monkeypatch.setattr(cgroup, "find_hierarchy", lambda: pytest.fail("validation must not touch the host"))
     outcome = check(**given)
     assert outcome.failed and fragment in outcome.msg, outcome.msg
+
+
+def test_delegation_warning_survives_a_missing_systemctl(fake, monkeypatch):
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_systemd
+    monkeypatch.setattr(cgroup_systemd, "systemd_booted", lambda run_dir=None: True)
+    fake.group("system.slice")
+    fake.group("system.slice/kb.service")
+    resource = CgroupResource(params(parent="system.slice/kb.service/c", path="web"), check_mode=True)
+
+    def no_systemctl(argv, handle_exceptions=True):
+        assert argv[:2] == ["systemctl", "show"] and handle_exceptions is False
+        raise OSError(2, "No such file or directory: systemctl")
+    resource.run_command = no_systemctl
+    outcome = flow.execute(resource)
+    assert not outcome.failed, outcome.msg
+    assert any("kb.service and delegation could not be confirmed" in w for w in outcome.warnings), outcome.warnings

@@ -112,6 +112,13 @@ def test_cpu_weight_and_pids_max():
     assert sample("pids.max").strip() == limits.pids_max_value(3)
 
 
+@pytest.mark.parametrize("shares, weight", [
+    (2, 1), (1024, 100), (262144, 10000), (512, 59), (2048, 174), (2000, 170), (0, 1), (1, 1), (10 ** 6, 10000),
+])
+def test_cpu_weight_from_oci_shares(shares, weight):
+    assert limits.cpu_weight_from_shares(shares) == weight
+
+
 @pytest.mark.parametrize("given, expected", [
     ("1,0", "0-1"), ("0-1", "0-1"), ("0-3,5,7-8", "0-3,5,7-8"), ("5,3,4,0", "0,3-5"), ([3, 1, 2], "1-3"),
     (2, "2"), ("", ""), (" 0 - 1 ", "0-1"), ("0,0,0", "0"), ("1-1", "1"), ("0-2,1-3", "0-3"),

@@ -138,20 +138,23 @@ def test_limits_live_in_resources_and_never_force_a_recreate():
     assert specs.recreate_keys(base, limited) == []
 
 
-def test_oci_resources_to_unified_files():
-    resources = specs.Resources(memory=specs.Memory(limit=1 << 28, swap=1 << 29), pids=specs.Pids(limit=64),
-                                cpu=specs.CPU(quota=50000, period=100000, shares=1024, cpus="0-1"),
-                                unified={"memory.high": "1000000"})
-    assert cs.resources_files(resources) == {
-        "memory.max": str(1 << 28), "memory.swap.max": str(1 << 28), "pids.max": "64",
-        "cpu.max": "50000 100000", "cpu.weight": "100", "cpuset.cpus": "0-1", "memory.high": "1000000"}
-    with pytest.raises(ValidationError, match="blockIO"):
-        cs.resources_files(specs.Resources(block_io=specs.BlockIO(weight=10)))
-
-
-@pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 100), (262144, 10000), (1, 1), (10 ** 9, 10000)])
-def test_shares_to_weight(shares, weight):
-    assert cs.shares_to_weight(shares) == weight
+def test_oci_resources_become_limits_and_leave_the_spec():
+    config = build().to_oci()
+    config["linux"]["resources"] = {"memory": {"limit": 1 << 28, "swap": 1 << 29}, "pids": {"limit": 64},
+                                    "cpu": {"quota": 50000, "period": 100000, "shares": 1024, "cpus": "0-1"},
+                                    "unified": {"memory.high": "200000000", "cgroup.max.depth": "3"}}
+    spec, limits = cs.from_oci(config, bundle=None)
+    assert spec.linux.resources is None
+    files = limits.normalise(page=4096).files
+    assert files == {"memory.max": str(1 << 28), "memory.swap.max": str(1 << 28), "pids.max": "64",
+                     "cpu.max": "50000 100000", "cpu.weight": "100", "cpuset.cpus": "0-1",
+                     "memory.high": "199999488", "cgroup.max.depth": "3"}
+    config["linux"]["resources"] = {"blockIO": {"weight": 10}}
+    with pytest.raises(ValidationError, match="blockIO.weight"):
+        cs.from_oci(config, bundle=None)
+    config["linux"]["resources"] = {"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1000}]}}
+    _spec, limits = cs.from_oci(config, bundle=None)
+    assert [(rule.device, rule.rbps) for rule in limits.normalise().io_rules] == [("8:0", "1000")]
 
 
 @pytest.mark.parametrize("raw, error", [
@@ -167,8 +170,8 @@ def test_wait_for_validation(raw, error):
 
 
 def test_wait_for_normalised():
-    assert options.wait_for({"port": 8080, "timeout": None}) == {"kind": "port", "value": 8080, "timeout": 30.0,
-                                                                  "interval": 0.2}
+    expected = {"kind": "port", "value": 8080, "timeout": 30.0, "interval": 0.2}
+    assert options.wait_for({"port": 8080, "timeout": None}) == expected
 
 
 def test_cgroup_path_excludes_placement():

@@ -63,8 +63,8 @@ def test_oci_layout_parses_and_verifies(layout):
         assert image.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar+gzip"
         summary = meta.runtime_config(image.config)
         assert summary["Cmd"] == ["/bin/sh", "-c", "echo hi"] and "FOO=bar" in summary["Env"]
-        assert meta.process_of(summary) == {"args": ["/bin/sh", "-c", "echo hi"], "env": summary["Env"], "cwd": "/",
-                                           "user": "0"}
+        assert meta.process_of(summary) == {"args": ["/bin/sh", "-c", "echo hi"], "env": summary["Env"],
+                                            "cwd": "/", "user": "0"}
     finally:
         image.close()
 
@@ -196,9 +196,9 @@ def test_runtime_config_defaults():
     summary = meta.runtime_config({})
     assert summary == {"Entrypoint": [], "Cmd": [], "Env": [], "WorkingDir": "", "User": "", "StopSignal": "",
                        "Labels": {}}
-    assert meta.process_of(meta.runtime_config({"config": {"Entrypoint": ["/init"], "Cmd": ["-v"],
-                                                         "WorkingDir": "/app", "User": "1000:1000"}})) == {
-        "args": ["/init", "-v"], "env": [], "cwd": "/app", "user": "1000:1000"}
+    config = {"config": {"Entrypoint": ["/init"], "Cmd": ["-v"], "WorkingDir": "/app", "User": "1000:1000"}}
+    assert meta.process_of(meta.runtime_config(config)) == {"args": ["/init", "-v"], "env": [], "cwd": "/app",
+                                                            "user": "1000:1000"}
 
 
 def test_platform_names():

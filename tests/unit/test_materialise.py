@@ -27,9 +27,9 @@ def test_copy_is_self_contained(tmp_path):
     code = materialise.materialise(layout)
     assert os.path.basename(code) == os.readlink(os.path.join(materialise.runtime_root(layout), "current"))
     entry = os.path.join(code, supervisor.ENTRY_SCRIPT)
-    proc = subprocess.run([sys.executable, "-I", "-c", CHECK, entry], capture_output=True, text=True, cwd="/")
+    proc = subprocess.run([sys.executable, "-I", "-c", CHECK, entry], capture_output=True, text=True, cwd="/", check=False)
     assert proc.returncode == 0, proc.stderr
-    usage = subprocess.run([sys.executable, "-I", entry], capture_output=True, text=True, cwd="/")
+    usage = subprocess.run([sys.executable, "-I", entry], capture_output=True, text=True, cwd="/", check=False)
     assert usage.returncode == 2 and "usage" in usage.stderr
     assert materialise.materialise(layout) == code  # same code, same directory: nothing rewritten
 

@@ -8,8 +8,11 @@
 pytest on this directory inside the VM, as root, on a pure cgroup v2 hierarchy
 at /sys/fs/cgroup with every controller.  The host filesystem is read-only in
 there: HOME, TMPDIR and Ansible's temp dirs live on a tmpfs (tests/vm/guest.sh).
-Each Ansible run costs about 10 s under TCG, so put a scenario's module calls
-into one playbook, and prove limits by enforcement, never by reading them back.
+Under TCG each playbook run costs a minute or more (Ansible builds every
+module's AnsiballZ payload once per run, parsing each module_util it needs),
+while further tasks of a module already used in the run cost seconds: put a
+file's scenarios into one playbook (a module-scoped fixture), and prove limits
+by enforcement, never by reading them back.
 
 To add tests, drop a ``tests/vm/test_*.py`` here; these fixtures are all it needs.
 Function-scoped fixtures have a module-scoped twin (``module_parent``,

@@ -23,7 +23,7 @@ while IFS= read -r arg; do set -- "$@" "$arg"; done < "$results/mode-args"
 if [ "$mode" = script ]; then
   "$venv/bin/python" "$@" > "$results/output.log" 2>&1
 else
-  "$venv/bin/pytest" -p no:cacheprovider -q -rfE --junitxml="$results/junit.xml" tests/vm "$@" \
+  "$venv/bin/pytest" -p no:cacheprovider -o junit_family=xunit1 -v -rfE --durations=0 --junitxml="$results/junit.xml" tests/vm "$@" \
     > "$results/output.log" 2>&1
 fi
 echo $? > "$results/status"

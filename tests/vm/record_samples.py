@@ -86,7 +86,7 @@ def main():
     finally:
         subprocess.run(["losetup", "--detach", loop], check=False)
         os.unlink(backing)
-        for _ in range(50):
+        for _attempt in range(50):
             try:
                 os.rmdir(GROUP)
                 break

@@ -118,7 +118,11 @@ class CgroupResource(Resource):
         def systemctl(unit: str) -> t.Optional[str]:
             if self.run_command is None:
                 return None
-            rc, out, _err = self.run_command(["systemctl", "show", "--property=Delegate", "--value", unit])
+            try:  # no systemctl, or it cannot reach systemd: delegation stays unconfirmed
+                rc, out, _err = self.run_command(["systemctl", "show", "--property=Delegate", "--value", unit],
+                                                 handle_exceptions=False)
+            except OSError:
+                return None
             return out.strip() if rc == 0 else None
         found = cgroup_systemd.check(self.hierarchy.mount, self.parts[:self.parent_depth], systemctl)
         text = cgroup_systemd.warning(found, self.parent_relpath)
@@ -199,6 +203,10 @@ class CgroupResource(Resource):
         if self.pids and current is not None and group.subtree_control() and set(self.pids) - set(current["pids"]):
             raise KernelboxError("pids: cannot move processes into /%s: it hands controllers to child groups, and "
                                  "cgroup v2 allows processes only in leaf groups" % self.relpath)
+        holder = cgroup.frozen_ancestor(group) if current is not None and not desired["frozen"] else None
+        if holder is not None and self.params["freeze"] is False:
+            self.warnings.append("/%s stays frozen while its ancestor /%s is frozen (cgroup.freeze 1 there)"
+                                 % (self.relpath, holder.relpath))
         if desired["frozen"] != bool(current and current["frozen"]):
             steps.append(Step("%s /%s" % ("freeze" if desired["frozen"] else "thaw", self.relpath),
                               functools.partial(cgroup.freeze, group, desired["frozen"], self.timeout),

@@ -24,7 +24,8 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, readiness
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
@@ -36,7 +37,7 @@ LIFECYCLE_KEYS = ("restart_policy", "enabled", "stop_signal", "stop_timeout", "l
 class ContainerResource(Resource):
     """One container: persistent spec + settings, and its process under a supervisor."""
 
-    layout = state.DEFAULT_LAYOUT
+    layout = kbstate.DEFAULT_LAYOUT
 
     # --- validate ----------------------------------------------------------------
 
@@ -44,7 +45,7 @@ class ContainerResource(Resource):
         p = self.params
         self.name = validate.container_name(p["name"])
         self.state = p["state"]
-        self.lock: t.Optional[state.NameLock] = None
+        self.lock: t.Optional[kbstate.NameLock] = None
         self.recreated_keys: t.List[str] = []
         self.created_now = False
         self.removed = False
@@ -58,7 +59,7 @@ class ContainerResource(Resource):
                 raise ValidationError("restart_policy: %s" % exc)
         if p.get("stop_signal") is not None:
             try:
-                self.given["stop_signal"] = state.signal_name(state.signal_number(p["stop_signal"]))
+                self.given["stop_signal"] = kbstate.signal_name(kbstate.signal_number(p["stop_signal"]))
             except ValueError as exc:
                 raise ValidationError("stop_signal: %s" % exc)
         if p.get("stop_timeout") is not None:
@@ -74,6 +75,7 @@ class ContainerResource(Resource):
         self.wait_for = options.wait_for(p.get("wait_for"))
         self.cgroup_params = options.cgroup_params(p.get("cgroup"))
         self.spec: t.Optional[specs.Spec] = None
+        self.oci_limits: t.Optional[cgroup_limits.Limits] = None
         if self.state == "absent":
             return
         spec_options = [key for key in container_spec.SPEC_OPTIONS if options.is_set(p, key)]
@@ -83,7 +85,7 @@ class ContainerResource(Resource):
                 raise ValidationError("oci_config: the spec comes from it alone; remove %s, or drop oci_config"
                                       % ", ".join(spec_options))
             if isinstance(p["oci_config"], dict):
-                self.spec = container_spec.from_oci(p["oci_config"], bundle=None)
+                self.spec, self.oci_limits = container_spec.from_oci(p["oci_config"], bundle=None)
         elif spec_options:
             self.spec = container_spec.from_options(p, self.name)
         else:
@@ -93,13 +95,13 @@ class ContainerResource(Resource):
 
     def read(self) -> t.Optional[t.Dict[str, t.Any]]:
         if not self.check_mode:
-            self.lock = state.lock(self.name, self.layout).acquire()
+            self.lock = kbstate.lock(self.name, self.layout).acquire()
             lifecycle.fault("locked")
-        self.container = state.load(self.name, self.layout)
+        self.container = kbstate.load(self.name, self.layout)
         self.backend = self._backend(self.container.settings.supervisor if self.container.settings else None)
         return self._view(self.container)
 
-    def _view(self, container: state.Container) -> t.Optional[t.Dict[str, t.Any]]:
+    def _view(self, container: kbstate.Container) -> t.Optional[t.Dict[str, t.Any]]:
         if not container.exists:
             return None
         settings = container.settings
@@ -118,14 +120,14 @@ class ContainerResource(Resource):
         view["limits"] = self._current_limits(container)
         return view
 
-    def _running(self, container: state.Container) -> bool:
+    def _running(self, container: kbstate.Container) -> bool:
         """Running, or waiting out a restart back-off under a live supervisor (it comes back by itself)."""
         if container.is_running():
             return True
         runtime = container.runtime
-        return bool(runtime and runtime.status == state.RESTARTING and self.backend.supervisor_alive(runtime))
+        return bool(runtime and runtime.status == kbstate.RESTARTING and self.backend.supervisor_alive(runtime))
 
-    def _current_limits(self, container: state.Container) -> t.Dict[str, t.Optional[str]]:
+    def _current_limits(self, container: kbstate.Container) -> t.Dict[str, t.Optional[str]]:
         """What the cgroup files say now (drift shows up), for every file we manage or managed."""
         persisted = container_spec.unified_of(self.current_spec) if container.consistent else {}
         wanted = container_spec.unified_of(self.spec) if self.spec is not None else {}
@@ -167,12 +169,18 @@ class ContainerResource(Resource):
                                       "oci_config" % self.name)
             self.spec = self.current_spec.copy()
         elif self.spec is None:  # oci_config given as a path to config.json
-            self.spec = container_spec.from_oci(options.load_oci_config(p["oci_config"]),
-                                                bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
+            self.spec, self.oci_limits = container_spec.from_oci(
+                options.load_oci_config(p["oci_config"]), bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
-        self.placement = self._placement(stored)
+        supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
+        if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
+            supervisor = p["supervisor"]
+        self.supervisor_kind = supervisor
+        self.placement = self._placement(stored, supervisor)
         files = container_spec.limit_files(self.cgroup_params)
+        if self.oci_limits is not None:  # the task's cgroup options win over the config's resources
+            files = dict(cgroup.limit_files(self.oci_limits), **files)
         if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
             self.spec.linux.resources = None  # limits given: they replace the stored ones
         if files or not self.keep_spec:
@@ -184,10 +192,6 @@ class ContainerResource(Resource):
                                       "with cgroup_v2, or drop cgroup.path")
             hierarchy = cgroup.find_hierarchy()
             cgroup.require_controllers(hierarchy, cgroup_limits.NormalisedLimits(files=unified).controllers())
-        supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
-        if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
-            supervisor = p["supervisor"]
-        self.supervisor_kind = supervisor
         self.lifecycle = {key: self.given.get(key, getattr(stored, key) if stored else default)
                           for key, default in options.LIFECYCLE_DEFAULTS.items()}
         desired = {
@@ -207,11 +211,20 @@ class ContainerResource(Resource):
         self._desired_view = desired
         return desired
 
-    def _placement(self, stored: t.Optional[state.Settings]) -> t.Dict[str, t.Any]:
+    def _placement(self, stored: t.Optional[kbstate.Settings], supervisor: str) -> t.Dict[str, t.Any]:
         params = self.cgroup_params
-        if self.keep_spec and stored is not None and not any(params.get(k) for k in ("path", "parent", "name")):
-            return dict(stored.cgroup)
+        placed = [key for key in ("path", "parent", "name") if params.get(key)]
         hierarchy = cgroup.find_hierarchy()
+        if supervisor == "systemd":
+            if placed:
+                raise ValidationError("cgroup.%s: with the systemd supervisor the container lives in its unit's "
+                                      "delegated cgroup (system.slice/%s/container)"
+                                      % (placed[0], systemd.unit_name(self.name)))
+            unit = "/system.slice/%s" % systemd.unit_name(self.name)
+            group = cgroup.resolve(unit + "/container", parent="", hierarchy=hierarchy)
+            return {"path": group.path, "owned": True, "parent": unit, "name": "container"}
+        if self.keep_spec and stored is not None and not placed:
+            return dict(stored.cgroup)
         if params.get("path"):
             group = cgroup.resolve(params["path"], parent="", hierarchy=hierarchy)
             if not group.exists():
@@ -288,7 +301,7 @@ class ContainerResource(Resource):
         if container.is_running():
             return True
         runtime = container.runtime
-        return bool(runtime and runtime.status in state.ACTIVE and self.backend.supervisor_alive(runtime))
+        return bool(runtime and runtime.status in kbstate.ACTIVE and self.backend.supervisor_alive(runtime))
 
     def _recreate_keys(self, current: t.Dict[str, t.Any], desired: t.Dict[str, t.Any]) -> t.List[str]:
         if self.current_spec is None:
@@ -302,24 +315,24 @@ class ContainerResource(Resource):
 
     def _why_not_running(self) -> str:
         runtime = self.container.runtime
-        if runtime is None or runtime.status == state.CREATED:
+        if runtime is None or runtime.status == kbstate.CREATED:
             return "created, never started"
-        if runtime.status == state.FAILED:
+        if runtime.status == kbstate.FAILED:
             return "its last start failed at step %s" % (runtime.error or {}).get("step")
         if runtime.exit_code is not None:
             return "exited with code %d" % runtime.exit_code
-        if runtime.status in state.ACTIVE:
+        if runtime.status in kbstate.ACTIVE:
             return "its process is gone and no supervisor runs"
         return "not running (%s)" % runtime.status
 
     # --- actions -----------------------------------------------------------------
 
-    def _settings(self) -> state.Settings:
+    def _settings(self) -> kbstate.Settings:
         old = self.container.settings
         config = self.spec.to_oci()
-        return state.Settings(
-            name=self.name, digest=state.digest(config),
-            created_at=old.created_at if old is not None and old.created_at else state.now_iso(),
+        return kbstate.Settings(
+            name=self.name, digest=kbstate.digest(config),
+            created_at=old.created_at if old is not None and old.created_at else kbstate.now_iso(),
             cgroup=dict(self.placement), supervisor=self.supervisor_kind, **self.lifecycle)
 
     def _create(self) -> None:
@@ -327,19 +340,18 @@ class ContainerResource(Resource):
         if self.supervisor_kind != self.backend.kind:
             self.backend = self._backend(self.supervisor_kind)
         settings = self._settings()
-        state.save_persistent(self.name, self.spec.to_oci(), settings, self.layout)
+        kbstate.save_persistent(self.name, self.spec.to_oci(), settings, self.layout)
         lifecycle.fault("persisted")
         self.backend.configure(self.name, settings)
 
     def _write_config(self) -> None:
-        state.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
+        kbstate.save_persistent(self.name, self.spec.to_oci(), self._settings(), self.layout)
 
     def _apply_limits(self) -> None:
         # The cgroup first, then the files: a crash in between is seen as a difference and redone.
         group = self._group(self.placement["path"])
         if group is not None and group.exists():
-            wanted = {k: v for k, v in self.desired_limits().items()}
-            cgroup.apply_limits(group, wanted)
+            cgroup.apply_limits(group, dict(self.desired_limits()))
         self._write_config()
 
     def desired_limits(self) -> t.Dict[str, str]:
@@ -347,7 +359,7 @@ class ContainerResource(Resource):
 
     def _update_settings(self) -> None:
         settings = self._settings()
-        state.save_settings(self.name, settings, self.layout)
+        kbstate.save_settings(self.name, settings, self.layout)
         self.backend.configure(self.name, settings)
 
     def _start(self) -> None:
@@ -371,19 +383,19 @@ class ContainerResource(Resource):
 
     def _remove(self) -> None:
         lifecycle.fault("removing")
-        settings = self.container.settings or state.load(self.name, self.layout).settings
+        settings = self.container.settings or kbstate.load(self.name, self.layout).settings
         if settings is not None and settings.cgroup.get("owned") and settings.cgroup.get("path"):
             group = self._group(settings.cgroup["path"])
             if group is not None:
                 cgroup.kill_and_remove(group)
         self.backend.forget(self.name)
-        state.remove_all(self.name, self.layout)
+        kbstate.remove_all(self.name, self.layout)
         self.removed = True
 
     # --- report ------------------------------------------------------------------
 
     def refresh(self, current: t.Any, acted: bool) -> t.Any:
-        self.container = state.load(self.name, self.layout)
+        self.container = kbstate.load(self.name, self.layout)
         final = self._view(self.container)
         if self.state in ("started", "restarted") and self.wait_for and not self.check_mode:
             self._wait(final)
@@ -395,16 +407,7 @@ class ContainerResource(Resource):
             if process is None:
                 raise readiness.NotReady("wait_for: the container is not running")
             kind, value, timeout = self.wait_for["kind"], self.wait_for["value"], self.wait_for["timeout"]
-            if kind == "port":
-                check = lambda _left: readiness.port_listening(process.pid, value)  # noqa: E731
-                what = "TCP port %d" % value
-            elif kind == "file":
-                check = lambda _left: readiness.file_exists(process.pid, value)  # noqa: E731
-                what = "file %s" % value
-            else:
-                from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import enter
-                check = lambda left: enter.run(process, self.spec, value, timeout=left) == 0  # noqa: E731
-                what = "command %s" % json.dumps(value)
+            check, what = self._readiness_check(process, kind, value)
             elapsed = readiness.wait(what, check, process, timeout, self.wait_for["interval"])
         except readiness.NotReady as exc:
             tail = self.backend.log_tail(self.name, self.tail_lines)
@@ -416,18 +419,34 @@ class ContainerResource(Resource):
             raise KernelboxError(text, **fields)
         self.wait_result = {"ready": True, "elapsed": round(elapsed, 3)}
 
-    def diff_view(self, view: t.Any) -> t.Any:
-        if view is None:
-            return {"state": "absent"}
-        return view
+    def _readiness_check(self, process: kbstate.ProcessId, kind: str,
+                         value: t.Any) -> t.Tuple[t.Callable[[float], bool], str]:
+        if kind == "port":
+            def port_check(_left: float) -> bool:
+                return readiness.port_listening(process.pid, value)
+            return port_check, "TCP port %d" % value
+        if kind == "file":
+            def file_check(_left: float) -> bool:
+                return readiness.file_exists(process.pid, value)
+            return file_check, "file %s" % value
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import enter
 
-    def result(self, view: t.Any) -> t.Dict[str, t.Any]:
-        container = getattr(self, "container", None) or state.load(self.name, self.layout)
+        def command_check(left: float) -> bool:
+            return enter.run(process, self.spec, value, timeout=left) == 0
+        return command_check, "command %s" % json.dumps(value)
+
+    def diff_view(self, state: t.Any) -> t.Any:
+        if state is None:
+            return {"state": "absent"}
+        return state
+
+    def result(self, state: t.Any) -> t.Dict[str, t.Any]:
+        container = getattr(self, "container", None) or kbstate.load(self.name, self.layout)
         if not hasattr(self, "backend"):
             self.backend = self._backend(container.settings.supervisor if container.settings else None)
         runtime = container.runtime if container.exists else None
         settings = container.settings if container.exists else None
-        where = state.paths(self.name, self.layout)
+        where = kbstate.paths(self.name, self.layout)
         running = container.process() is not None
         out: t.Dict[str, t.Any] = {
             "name": self.name,
@@ -469,7 +488,7 @@ class ContainerResource(Resource):
         """Release the name lock; its file goes too when the container no longer exists."""
         if getattr(self, "lock", None) is None:
             return
-        where = state.paths(self.name, self.layout)
+        where = kbstate.paths(self.name, self.layout)
         gone = not os.path.exists(where.run_dir) and not os.path.exists(where.lib_dir)
         self.lock.release(remove=gone)
         self.lock = None

@@ -15,7 +15,6 @@ that key changes in place, never by a restart.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import typing as t
 
@@ -256,63 +255,86 @@ def from_options(params: t.Mapping[str, t.Any], name: str) -> specs.Spec:
     return spec.validate()
 
 
-def from_oci(config: t.Mapping[str, t.Any], bundle: t.Optional[str]) -> specs.Spec:
-    """A config.json (already loaded) as a Spec; linux.resources become unified files (see resources_files)."""
+def from_oci(config: t.Mapping[str, t.Any],
+             bundle: t.Optional[str]) -> t.Tuple[specs.Spec, t.Optional[cgroup_limits.Limits]]:
+    """A config.json (already loaded) as a Spec without linux.resources, and those resources as Limits.
+
+    The limits become linux.resources.unified once their devices are resolved (``limit_files``),
+    so one representation of limits is compared and changed in place.
+    """
     spec = specs.from_oci(dict(config), bundle=bundle)
-    resources = spec.linux.resources
-    if resources is not None:
-        files = resources_files(resources)
-        spec.linux.resources = specs.Resources(unified=files) if files else None
-    return spec
+    resources, spec.linux.resources = spec.linux.resources, None
+    if resources is None:
+        return spec, None
+    limits = limits_from_oci(resources)
+    limits.normalise()  # every value checked now, before anything is touched
+    return spec, limits
 
 
-def resources_files(resources: specs.Resources) -> t.Dict[str, str]:
-    """OCI linux.resources -> cgroup v2 files, for the fields a cgroup v2 host honours."""
-    files = dict(resources.unified)
+def limits_from_oci(resources: specs.Resources) -> cgroup_limits.Limits:
+    """OCI linux.resources as the cgroup library's Limits, following its documented mapping."""
+    kwargs: t.Dict[str, t.Any] = {}
     unsupported = []
-    if resources.memory is not None:
-        memory = resources.memory
+    memory = resources.memory
+    if memory is not None:
         if memory.limit is not None:
-            files["memory.max"] = "max" if memory.limit < 0 else str(memory.limit)
+            kwargs["memory_max"] = "max" if memory.limit < 0 else memory.limit
         if memory.reservation is not None:
-            files["memory.low"] = "max" if memory.reservation < 0 else str(memory.reservation)
-        if memory.swap is not None:  # OCI swap is memory+swap; v2 counts swap alone
+            kwargs["memory_low"] = "max" if memory.reservation < 0 else memory.reservation
+        if memory.swap is not None:  # OCI swap counts memory+swap; cgroup v2 counts swap alone
             if memory.swap < 0:
-                files["memory.swap.max"] = "max"
+                kwargs["memory_swap_max"] = "max"
             elif memory.limit is not None and memory.limit >= 0:
-                files["memory.swap.max"] = str(max(0, memory.swap - memory.limit))
+                kwargs["memory_swap_max"] = max(0, memory.swap - memory.limit)
         if memory.swappiness is not None or memory.disable_oom_killer:
-            unsupported.append("linux.resources.memory.swappiness/disableOOMKiller")
-    if resources.cpu is not None:
-        cpu = resources.cpu
+            unsupported.append("memory.swappiness/disableOOMKiller")
+    cpu = resources.cpu
+    if cpu is not None:
         if cpu.quota is not None or cpu.period is not None:
-            quota = "max" if cpu.quota is None or cpu.quota < 0 else str(cpu.quota)
-            files["cpu.max"] = "%s %d" % (quota, cpu.period or cgroup_limits.CPU_PERIOD_DEFAULT)
+            quota = "max" if cpu.quota is None or cpu.quota < 0 else cpu.quota
+            kwargs["cpu_max"] = {"quota": quota, "period": cpu.period}
         if cpu.shares is not None:
-            files["cpu.weight"] = str(shares_to_weight(cpu.shares))
+            kwargs["cpu_weight"] = cgroup_limits.cpu_weight_from_shares(cpu.shares)
         if cpu.cpus:
-            files["cpuset.cpus"] = cgroup_limits.id_list_value(cpu.cpus, "linux.resources.cpu.cpus")
+            kwargs["cpuset_cpus"] = cpu.cpus
         if cpu.mems:
-            files["cpuset.mems"] = cgroup_limits.id_list_value(cpu.mems, "linux.resources.cpu.mems")
+            kwargs["cpuset_mems"] = cpu.mems
         if cpu.realtime_runtime or cpu.realtime_period or cpu.burst or cpu.idle:
-            unsupported.append("linux.resources.cpu.realtime*/burst/idle")
+            unsupported.append("cpu.realtimeRuntime/realtimePeriod/burst/idle")
     if resources.pids is not None:
-        files["pids.max"] = "max" if resources.pids.limit <= 0 else str(resources.pids.limit)
-    if resources.block_io is not None or resources.hugepage_limits or resources.rdma:
-        unsupported.append("linux.resources.blockIO/hugepageLimits/rdma (use unified)")
+        kwargs["pids_max"] = "max" if resources.pids.limit <= 0 else resources.pids.limit
+    block_io = resources.block_io
+    if block_io is not None:
+        rules: t.Dict[str, t.Dict[str, t.Any]] = {}
+        for key, items in (("rbps", block_io.throttle_read_bps_device), ("wbps", block_io.throttle_write_bps_device),
+                           ("riops", block_io.throttle_read_iops_device),
+                           ("wiops", block_io.throttle_write_iops_device)):
+            for item in items:
+                device = "%d:%d" % (item.major, item.minor)
+                rules.setdefault(device, {"device": device})[key] = item.rate
+        if rules:
+            kwargs["io_max"] = [rules[device] for device in sorted(rules)]
+        if block_io.weight is not None or block_io.leaf_weight is not None or block_io.weight_device:
+            unsupported.append("blockIO.weight/weightDevice")
+    if resources.hugepage_limits or resources.rdma:
+        unsupported.append("hugepageLimits/rdma (use unified)")
     if [rule for rule in resources.devices if rule.allow or rule.access not in (None, "rwm")]:
-        unsupported.append("linux.resources.devices")
+        unsupported.append("devices (kernelbox has no device cgroup program; it drops CAP_MKNOD instead)")
+    settings: t.Dict[str, t.Any] = {}
+    for key, value in resources.unified.items():
+        option = cgroup_limits.DEDICATED_FILES.get(key)
+        if option in ("io_max", "freeze"):
+            unsupported.append("unified[%r]" % key)
+        elif option:
+            kwargs[option] = value
+        else:
+            settings[key] = value
+    if settings:
+        kwargs["settings"] = settings
     if unsupported:
-        raise ValidationError("%s: not supported; kernelbox applies cgroup v2 limits through "
-                              "linux.resources.unified (or the cgroup option)" % ", ".join(unsupported))
-    return files
-
-
-def shares_to_weight(shares: int) -> int:
-    """cgroup v1 cpu.shares -> v2 cpu.weight, the formula runc and crun use since 2025 (runc #4772):
-    2 -> 1, 1024 -> 100, 262144 -> 10000 (the older linear formula mapped 1024 to 39)."""
-    exponent = math.log2(min(max(shares, 2), 262144))
-    return max(1, min(10000, int(round(10 ** ((exponent ** 2 + 125 * exponent) / 612.0 - 7.0 / 34.0)))))
+        raise ValidationError("linux.resources: %s not supported; kernelbox applies cgroup v2 limits (see the "
+                              "cgroup option)" % ", ".join(unsupported))
+    return cgroup_limits.Limits(**kwargs)
 
 
 def limit_files(cgroup_params: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str, str]:

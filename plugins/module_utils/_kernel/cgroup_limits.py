@@ -21,6 +21,7 @@ second run is changed=false:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import typing as t
@@ -56,7 +57,7 @@ SETTINGS_REFUSED = frozenset(["memory.reclaim", "memory.peak", "memory.swap.peak
 _SETTINGS_REFUSED_SUFFIXES = (".pressure", ".stat", ".events", ".current", ".effective", ".local")
 # Files parsed by page_counter_memparse(), so values are page-rounded like memory.max.
 PAGE_COUNTER_FILES = frozenset(["memory.max", "memory.high", "memory.low", "memory.min", "memory.swap.max",
-                                 "memory.swap.high", "memory.zswap.max"])
+                                "memory.swap.high", "memory.zswap.max"])
 # Order of writes: cpuset first (placement), then cpu, memory, pids, io; settings last.
 FILE_ORDER = ("cpuset.cpus", "cpuset.mems", "cpu.weight", "cpu.max", "memory.low", "memory.high",
               "memory.max", "memory.swap.max", "pids.max", "io.max")
@@ -138,7 +139,7 @@ def cpu_max_value(spec: t.Any, option: str = "cpu_max") -> str:
             share = float(cpus)
         except (TypeError, ValueError):
             raise ValidationError("%s.cpus: %r is not a number of CPUs such as 0.5 or 2" % (option, cpus))
-        if isinstance(cpus, bool) or not share > 0 or share != share or share == float("inf"):
+        if isinstance(cpus, bool) or not math.isfinite(share) or share <= 0:
             raise ValidationError("%s.cpus: %r must be a positive number of CPUs" % (option, cpus))
         quota_us = int(round(share * period))
         if quota_us < CPU_QUOTA_MIN:
@@ -157,6 +158,20 @@ def cpu_max_value(spec: t.Any, option: str = "cpu_max") -> str:
 
 def cpu_weight_value(value: t.Any, option: str = "cpu_weight") -> str:
     return str(int_in_range(value, 1, 10000, option))
+
+
+def cpu_weight_from_shares(shares: int) -> int:
+    """cgroup v1 cpu.shares (OCI ``linux.resources.cpu.shares``, 2..262144) as cgroup v2 cpu.weight (1..10000).
+
+    The log-quadratic mapping runc >= 1.3.2, crun >= 1.23 and Kubernetes use, which keeps the defaults
+    aligned (1024 shares -> weight 100; the old linear formula gave 39):
+    weight = ceil(10 ** (L*L/612 + 125*L/612 - 7/34)) with L = log2(shares).
+    """
+    shares = min(max(int(shares), 2), 262144)
+    level = math.log2(shares)
+    exponent = (level * level + 125 * level) / 612.0 - 7.0 / 34.0
+    # round away float noise first: 10 ** 2.0000000000000004 must give 100, not 101
+    return min(max(int(math.ceil(round(10 ** exponent, 9))), 1), 10000)
 
 
 def pids_max_value(value: t.Any, option: str = "pids_max") -> str:
@@ -337,7 +352,7 @@ class Limits:
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> "Limits":
-        names = [f for f in cls.__dataclass_fields__]  # pylint: disable=no-member
+        names = list(cls.__dataclass_fields__)  # pylint: disable=no-member
         return cls(**{name: params.get(name) for name in names})
 
     def normalise(self, page: t.Optional[int] = None) -> "NormalisedLimits":

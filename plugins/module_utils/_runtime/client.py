@@ -88,7 +88,7 @@ class Client:
         """Start a supervisor; returns once it listens (or another one already runs)."""
         entry = os.path.join(self.code_dir, supervisor.ENTRY_SCRIPT)
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        proc = subprocess.run([self.python, "-I", entry, "serve", "--detach"], stdin=subprocess.DEVNULL,
+        proc = subprocess.run([self.python, "-I", "-S", entry, "serve", "--detach"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd="/",
                               timeout=SPAWN_TIMEOUT, check=False, close_fds=True)
         if proc.returncode != 0:
@@ -175,15 +175,15 @@ def boot(code_dir: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         try:
             current = state.load(name, layout)
         except KernelboxError as exc:
-            print("%s: %s" % (name, exc))
+            sys.stdout.write("%s: %s\n" % (name, exc))
             status = 1
             continue
         if current.settings is None or not current.settings.enabled or current.settings.supervisor != "kernelbox":
             continue
         reply = session.request("start", name=name)
         if reply.get("ok"):
-            print("%s: started, PID %s" % (name, (reply.get("runtime") or {}).get("pid")))
+            sys.stdout.write("%s: started, PID %s\n" % (name, (reply.get("runtime") or {}).get("pid")))
         else:
-            print("%s: %s" % (name, (reply.get("error") or {}).get("msg")))
+            sys.stdout.write("%s: %s\n" % (name, (reply.get("error") or {}).get("msg")))
             status = 1
     return status

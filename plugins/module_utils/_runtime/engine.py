@@ -2,42 +2,32 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to kernelbox.containers: what the supervisor needs from launch and the cgroup library.
+"""PRIVATE to kernelbox.containers: starting and killing containers for the supervisor.
 
-The supervisor calls these few functions; they map onto ``launch.start()``
-(the caller is a child subreaper and waitpid()s the init) and onto
-``_kernel.cgroup``.  Keeping the seam here keeps the supervisor's event loop
-free of launch's and cgroup's details, and bounds how long it can block.
+The supervisor stays small and stays up: every start runs in a short-lived
+*launcher* child forked from it.  The launcher imports the heavy code (spec,
+seccomp compiler, launch, the cgroup library), makes the container's cgroup
+leaf, becomes a child subreaper and calls ``launch.start()``; then it reports
+``Launched`` over a pipe and exits.  The container's init, re-parented to the
+launcher, is re-parented again to the supervisor (the nearest living
+subreaper), which then collects its exit status with waitpid(); if the init
+exits first, its zombie follows the same path with its status intact.  So the
+supervisor never maps the launcher's modules (about half its memory), and a
+crash in launch code (a ctypes fault) kills a launcher, never the supervisor.
+
+The functions the module itself uses (``group_of``, ``remove_leaf``) import the
+cgroup library when called.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import signal
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_limits import NormalisedLimits
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
-
-LaunchError = launch.LaunchError
-KILL_WAIT = 2.0  # the supervisor's loop never blocks longer on a kill
-
-
-def start(config: t.Dict[str, t.Any], log_fd: int, cgroup_dir: t.Optional[str]) -> launch.Launched:
-    """Launch the OCI ``config`` with stdout and stderr on ``log_fd``; raises LaunchError."""
-    try:
-        spec = specs.from_oci(config)
-    except ValidationError as exc:
-        raise LaunchError("spec", 22, str(exc))  # EINVAL: the stored spec is not valid here
-    return launch.start(spec, stdin=None, stdout=log_fd, stderr=log_fd, cgroup_dir=cgroup_dir)
-
-
-def describe_launch_error(exc: Exception) -> t.Dict[str, t.Any]:
-    return {"step": getattr(exc, "step", "launch"), "errno": getattr(exc, "errno", None),
-            "msg": getattr(exc, "msg", None) or str(exc)}
+KILL_WAIT = 2.0  # seconds a kill may wait for the group to empty, in a launcher or the module
 
 
 def unified_limits(config: t.Mapping[str, t.Any]) -> t.Dict[str, str]:
@@ -45,8 +35,10 @@ def unified_limits(config: t.Mapping[str, t.Any]) -> t.Dict[str, str]:
     return dict(((config.get("linux") or {}).get("resources") or {}).get("unified") or {})
 
 
-def group_of(path: str) -> cgroup.Cgroup:
-    """The handle of an absolute cgroup directory (containment checked against the cgroup2 mount)."""
+def group_of(path: str) -> t.Any:
+    """The cgroup library's handle of an absolute cgroup directory (contained in the cgroup2 mount)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
     hierarchy = cgroup.find_hierarchy()
     relative = os.path.relpath(path, hierarchy.mount)
     if relative == "." or relative.startswith(".."):
@@ -59,31 +51,143 @@ def prepare_leaf(placement: t.Mapping[str, t.Any], files: t.Mapping[str, str]) -
 
     An existing leaf is reused after killing whatever a crashed run left in it.
     """
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_limits import NormalisedLimits
     group = group_of(placement["path"])
     limits = NormalisedLimits(files=dict(files))
     if group.exists():
         if group.populated():
-            cgroup_kill(placement["path"])
+            cgroup.kill(group, timeout=KILL_WAIT)
         cgroup.require_controllers(group.hierarchy, limits.controllers())
         cgroup.ensure_group(group, limits.controllers())
         cgroup.apply_limits(group, limits)
         return False
-    parent = placement.get("parent")
-    if parent is not None and placement.get("name"):
-        cgroup.create_leaf(placement["name"], parent=parent, limits=limits, hierarchy=group.hierarchy)
+    if placement.get("parent") is not None and placement.get("name"):
+        cgroup.create_leaf(placement["name"], parent=placement["parent"], limits=limits, hierarchy=group.hierarchy)
     else:
         cgroup.create_leaf("/" + group.relpath, parent="", limits=limits, hierarchy=group.hierarchy)
     return True
 
 
-def cgroup_kill(path: str) -> None:
-    """SIGKILL everything in the group (cgroup.kill, or freeze and signal), waiting at most KILL_WAIT."""
-    try:
-        cgroup.kill(group_of(path), timeout=KILL_WAIT)
-    except KernelboxError:
-        pass  # a process in D state dies when its I/O returns; the exit is seen then
-
-
 def remove_leaf(path: str) -> None:
     """Kill what is left in the leaf and remove it; a missing leaf is fine."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
     cgroup.kill_and_remove(group_of(path))
+
+
+def describe_error(exc: BaseException, default_step: str) -> t.Dict[str, t.Any]:
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
+    step = getattr(exc, "step", None) or default_step
+    err = getattr(exc, "errno", None)
+    if isinstance(exc, KernelboxError):
+        text = exc.msg
+    elif isinstance(exc, OSError):
+        text = "%s%s" % (exc.strerror or exc, (": %s" % exc.filename) if exc.filename else "")
+    else:
+        text = "%s: %s" % (type(exc).__name__, exc)
+    return {"step": step, "errno": err, "msg": text}
+
+
+def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]],
+                log: t.Union[str, int], fault: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+    """In this process: leaf, log, launch.start(); the Launched fields, or raise.
+
+    ``log`` is the log file's path, or an fd already open for stdout and stderr (the journal).
+    """
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch, logs
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+    try:
+        spec = specs.from_oci(config)
+    except ValidationError as exc:
+        raise launch.LaunchError("spec", errno.EINVAL, str(exc))
+    created = False
+    cgroup_dir = placement.get("path") if placement else None
+    try:
+        if placement and placement.get("owned"):
+            try:
+                created = prepare_leaf(placement, unified_limits(config))
+            except Exception as exc:
+                raise launch.LaunchError("cgroup", getattr(exc, "errno", None) or errno.EINVAL,
+                                         getattr(exc, "msg", None) or str(exc))
+            if fault == "supervisor-cgroup":  # test only: the supervisor dies while its launcher works on
+                os.kill(os.getppid(), signal.SIGKILL)
+        log_fd = logs.open_for_container(log) if isinstance(log, str) else log
+        libc.set_child_subreaper()
+        launched = launch.start(spec, stdin=None, stdout=log_fd, stderr=log_fd, cgroup_dir=cgroup_dir)
+    except BaseException:
+        if created and cgroup_dir:
+            try:
+                remove_leaf(cgroup_dir)
+            except Exception:  # the launch error is what matters; absent removes the leaf later
+                pass
+        raise
+    return {"pid": launched.pid, "starttime": launched.starttime, "namespaces": dict(launched.namespaces)}
+
+
+def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]], log_path: str,
+          fault: t.Optional[str] = None) -> t.Tuple[t.Optional[t.Dict[str, t.Any]], t.Optional[t.Dict[str, t.Any]]]:
+    """Start a container through a launcher child: (launched fields, None) or (None, error).
+
+    The caller must be a child subreaper (it inherits the init) and reap with waitpid().
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the launcher: never returns
+        status = 0
+        try:
+            os.close(read_end)
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            try:
+                payload = {"ok": launch_here(config, placement, log_path, fault)}
+            except BaseException as exc:
+                payload = {"error": describe_error(exc, "launch")}
+                status = 1
+            data = memoryview(json.dumps(payload).encode())
+            while data:
+                data = data[os.write(write_end, data):]
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    with os.fdopen(read_end, "rb") as reader:
+        while True:
+            chunk = reader.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.waitpid(pid, 0)
+    raw = b"".join(chunks)
+    if not raw:
+        return None, {"step": "launch", "errno": None, "msg": "the launcher process died without a report"}
+    payload = json.loads(raw.decode("utf-8"))
+    return payload.get("ok"), payload.get("error")
+
+
+def cgroup_kill(path: str) -> None:
+    """SIGKILL everything in the group, without blocking the supervisor.
+
+    cgroup.kill (Linux 5.14) is one write; older kernels need the library's
+    freeze-and-signal, which runs in a forked child the supervisor does not wait on
+    for long.
+    """
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as handle:
+            handle.write("1")
+        return
+    except FileNotFoundError:
+        if not os.path.isdir(path):
+            return
+    except OSError:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+            cgroup.kill(group_of(path), timeout=KILL_WAIT)
+        finally:
+            os._exit(0)
+    # Reaped by the supervisor's waitpid(-1) loop like any other child that is not a container.

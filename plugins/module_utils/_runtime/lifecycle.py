@@ -104,7 +104,12 @@ class KernelboxBackend:
         return _runtime(reply.get("runtime"), name) if reply.get("runtime") else None
 
     def configure(self, name: str, settings: state.Settings) -> bool:
-        """container.json changed (restart policy, stop, log cap): tell a running supervisor."""
+        """container.json changed (restart policy, stop, log cap): tell a running supervisor.
+
+        An enabled container also needs the code copy on disk, for ``kernelbox-supervisor.py boot``.
+        """
+        if settings.enabled:
+            materialise.materialise(self.layout)
         if clients.running_supervisor(self.layout) is not None:
             self.session().request("reload", name=name)
         return False

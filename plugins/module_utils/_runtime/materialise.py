@@ -32,7 +32,7 @@ import typing as t
 # Imported so that Ansible's module_utils finder bundles the supervisor (and
 # everything it imports) into every payload that uses this file.
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import supervisor
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client  # noqa: F401
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 PACKAGE = "ansible_collections.kernelbox.containers.plugins.module_utils"

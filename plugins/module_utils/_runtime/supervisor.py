@@ -309,39 +309,20 @@ class Supervisor:
         self.entries[entry.name] = entry
         self.save(entry)
         _fault("supervisor-starting", fault)
-        created = False
-        try:
-            if rt.cgroup and settings.cgroup.get("owned"):
-                created = engine.prepare_leaf(settings.cgroup, engine.unified_limits(current.config))
-            _fault("supervisor-cgroup", fault)
-            log_fd = logs.open_for_container(state.paths(entry.name, self.layout).log_file)
-            try:
-                launched = engine.start(current.config, log_fd, rt.cgroup)
-            finally:
-                os.close(log_fd)
-        except engine.LaunchError as exc:
-            error = engine.describe_launch_error(exc)
-        except KernelboxError as exc:  # the cgroup leaf (missing controllers, containment)
-            error = {"step": "cgroup", "errno": None, "msg": exc.msg}
-        except OSError as exc:
-            error = {"step": "cgroup" if not created else "log", "errno": exc.errno, "msg": "%s%s" % (
-                exc.strerror or exc, (": %s" % exc.filename) if exc.filename else "")}
-        else:
-            _fault("supervisor-launched", fault)
-            rt.pid = launched.pid
-            rt.starttime = launched.starttime
-            rt.namespaces = dict(launched.namespaces or {})
-            rt.started_at = state.now_iso()
-            rt.status = state.RUNNING
-            entry.started_mono = time.monotonic()
-            self.save(entry)
-            return None
-        if created:
-            try:
-                engine.remove_leaf(rt.cgroup)
-            except OSError:
-                pass
-        return error
+        placement = dict(settings.cgroup) if settings.cgroup.get("path") else None
+        launched, error = engine.start(current.config, placement, state.paths(entry.name, self.layout).log_file,
+                                       fault=fault)
+        if error is not None:
+            return error
+        _fault("supervisor-launched", fault)
+        rt.pid = launched["pid"]
+        rt.starttime = launched["starttime"]
+        rt.namespaces = dict(launched.get("namespaces") or {})
+        rt.started_at = state.now_iso()
+        rt.status = state.RUNNING
+        entry.started_mono = time.monotonic()
+        self.save(entry)
+        return None
 
     def _restart(self, entry: _Entry) -> None:
         rt = entry.runtime
@@ -480,8 +461,8 @@ class Supervisor:
         else:
             current = state.load(name, self.layout)
             if current.settings is None:
-                self._answer([conn], {"ok": False, "error": {"step": "state", "errno": None,
-                                                              "msg": "no container named %s" % name}})
+                error = {"step": "state", "errno": None, "msg": "no container named %s" % name}
+                self._answer([conn], {"ok": False, "error": error})
                 return
             entry = _Entry(current.settings, current.runtime or state.Runtime(name))
         rt = entry.runtime
@@ -541,7 +522,7 @@ class Supervisor:
         os.set_inheritable(self.lock.fd, True)
         sys.stdout.flush()
         sys.stderr.flush()
-        argv = [sys.executable, "-I", os.path.join(code, ENTRY_SCRIPT), "serve",
+        argv = [sys.executable, "-I", "-S", os.path.join(code, ENTRY_SCRIPT), "serve",
                 "--listen-fd", str(self.listener.fileno()), "--lock-fd", str(self.lock.fd)]
         os.execv(sys.executable, argv)
 
@@ -590,7 +571,8 @@ def serve(argv: t.List[str], layout: state.Layout = state.DEFAULT_LAYOUT) -> int
             os.close(write_end)
             with os.fdopen(read_end, "rb") as reader:
                 message = reader.read().decode().strip()
-            print(message or "error: the supervisor died during start-up (see %s)" % diag_path(layout))
+            sys.stdout.write((message or "error: the supervisor died during start-up (see %s)"
+                              % diag_path(layout)) + "\n")
             return 0 if message.startswith(("ready", "busy")) else 1
         os.close(read_end)
         os.setsid()
@@ -649,6 +631,6 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     if args and args[0] == "boot":
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client
         return client.boot(os.path.dirname(os.path.abspath(sys.argv[0])))
-    print("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME" % ENTRY_SCRIPT,
-          file=sys.stderr)
+    sys.stderr.write("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME\n"
+                     % ENTRY_SCRIPT)
     return 2

@@ -84,16 +84,20 @@ def render_unit(name: str, settings: state.Settings, python: str, code_root: str
     entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
     unit = ["# Written by kernelbox.containers (container_process); changes are overwritten.",
             "[Unit]", "Description=kernelbox container %s" % name, "After=network.target"]
+    restart_setting = policy.name
     if policy.name == "on-failure" and policy.max_retries is not None:
-        unit += ["StartLimitIntervalSec=infinity", "StartLimitBurst=%d" % (policy.max_retries + 1)]
+        # systemd counts the automatic restarts against the burst (NRestarts ends equal to it): N restarts.
+        if policy.max_retries == 0:
+            restart_setting = "no"
+        unit += ["StartLimitIntervalSec=infinity", "StartLimitBurst=%d" % max(policy.max_retries, 1)]
     else:
         unit += ["StartLimitIntervalSec=0"]
     unit += ["", "[Service]", "Type=forking", "PIDFile=%s" % pid_file(name),
-             "ExecStart=%s -I %s systemd-start %s" % (python, entry, name),
-             "ExecStopPost=%s -I %s systemd-stopped %s" % (python, entry, name),
+             "ExecStart=%s -I -S %s systemd-start %s" % (python, entry, name),
+             "ExecStopPost=%s -I -S %s systemd-stopped %s" % (python, entry, name),
              "KillMode=mixed", "KillSignal=%s" % settings.stop_signal,
              "TimeoutStopSec=%gs" % max(settings.stop_timeout, 0.001),
-             "Restart=%s" % policy.name, "RestartSec=%gms" % (restart.BASE_DELAY * 1000)]
+             "Restart=%s" % restart_setting, "RestartSec=%gms" % (restart.BASE_DELAY * 1000)]
     if version >= 254:  # exponential back-off, as the kernelbox supervisor does
         unit += ["RestartSteps=9", "RestartMaxDelaySec=%gs" % restart.MAX_DELAY]
     unit += ["Delegate=yes", "StandardInput=null", "StandardOutput=journal", "StandardError=journal",
@@ -206,13 +210,11 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     """ExecStart: launch the container into <unit cgroup>/container, write the PID file, exit."""
     from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import engine
-    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
     current = state.load(name, layout)
     runtime = current.runtime or state.Runtime(name)
     if current.settings is None or not current.consistent:
-        print("kernelbox: the persistent state of %s is missing or incomplete" % name, file=sys.stderr)
+        sys.stderr.write("kernelbox: the persistent state of %s is missing or incomplete\n" % name)
         return 1
-    libc.set_child_subreaper()
     unit_dir = _own_cgroup()
     try:
         # cgroup v2 allows processes only in leaves once controllers are handed down: we step into
@@ -222,19 +224,18 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         own = cgroup.Cgroup(hierarchy, unit_group.parts + ("supervisor",))
         cgroup.make_group(own)
         cgroup.move_pid(own, 0)
-        placement = {"path": os.path.join(unit_dir, "container"), "parent": "/" + unit_group.relpath,
-                     "name": "container"}
-        engine.prepare_leaf(placement, engine.unified_limits(current.config))
-        launched = engine.start(current.config, 1, placement["path"])
-    except (KernelboxError, OSError) as exc:
-        error = engine.describe_launch_error(exc)
+        placement = {"path": os.path.join(unit_dir, "container"), "owned": True,
+                     "parent": "/" + unit_group.relpath, "name": "container"}
+        launched = engine.launch_here(current.config, placement, 1)
+    except Exception as exc:
+        error = engine.describe_error(exc, "launch")
         runtime.status, runtime.error = state.FAILED, error
         state.save_runtime(runtime, layout)
-        print("kernelbox: start failed at step %s: %s" % (error["step"], error["msg"]), file=sys.stderr)
+        sys.stderr.write("kernelbox: start failed at step %s: %s\n" % (error["step"], error["msg"]))
         return 1
     runtime.status, runtime.error = state.RUNNING, None
-    runtime.pid, runtime.starttime, runtime.boot_id = launched.pid, launched.starttime, state.boot_id()
-    runtime.namespaces = dict(launched.namespaces)
+    runtime.pid, runtime.starttime, runtime.boot_id = launched["pid"], launched["starttime"], state.boot_id()
+    runtime.namespaces = dict(launched["namespaces"])
     runtime.started_at, runtime.exited_at = state.now_iso(), None
     runtime.exit_code = runtime.exit_signal = runtime.exit_note = None
     runtime.stop_requested = False
@@ -242,7 +243,7 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     runtime.digest = current.settings.digest
     runtime.supervisor = {"kind": "systemd", "unit": unit_name(name), "pid": 1}
     state.save_runtime(runtime, layout)
-    state.write_bytes_atomic(pid_file(name, layout), b"%d\n" % launched.pid, mode=0o644)
+    state.write_bytes_atomic(pid_file(name, layout), b"%d\n" % launched["pid"], mode=0o644)
     return 0
 
 

@@ -15,7 +15,6 @@ Constants carry the kernel macro names; the uapi header is cited beside them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import typing as t
 from contextlib import contextmanager
@@ -131,7 +130,11 @@ def get_libc(libc: t.Optional[t.Any] = None) -> t.Any:
     if libc is not None:
         return libc
     if _State.libc is None:
-        _State.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        try:  # glibc's soname: no need for ctypes.util, whose imports cost a long-running daemon ~2 MiB
+            _State.libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            from ctypes import util as ctypes_util
+            _State.libc = ctypes.CDLL(ctypes_util.find_library("c") or "libc.so.6", use_errno=True)
     return _State.libc
 
 
@@ -195,7 +198,11 @@ def clone_process(flags: int) -> int:
     it and the child resumes holding it.
     """
     if _PyState.libc is None:
-        _PyState.libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        try:  # as in get_libc: the soname, without ctypes.util's imports
+            _PyState.libc = ctypes.PyDLL("libc.so.6", use_errno=True)
+        except OSError:
+            from ctypes import util as ctypes_util
+            _PyState.libc = ctypes.PyDLL(ctypes_util.find_library("c") or "libc.so.6", use_errno=True)
     fn = _PyState.libc.syscall
     fn.restype = ctypes.c_long
     ret = fn(ctypes.c_long(_syscall_number("clone")), ctypes.c_ulong(flags | _SIGCHLD), None, None, None, None)

@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The systemd unit a container gets (pure rendering), and launch error messages."""
+import pytest
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, state, systemd
+
+
+def unit(policy="no", version=252, **extra):
+    settings = state.Settings(name="web", digest="sha256:x", restart_policy=policy, **extra)
+    text = systemd.render_unit("web", settings, "/usr/bin/python3", "/var/lib/kernelbox/runtime", version)
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_unit_shape():
+    keys = unit(stop_signal="SIGINT", stop_timeout=2.5)
+    assert keys["Type"] == "forking" and keys["PIDFile"] == "/run/kernelbox/containers/web/init.pid"
+    assert keys["ExecStart"] == ("/usr/bin/python3 -I -S /var/lib/kernelbox/runtime/current/kernelbox-supervisor.py "
+                                 "systemd-start web")
+    assert keys["ExecStopPost"].endswith("systemd-stopped web")
+    assert (keys["KillMode"], keys["KillSignal"], keys["TimeoutStopSec"]) == ("mixed", "SIGINT", "2.5s")
+    assert keys["Delegate"] == "yes" and keys["StandardOutput"] == "journal"
+    assert keys["WantedBy"] == "multi-user.target" and keys["Restart"] == "no"
+    assert keys["StartLimitIntervalSec"] == "0" and "RestartSteps" not in keys
+
+
+@pytest.mark.parametrize("policy, restart, burst", [
+    ("always", "always", None), ("on-failure", "on-failure", None), ("on-failure:3", "on-failure", "3"),
+    ("on-failure:0", "no", "1"),
+])
+def test_restart_policies(policy, restart, burst):
+    keys = unit(policy)
+    assert keys["Restart"] == restart
+    assert keys.get("StartLimitBurst") == burst
+
+
+def test_newer_systemd_gets_exponential_backoff():
+    keys = unit("always", version=254)
+    assert keys["RestartSteps"] == "9" and keys["RestartMaxDelaySec"] == "30s"
+
+
+def test_launch_error_message_names_step_and_errno():
+    text = lifecycle.describe_error("web", {"step": "exec", "errno": 2, "msg": "exec: /x: No such file [errno 2]"})
+    assert text == "container web: start failed at step 'exec': exec: /x: No such file [errno 2 ENOENT]"
+    assert lifecycle.describe_error("web", {"step": "cgroup", "errno": 13, "msg": "denied"}).endswith(
+        "denied [errno 13 EACCES]")
