@@ -59,5 +59,9 @@ def test_call_in_child_returns_data_and_errors():
     with pytest.raises(OSError) as info:
         call_in_child(fails)
     assert (info.value.errno, info.value.filename) == (errno.EACCES, "/some/path")
+
+    def raises_value_error():
+        raise ValueError("bad")
+
     with pytest.raises(ChildError, match="ValueError: bad"):
-        call_in_child(lambda: (item for item in ()).throw(ValueError("bad")))
+        call_in_child(raises_value_error)

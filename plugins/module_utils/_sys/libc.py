@@ -96,6 +96,12 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 16
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 32
+SECCOMP_GET_ACTION_AVAIL = 2
 
 # include/uapi/linux/capability.h
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -364,3 +370,42 @@ def fstatfs_type(fd: int, libc: t.Optional[t.Any] = None) -> int:
     buf = ctypes.create_string_buffer(256)
     _check(get_libc(libc).fstatfs(ctypes.c_int(fd), buf), "fstatfs", "fd %d" % fd)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+# --- path resolution and durability (used by _kernel.mounts and the layer store) ---
+
+# include/uapi/linux/openat2.h
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# openat2 is 437 on every architecture (it was added after the syscall tables were unified).
+_OPENAT2_NR = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0,
+            libc: t.Optional[t.Any] = None) -> int:
+    """openat2(2) (Linux >= 5.6): open ``path`` relative to ``dirfd`` under ``resolve`` rules.
+
+    RESOLVE_IN_ROOT resolves as if ``dirfd`` were "/" (absolute symlinks and
+    ".." stay inside it): the race-free way to open a path inside a container
+    rootfs.  Raises OSError(ENOSYS) on older kernels; callers fall back.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    lib = get_libc(libc)
+    fn = lib.syscall
+    fn.restype = ctypes.c_long
+    ret = fn(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dirfd), _bytes(path), ctypes.byref(how),
+             ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, "openat2", path)
+
+
+def syncfs(fd: int, libc: t.Optional[t.Any] = None) -> None:
+    """syncfs(2): write back the whole filesystem holding ``fd`` (one call instead of an fsync per file)."""
+    _check(get_libc(libc).syncfs(ctypes.c_int(fd)), "syncfs", "fd %d" % fd)

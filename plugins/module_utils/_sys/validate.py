@@ -178,3 +178,33 @@ def sysctl_value(value: t.Any, option: str = "sysctls") -> str:
     if "\n" in str(value).strip() or "\0" in text:
         raise ValidationError("%s: value %r must be a single line" % (option, value))
     return text
+
+
+def absolute_path(value: t.Any, option: str = "path") -> str:
+    """An absolute path, normalised lexically: '//a/./b/' -> '/a/b'.
+
+    '..' is refused rather than collapsed: '/a/b/..' may not mean '/a' once
+    symlinks are involved, and a path that climbs is never what a caller meant.
+    NUL bytes are refused.  Symlinks are a matter for the resolver, not for
+    this lexical check.
+    """
+    if not isinstance(value, str) or value == "":
+        raise ValidationError("%s: a path must be a non-empty string, got %r" % (option, value))
+    if "\0" in value:
+        raise ValidationError("%s: path %r contains a NUL byte" % (option, value))
+    if not value.startswith("/"):
+        raise ValidationError("%s: %r is not an absolute path" % (option, value))
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValidationError("%s: %r contains '..'; give the path without parent references" % (option, value))
+    return "/" + "/".join(parts)
+
+
+def path_is_within(path: str, root: str) -> bool:
+    """True when normalised ``path`` is ``root`` or below it, compared by whole components.
+
+    '/srv/foo2' is not within '/srv/foo' (the string-prefix trap).
+    """
+    if root == "/":
+        return True
+    return path == root or path.startswith(root + "/")
