@@ -35,7 +35,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities, confine
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import execution, state
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 

@@ -22,7 +22,7 @@ goes through the directory fd and can never hit a recycled PID.
           fork -> command (C)                  setns(pid) and setns(time) apply to children only
               setsid, default signal dispositions, empty signal mask
               chroot to the container's root   fchdir(/proc/PID/root opened in M) + chroot(".")
-              chdir to cwd                     resolved inside the root (rootfs.enter_cwd)
+              chdir to cwd                     resolved inside the root (protect.enter_cwd)
               rlimits, umask, seccomp?, uid/gid/groups + capabilities, no_new_privs, seccomp?
               fds 0-2, close the rest, execve  (confine.confine and confine.execute: exactly what the
                                                launcher does for a container's PID 1)
@@ -64,7 +64,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, protect
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -348,7 +348,7 @@ def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: 
                 raise OSError(errno.EXDEV, "the new root is not the container's root")
             os.close(root_fd)
         step = "cwd"
-        rootfs.enter_cwd(request.cwd or "/")
+        protect.enter_cwd(request.cwd or "/")
         if request.hold > 0:  # tests only: the most exposed moment, inside and still fully privileged
             time.sleep(request.hold)
         confine.confine(request.prepared)
