@@ -100,8 +100,8 @@ def test_stats_match_the_cgroup_files(scenario):
     # sh, its sleep, and the sleeper the exec left: single-threaded processes, all directly in the leaf
     assert stats["pids"]["current"] == int(files["pids.current"]) == len(files["cgroup.procs"].split()) == 3
     assert stats["processes"] == 3
+    assert set(stats["cpu"]) == set(keyed(files["cpu.stat"]))
     assert stats["cpu"]["usage_usec"] <= keyed(files["cpu.stat"])["usage_usec"]
-    assert stats["cpu"]["nr_periods"] == keyed(files["cpu.stat"])["nr_periods"]  # no cpu.max: never throttled
     assert 0 <= stats["cpu_percent"] < 200
     if files["io.stat"] is None:
         assert stats["io"] is None
