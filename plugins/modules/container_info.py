@@ -340,18 +340,12 @@ containers:
         index:
           description: Interface index.
           type: int
-        kind:
-          description: Link kind (C(veth), C(bridge)...), null for loopback and physical.
-          type: str
         mtu:
           description: MTU.
           type: int
         up:
-          description: Administratively up.
+          description: Administratively up (C(IFF_UP)).
           type: bool
-        operstate:
-          description: Operational state (C(UP), C(DOWN), C(UNKNOWN)).
-          type: str
         mac:
           description: Hardware address.
           type: str
@@ -369,6 +363,9 @@ containers:
         mount:
           description: The mount on the root (C(fstype), C(source)); for overlayfs also C(lower) (topmost first),
             C(upper), C(work), C(readonly) and C(options). Null when the root is a plain directory.
+          type: dict
+        filesystem:
+          description: The host mount the root directory lives on (C(fstype), C(source), C(mount_point)).
           type: dict
     log:
       description: The container's log file.
@@ -447,7 +444,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.contain
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    deps.require(module, "pyroute2", "psutil")
+    deps.require(module, "psutil")
     flow.run(module, ContainerInfoResource(module.params, module.check_mode))
 
 

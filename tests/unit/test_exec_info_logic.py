@@ -168,7 +168,7 @@ def test_spec_summary_never_returns_environment_values():
     assert summary["command"] == ["/bin/sh", "-c", "sleep 1"] and summary["rootfs"] == "/srv/web/rootfs"
     assert summary["namespaces"]["network"] == "new" and summary["uid_map"] == [[0, 100000, 65536]]
     assert summary["seccomp"]["default_action"] == "SCMP_ACT_ERRNO" and summary["no_new_privileges"] is True
-    assert info.spec_summary({"process": {}})["error"].startswith("the stored spec cannot be read")
+    assert info.spec_summary({"root": {}})["error"].startswith("the stored spec cannot be read")
 
 
 def test_features_name_what_is_missing():

@@ -23,10 +23,9 @@ import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, overlay
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, state
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import netlink, procfs, procscan
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import path_is_within
 
 LIMIT_FILES = ("memory.max", "memory.high", "memory.low", "memory.swap.max", "cpu.max", "cpu.weight",
                "pids.max", "io.max", "cpuset.cpus")
@@ -63,6 +62,15 @@ class Snapshot:
             self._mounts = procfs.read_mountinfo()
         return self._mounts
 
+    def mount_holding(self, path: str) -> t.Optional[procfs.MountInfo]:
+        """The top mount whose mount point is ``path`` or its nearest ancestor."""
+        best = None
+        for entry in self.mounts:
+            if path_is_within(path, entry.mount_point) and (
+                    best is None or len(entry.mount_point) >= len(best.mount_point)):
+                best = entry
+        return best
+
     def hierarchy(self) -> t.Any:
         if self._hierarchy is None and self._hierarchy_error is None:
             try:
@@ -79,18 +87,42 @@ class Snapshot:
 
 
 def read_interfaces(netns_path: str) -> t.Union[t.List[t.Dict[str, t.Any]], t.Dict[str, str]]:
+    """Interfaces and addresses of the network namespace at ``netns_path``.
+
+    This thread enters the namespace for the length of three calls into C
+    (getifaddrs, the SIOCGIF* ioctls, if_nameindex: each opens its socket in
+    the calling thread's namespace) and is returned to its own in ``finally``.
+    That costs a fraction of a netlink session through pyroute2, which
+    matters with hundreds of containers.
+    """
+    import socket
+    import psutil  # deferred: an optional target dependency, checked by the module
     try:
-        with netlink.rtnl(netns_path) as nl:
-            links = nl.links()
-            addresses = nl.all_addresses()
-    except (OSError, ImportError) as exc:
-        return {"error": "cannot read the interfaces: %s" % (getattr(exc, "strerror", None) or exc)}
-    by_index: t.Dict[int, t.List[str]] = {}
-    for address in addresses:
-        by_index.setdefault(address.index, []).append(address.cidr)
-    return [{"name": link.name, "index": link.index, "kind": link.kind, "mtu": link.mtu, "up": link.up,
-             "operstate": link.operstate, "mac": link.mac, "addresses": by_index.get(link.index, [])}
-            for link in sorted(links, key=lambda l: l.index)]
+        with libc.entered_netns(netns_path):
+            addresses = psutil.net_if_addrs()
+            stats = psutil.net_if_stats()
+            indexes = {name: index for index, name in socket.if_nameindex()}
+    except OSError as exc:
+        return {"error": "cannot read the interfaces: %s" % (exc.strerror or exc)}
+    found = []
+    for name in sorted(indexes, key=indexes.__getitem__):
+        mac, cidrs = None, []
+        for entry in addresses.get(name, []):
+            if entry.family == psutil.AF_LINK:
+                mac = entry.address
+            elif entry.family in (socket.AF_INET, socket.AF_INET6) and entry.netmask:
+                cidrs.append(_cidr(entry.address, entry.netmask))
+        stat = stats.get(name)
+        found.append({"name": name, "index": indexes[name], "mtu": stat.mtu if stat else None,
+                      "up": bool(stat and stat.isup), "mac": mac, "addresses": cidrs})
+    return found
+
+
+def _cidr(address: str, netmask: str) -> str:
+    import ipaddress
+    address = address.split("%", 1)[0]  # fe80::1%eth0: the scope is the interface itself
+    prefix = bin(int(ipaddress.ip_address(netmask))).count("1")
+    return "%s/%d" % (ipaddress.ip_address(address), prefix)
 
 
 # --- one container ---------------------------------------------------------------------
@@ -111,40 +143,37 @@ def state_of(container: state.Container) -> t.Tuple[str, t.Optional[str]]:
 
 
 def spec_summary(config: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[t.Dict[str, t.Any]]:
-    """The spec in a few lines (environment *names* only: values may be secrets)."""
+    """The stored spec (config.json, as kernelbox wrote it) in a few lines; environment *names* only, since
+    the values may be secrets.  Read straight from the JSON: validating it again costs more than everything
+    else this module does, and the launcher validated it when it was stored."""
     if config is None:
         return None
-    try:
-        spec = specs.from_oci(config)
-    except (ValidationError, KernelboxError) as exc:
-        return {"error": "the stored spec cannot be read: %s" % exc}
-    process = spec.process
-    namespaces = {}
-    for entry in spec.linux.namespaces:
-        namespaces[entry.type] = entry.path or "new"
-    seccomp = spec.linux.seccomp
-    resources = specs.to_oci(spec.linux.resources) if spec.linux.resources is not None else {}
+    if not isinstance(config, dict) or not isinstance(config.get("process"), dict):
+        return {"error": "the stored spec cannot be read: it has no process section"}
+    process, linux, root = config["process"], config.get("linux") or {}, config.get("root") or {}
+    user, caps = process.get("user") or {}, process.get("capabilities") or {}
+    seccomp = linux.get("seccomp")
     return {
-        "rootfs": spec.root.path,
-        "readonly_rootfs": spec.root.readonly,
-        "command": list(process.args),
-        "cwd": process.cwd,
-        "user": "%d:%d" % (process.user.uid, process.user.gid),
-        "groups": list(process.user.additional_gids),
-        "env_names": sorted(entry.partition("=")[0] for entry in process.env),
-        "hostname": spec.hostname,
-        "namespaces": namespaces,
-        "uid_map": [[m.container_id, m.host_id, m.size] for m in spec.linux.uid_mappings],
-        "capabilities": list(process.capabilities.bounding),
-        "no_new_privileges": process.no_new_privileges,
-        "seccomp": None if seccomp is None else {
-            "default_action": seccomp.default_action, "rules": len(seccomp.syscalls)},
-        "rlimits": {limit.type: [limit.soft, limit.hard] for limit in process.rlimits},
-        "mounts": [m.destination for m in spec.mounts],
-        "masked_paths": len(spec.linux.masked_paths),
-        "readonly_paths": len(spec.linux.readonly_paths),
-        "cgroups_path": spec.linux.cgroups_path,
-        "resources": resources,
+        "rootfs": root.get("path"),
+        "readonly_rootfs": bool(root.get("readonly", False)),
+        "command": list(process.get("args") or []),
+        "cwd": process.get("cwd", "/"),
+        "user": "%s:%s" % (user.get("uid", 0), user.get("gid", 0)),
+        "groups": list(user.get("additionalGids") or []),
+        "env_names": sorted(str(entry).partition("=")[0] for entry in process.get("env") or []),
+        "hostname": config.get("hostname"),
+        "namespaces": {entry.get("type"): entry.get("path") or "new" for entry in linux.get("namespaces") or []},
+        "uid_map": [[m.get("containerID"), m.get("hostID"), m.get("size")] for m in linux.get("uidMappings") or []],
+        "capabilities": list(caps.get("bounding") or []),
+        "no_new_privileges": bool(process.get("noNewPrivileges", False)),
+        "seccomp": None if not isinstance(seccomp, dict) else {
+            "default_action": seccomp.get("defaultAction"), "rules": len(seccomp.get("syscalls") or [])},
+        "rlimits": {limit.get("type"): [limit.get("soft"), limit.get("hard")] for limit in process.get("rlimits") or []},
+        "mounts": [m.get("destination") for m in config.get("mounts") or []],
+        "masked_paths": len(linux.get("maskedPaths") or []),
+        "readonly_paths": len(linux.get("readonlyPaths") or []),
+        "cgroups_path": linux.get("cgroupsPath"),
+        "resources": linux.get("resources") or {},
     }
 
 
@@ -237,24 +266,22 @@ def _iso(stamp: t.Optional[float]) -> t.Optional[str]:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
 
 
-def rootfs_info(snapshot: Snapshot, root: t.Optional[str], init: t.Optional[int]) -> t.Optional[t.Dict[str, t.Any]]:
+def rootfs_info(snapshot: Snapshot, root: t.Optional[str]) -> t.Optional[t.Dict[str, t.Any]]:
+    """The mount at the root directory (an overlay from overlay_rootfs, with its layers), or, for a plain
+    directory, the filesystem it lives on; from the host's mountinfo, read once for all containers."""
     if not root:
         return None
     found, top = overlay.find_overlay(root, snapshot.mounts)
-    if top is None and init is not None:
-        try:  # the root was mounted inside the container's own mount namespace: its "/" is it
-            inner = [m for m in procfs.read_mountinfo(init) if m.mount_point == "/"]
-        except OSError:
-            inner = []
-        top = inner[-1] if inner else None
-        found = overlay.parse_overlay(top) if top is not None and top.fstype == "overlay" else None
     mount = None
     if found is not None:
         mount = {"fstype": "overlay", "source": found.info.source, "lower": list(found.lower), "upper": found.upper,
                  "work": found.work, "readonly": found.readonly, "options": dict(found.shown_options)}
     elif top is not None:
         mount = {"fstype": top.fstype, "source": top.source}
-    return {"path": root, "mount": mount}
+    holder = snapshot.mount_holding(root)
+    return {"path": root, "mount": mount,
+            "filesystem": None if holder is None else {"fstype": holder.fstype, "source": holder.source,
+                                                       "mount_point": holder.mount_point}}
 
 
 def log_info(container: state.Container, lines: int) -> t.Dict[str, t.Any]:
@@ -286,6 +313,7 @@ def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT
     if status == "absent":
         return result
     runtime, settings = container.runtime, container.settings
+    consistent = container.consistent  # a digest of the whole config: compute it once
     proc = container.process() if result["running"] else None
     pid = proc.pid if proc is not None else None
     result.update({
@@ -300,7 +328,7 @@ def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT
         "enabled": settings.enabled if settings else None,
         "supervisor": settings.supervisor if settings else None,
         "error": runtime.error if runtime else None,
-        "spec": spec_summary(container.config if container.consistent else None),
+        "spec": spec_summary(container.config if consistent else None),
         "log": log_info(container, log_lines),
     })
     cgroup_path = (runtime.cgroup if runtime and runtime.cgroup else None) or (
@@ -309,7 +337,7 @@ def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT
     root = (result["spec"] or {}).get("rootfs")
     if pid is None:
         result.update(namespaces=None, namespaces_shared_with_host=None, processes=[], network=None)
-        result["rootfs"] = rootfs_info(snapshot, root, None)
+        result["rootfs"] = rootfs_info(snapshot, root)
         return result
     inodes, shared = namespace_info(snapshot, pid)
     result["namespaces"] = inodes
@@ -319,7 +347,7 @@ def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT
         result["network"] = None
     else:
         result["network"] = snapshot.network(inodes["net"], pid)
-    result["rootfs"] = rootfs_info(snapshot, root, pid)
+    result["rootfs"] = rootfs_info(snapshot, root)
     return result
 
 
