@@ -228,15 +228,6 @@ class Rtnl:
         found = (address_from_msg(m) for m in msgs if m["index"] == index)
         return [address for address in found if address is not None]
 
-    def all_addresses(self) -> t.List[Address]:
-        """Every address in the namespace, in one dump (a container's interfaces at a glance)."""
-        if _is_async_core(self.ipr):
-            msgs = self._call("dump addresses", "", self.ipr.addr, "dump")
-        else:
-            msgs = self._call("dump addresses", "", self.ipr.get_addr)
-        found = (address_from_msg(m) for m in msgs)
-        return [address for address in found if address is not None]
-
     def address_add(self, index: int, address: str, prefixlen: int, name: str = "") -> None:
         self._call("add address %s/%d" % (address, prefixlen), name, self.ipr.addr, "add",
                    index=index, address=address, prefixlen=prefixlen)
