@@ -12,7 +12,7 @@ short_description: Run a command inside a running container, like docker exec or
 version_added: 0.1.0
 description:
   - Runs O(command) inside the namespaces of a running kernelbox container (O(name)), or of any process (O(pid)), the
-    way C(nsenter -t PID -a) does. Nothing new is created: the command joins the target's user, mount, PID, network,
+    way C(nsenter -t PID -a) does. Nothing new is created; the command joins the target's user, mount, PID, network,
     IPC, UTS, cgroup and time namespaces (all by default, or the subset in O(namespaces)) and, when it joins the
     mount namespace, the target's root directory.
   - With O(name), the command also runs with the container's capabilities, C(no_new_privs), seccomp profile,
@@ -56,7 +56,7 @@ options:
     type: str
   pid:
     description:
-      - A host PID: run the command in that process's namespaces, with its privileges.
+      - A host PID; the command runs in that process's namespaces, with its privileges.
       - Exactly one of O(name) and O(pid) is required.
     type: int
   command:

@@ -43,8 +43,8 @@ options:
     description:
       - Seconds to sample CPU usage over, to return RV(containers[].cgroup.stats.cpu_percent) as C(podman stats) does.
         The module sleeps this long once for all containers.
-      - V(0) (the default) takes no sample; RV(containers[].cgroup.stats.cpu.usage_usec) still gives the CPU time
-        used so far.
+      - V(0) (the default) takes no sample; the C(usage_usec) of RV(containers[].cgroup.stats.cpu) still gives the
+        CPU time used so far.
     type: float
     default: 0.0
   features:
@@ -56,7 +56,7 @@ notes:
     netlink dump).
   - Environment variable values are never returned, only their names; they may hold secrets.
   - On hosts with the hybrid cgroup layout, statistics whose controllers belong to cgroup v1 (memory, pids, io) are
-    null; RV(features.cgroup.mode) says which layout the host has.
+    null; the C(mode) in RV(features.cgroup) says which layout the host has.
 seealso:
   - module: kernelbox.containers.container_process
   - module: kernelbox.containers.container_exec

@@ -14,13 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from harness import snapshot
-from harness.containers import (alive, build_busybox_rootfs, busybox_rootfs, cgroup_parent,  # noqa: F401
-                                cgroup_procs, containers, leaf_path, status_fields, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import (alive, build_busybox_rootfs, cgroup_parent, cgroup_procs, leaf_path, status_fields,
+                                wait_until)
 
 INIT = ["/bin/sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.2; done"]
 STATUS_KEYS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
@@ -314,7 +313,7 @@ def test_the_joining_process_cannot_be_opened_or_ptraced_from_inside(ansible, at
     attacks: the control."""
     name = containers("kbt-dump-%s" % ("ptrace" if sys_ptrace else "default"))
     interpreter = os.path.realpath(ansible.python)
-    before = {path: sha256(path) for path in {interpreter, os.path.realpath(sys.executable)}}
+    before = {path: sha256(path) for path in sorted({interpreter, os.path.realpath(sys.executable)})}
     options = container(name, attack_rootfs, command=["/usr/bin/python3", "-u", "/attack.py"], seccomp="unconfined",
                         mounts=[{"source": "/usr", "destination": "/usr", "readonly": True}])
     if sys_ptrace:

@@ -12,8 +12,8 @@ import json
 import os
 import subprocess
 
-from harness.containers import (alive, busybox_rootfs, cgroup_parent, cgroup_procs, containers,  # noqa: F401
-                                leaf_path, log_text, runtime_state, wait_until)
+from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import alive, cgroup_parent, cgroup_procs, leaf_path, log_text, runtime_state, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNNING = ["/bin/sh", "-c", "trap 'exit 0' TERM; echo line-one; echo line-two; sleep 1000 & wait"]

@@ -50,8 +50,8 @@ class ContainerInfoResource(Resource):
     def plan(self, current: t.Any, desired: t.Any) -> t.List[Step]:
         return []
 
-    def diff_view(self, state_: t.Any) -> t.Dict[str, t.Any]:
+    def diff_view(self, state: t.Any) -> t.Dict[str, t.Any]:  # pylint: disable=redefined-outer-name
         return {}
 
-    def result(self, state_: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
-        return dict(state_)
+    def result(self, state: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:  # pylint: disable=redefined-outer-name
+        return dict(state)

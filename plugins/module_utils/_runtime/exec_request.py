@@ -156,8 +156,8 @@ def for_process(target: execution.Target, options: Options) -> execution.Request
     env.update(options.env)
     process = specs.Process(
         args=list(options.argv), env=_env_entries(env), cwd=options.cwd or "/",
-        user=specs.User(uid=uid, gid=gid, additional_gids=list(options.groups if options.groups is not None
-                                                                else groups)),
+        user=specs.User(uid=uid, gid=gid,
+                        additional_gids=list(groups if options.groups is None else options.groups)),
         capabilities=specs.Capabilities(
             bounding=_names(status.cap_bounding), effective=_names(status.cap_effective & status.cap_permitted),
             permitted=_names(status.cap_permitted), inheritable=_names(status.cap_inheritable),
@@ -186,8 +186,8 @@ def restrict(prepared: confine.Prepared, bounding: int, no_new_privs: bool) -> N
     /proc/PID/status), and no_new_privs kept on if it has it.  In place."""
     creds = prepared.credentials
     top = capabilities.last_cap()
-    creds.drop_bounding = sorted(set(creds.drop_bounding) | {cap for cap in range(top + 1)
-                                                              if not bounding & (1 << cap)})
+    outside = {cap for cap in range(top + 1) if not bounding & (1 << cap)}
+    creds.drop_bounding = sorted(set(creds.drop_bounding) | outside)
     creds.effective &= bounding
     creds.permitted &= bounding
     creds.inheritable &= bounding

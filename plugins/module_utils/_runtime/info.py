@@ -137,8 +137,8 @@ def state_of(container: state.Container) -> t.Tuple[str, t.Optional[str]]:
     if runtime.status in (state.RUNNING, state.STARTING, state.STOPPING):
         if container.is_running():
             return runtime.status, None
-        return state.EXITED, runtime.exit_note or "its init (PID %s) is gone and no supervisor recorded how it " \
-                                                 "ended" % runtime.pid
+        gone = "its init (PID %s) is gone and no supervisor recorded how it ended" % runtime.pid
+        return state.EXITED, runtime.exit_note or gone
     return runtime.status, runtime.exit_note
 
 
