@@ -61,7 +61,9 @@ def flat_keyed(path):
         return {key: int(value) for key, value in (line.split() for line in handle if line.strip())}
 
 
-def test_info_on_containers_in_every_state(ansible, busybox_rootfs, containers, host_state):
+def test_info_on_containers_in_every_state(any_ansible, busybox_rootfs, containers, host_state):
+    """Once with each target Python: PyPI psutil 7 and Debian's psutil 5.9."""
+    ansible = any_ansible
     running = containers("kbt-info-run")
     exited = containers("kbt-info-exit")
     crashing = containers("kbt-info-crash")
