@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Turns the RV(kernelbox.containers.container_info#module:containers) list into a plain-text table with one row
     per container, read like C(podman ps) plus C(podman stats).
-  - "Columns: NAME, STATUS (C(Up 5m), C(Exited (1) 2m ago)...), PID, IP (the first address that is not loopback;
+  - "Columns: NAME, STATUS (such as Up 5m, or Exited (1) 2m ago), PID, IP (the first address that is not loopback;
     C(host) when the container shares the host's network), MEM (use / limit), CPU (percent with
     O(kernelbox.containers.container_info#module:cpu_sample), else CPU time used) and PIDS."
   - Relative times are computed against the controller's clock.

@@ -25,7 +25,9 @@ description:
     copied; exec into a kernelbox container by O(name) instead.
   - The process that joins is made non-dumpable before it enters anything (the CVE-2019-5736 lesson), so nothing
     inside the container can open or ptrace C(/proc/PID/exe) of it, which is the host's Python interpreter, before
-    it executes the command.
+    it executes the command. That holds even for a container given CAP_SYS_PTRACE, as long as it has its own user
+    namespace (the default); a container sharing the host's user namespace with CAP_SYS_PTRACE is privileged on
+    the host and is not protected.
   - Returns like M(ansible.builtin.command) (RV(rc), RV(stdout), RV(stderr), RV(start), RV(end), RV(delta)), fails
     on a non-zero return code, and reports C(changed=true); use C(changed_when) and C(failed_when) as usual.
   - A stopped or missing container, or a process that does not exist, fails with a clear message.
