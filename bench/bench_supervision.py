@@ -153,10 +153,8 @@ def podman(rootfs: str, work: str) -> dict:
 
 
 def _podman_cleanup(names: list) -> None:
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
-    subprocess.run(PODMAN + ["rm", "-f", "-t", "0"] + names, **quiet)
-    subprocess.run(PODMAN + ["rmi", "-f", IMAGE], **quiet)
-    subprocess.run(PODMAN + ["system", "reset", "-f"], **quiet)
+    for argv in (["rm", "-f", "-t", "0"] + names, ["rmi", "-f", IMAGE], ["system", "reset", "-f"]):
+        subprocess.run(PODMAN + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def main() -> int:
