@@ -105,6 +105,33 @@ def kernelbox(rootfs: str, parent: str) -> dict:
     return samples
 
 
+def cgroup_dirs() -> set:
+    """Every cgroup directory of every hierarchy (v1 and v2), to undo what podman makes.
+
+    podman with cgroupfs puts conmon in libpod_parent/conmon of *every* hierarchy of this hybrid host,
+    outside the sandbox's test parent, and leaves it after ``podman rm``.
+    """
+    found = set()
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        top = os.path.join("/sys/fs/cgroup", hierarchy)
+        if os.path.isdir(top) and not os.path.islink(top):
+            for dirpath, _dirs, _files in os.walk(top):
+                found.add(dirpath)
+    return found
+
+
+def remove_new_cgroups(before: set) -> None:
+    for path in sorted(cgroup_dirs() - before, key=len, reverse=True):
+        for _attempt in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def podman(rootfs: str, work: str) -> dict:
     tarball = os.path.join(work, "rootfs.tar")
     subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
@@ -122,12 +149,12 @@ def podman(rootfs: str, work: str) -> dict:
         rss = [rss_kib(pid) for pid in conmons]
         return {"pss_each": sum(pss) / len(pss), "rss_each": sum(rss) / len(rss), "pss_total": sum(pss)}
     finally:
-        subprocess.run(PODMAN + ["rm", "-f", "-t", "0"] + names, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
-        subprocess.run(PODMAN + ["rmi", "-f", IMAGE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
-        subprocess.run(PODMAN + ["system", "reset", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
+        _podman_cleanup(names)
+
+
+def _podman_cleanup(names: list) -> None:
+    for argv in (["rm", "-f", "-t", "0"] + names, ["rmi", "-f", IMAGE], ["system", "reset", "-f"]):
+        subprocess.run(PODMAN + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def main() -> int:
@@ -141,7 +168,11 @@ def main() -> int:
     try:
         rootfs = build_busybox_rootfs(os.path.join(work, "rootfs"))
         ours = kernelbox(rootfs, parent)
-        theirs = podman(rootfs, work)
+        before = cgroup_dirs()
+        try:
+            theirs = podman(rootfs, work)
+        finally:
+            remove_new_cgroups(before)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pss_n, rss_n = ours[N]

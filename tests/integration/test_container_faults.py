@@ -68,7 +68,7 @@ def test_sigkill_of_module_or_supervisor_at_each_start_step_converges(ansible, b
         # Exactly one process in the leaf: the init; nothing an interrupted start left behind.
         assert run.named("procs %s" % point)["stdout"].split() == [str(converge["pid"])], point
         again = run.named("again %s" % point)
-        assert not again.changed and again["pid"] == converge["pid"], (point, again.result)
+        assert not again.changed and again["pid"] == converge["pid"], (point, again.actions, again.result)
         assert run.named("absent %s" % point).changed
     assert not os.path.exists(leaf_path(name))
 

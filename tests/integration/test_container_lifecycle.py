@@ -62,7 +62,7 @@ def test_started_stopped_absent_idempotent_and_outlives_the_module(ansible, busy
 
     stopped = ansible.module("container_process", dict(args, state="stopped"))
     assert stopped.changed and not alive(pid)
-    assert stopped["status"] == "exited" and stopped["exit_code"] == 7 and stopped["exited_at"]
+    assert stopped["status"] == "exited" and stopped["exit_code"] == 7 and stopped["exited_at"], stopped.result
     assert runtime_state(name)["exit_code"] == 7
     assert "got TERM" in stopped["log_tail"]
     # Nothing supervised any more: the supervisor is gone too.

@@ -144,9 +144,9 @@ class ContainerResource(Resource):
     def _group(path: str) -> t.Optional[cgroup.Cgroup]:
         hierarchy = cgroup.find_hierarchy()
         relative = os.path.relpath(path, hierarchy.mount)
-        if relative.startswith(".."):
-            return None
-        return cgroup.resolve(relative, parent="", hierarchy=hierarchy)
+        if relative == "." or relative.startswith(".."):
+            return None  # not a group of ours below the cgroup2 mount
+        return cgroup.resolve("/" + relative, parent="", hierarchy=hierarchy)
 
     def _backend(self, kind: t.Optional[str]) -> t.Any:
         wanted = kind or self.params.get("supervisor") or "auto"
@@ -202,6 +202,11 @@ class ContainerResource(Resource):
             "limits": dict(unified),
         }
         desired.update(self.lifecycle)
+        if current is not None:  # files managed from now on: show what the kernel has there before
+            group = self._group(self.placement["path"]) if self.placement.get("owned") else None
+            for name in sorted(set(unified) - set(current["limits"])):
+                current["limits"][name] = cgroup.read_limit(group, name) if group and group.exists() else None
+            current["limits"] = dict(sorted(current["limits"].items()))
         for name in (current or {}).get("limits") or {}:
             if name not in unified and name in container_spec.LIMIT_RESETS:
                 desired["limits"][name] = container_spec.LIMIT_RESETS[name]

@@ -401,6 +401,11 @@ class Supervisor:
             data += chunk
         request = json.loads(data.decode("utf-8"))
         op = request.get("op")
+        if self.terminate and op not in ("hello",):
+            # Asked to exit (SIGTERM): take no new work; the client retries with the next supervisor.
+            self._answer([conn], {"ok": False, "retry": True,
+                                  "error": {"step": "supervisor", "errno": None, "msg": "supervisor exiting"}})
+            return
         name = request.get("name")
         if name is not None:
             validate.container_name(name)  # a bad name fails here, before anything
@@ -526,8 +531,11 @@ class Supervisor:
                 "--listen-fd", str(self.listener.fileno()), "--lock-fd", str(self.lock.fd)]
         os.execv(sys.executable, argv)
 
-    def close(self) -> None:
-        """Clean exit: nothing left to supervise (or SIGTERM): remove the socket, then the lock."""
+    def close(self, clean: bool = True) -> None:
+        """Exit: nothing left to supervise, SIGTERM, or a crash: remove the socket, then the lock.
+
+        The diagnostics file (stderr) goes only on a clean exit: after a crash it keeps the traceback.
+        """
         try:
             os.unlink(socket_path(self.layout))
         except FileNotFoundError:
@@ -536,10 +544,11 @@ class Supervisor:
         for entry in self.entries.values():
             self._answer(entry.waiters, {"ok": False, "retry": True,
                                          "error": {"step": "supervisor", "errno": None, "msg": "supervisor exiting"}})
-        try:
-            os.unlink(diag_path(self.layout))
-        except FileNotFoundError:
-            pass
+        if clean:
+            try:
+                os.unlink(diag_path(self.layout))
+            except FileNotFoundError:
+                pass
         self.lock.release(remove=True)
 
 
@@ -600,8 +609,12 @@ def serve(argv: t.List[str], layout: state.Layout = state.DEFAULT_LAYOUT) -> int
     _report(ready_fd, "ready %d" % os.getpid())
     try:
         supervisor.run()
-    finally:
-        supervisor.close()
+    except BaseException:
+        import traceback
+        traceback.print_exc()  # to the diagnostics file
+        supervisor.close(clean=False)
+        raise
+    supervisor.close()
     return 0
 
 
