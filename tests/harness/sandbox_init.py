@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PID-side of tests/sandbox, already inside the new network and mount namespaces.
 
-* mounts tmpfs on /run and /var/lib (private mount namespace: the host never sees them);
+* mounts tmpfs on /run, /var/lib and /tmp (private mount namespace: the host never sees them,
+  and nothing a killed module or test leaves in them outlives the run);
 * brings up lo in the sandbox network namespace;
 * becomes a child subreaper, so every process a test leaves behind (daemons
   included) is re-parented here; after the command ends, any survivor is a
@@ -28,8 +29,8 @@ def main(argv):
         print("usage: sandbox_init.py CMD [ARGS...]", file=sys.stderr)
         return 2
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    for target in ("/run", "/var/lib"):
-        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755") != 0:
+    for target, mode in (("/run", b"mode=0755"), ("/var/lib", b"mode=0755"), ("/tmp", b"mode=1777")):
+        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, mode) != 0:
             print("sandbox: cannot mount tmpfs on %s: %s" % (target, os.strerror(ctypes.get_errno())),
                   file=sys.stderr)
             return 2
@@ -40,6 +41,7 @@ def main(argv):
     run_id = "%d" % os.getpid()
     env = dict(os.environ, KB_SANDBOX="1", KB_SANDBOX_PID=run_id,
                KB_TEST_CGROUP_PARENT=os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-%s" % run_id))
+    root_controls = _cgroup_root_subtree_control()
     child = subprocess.Popen(argv, env=env)
     status = _wait_for(child)
     _reap_zombies()
@@ -48,6 +50,10 @@ def main(argv):
     if leaked or leaked_cgroups:
         print("sandbox: LEAK: the test run left processes %s and cgroups %s behind"
               % (leaked, leaked_cgroups), file=sys.stderr)
+        return status or 1
+    if _cgroup_root_subtree_control() != root_controls:
+        print("sandbox: LEAK: the run changed the cgroup2 root's cgroup.subtree_control from %r to %r, "
+              "outside the test parent" % (root_controls, _cgroup_root_subtree_control()), file=sys.stderr)
         return status or 1
     return status
 
@@ -136,6 +142,14 @@ def _cgroup2_root():
             if fields[sep + 1] == "cgroup2":
                 return fields[4]
     return None
+
+
+def _cgroup_root_subtree_control():
+    root = _cgroup2_root()
+    if root is None:
+        return None
+    with open(os.path.join(root, "cgroup.subtree_control")) as handle:
+        return handle.read().strip()
 
 
 def _remove_cgroup_parent(name):

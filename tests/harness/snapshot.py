@@ -106,6 +106,15 @@ def cgroups(parent: t.Optional[str] = None) -> t.List[str]:
 STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/runtime"}
 
 
+def cgroup_root_subtree_control() -> t.Optional[str]:
+    """The root's cgroup.subtree_control: tests must never change it (it is outside the test parent)."""
+    root = cgroup2_root()
+    if not root:
+        return None
+    with open(os.path.join(root, "cgroup.subtree_control"), encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
 def state_files() -> t.List[str]:
     found = []
     for top in STATE_DIRS:
@@ -168,6 +177,7 @@ def host_state(detailed: bool = True) -> t.Dict[str, t.Any]:
         "netns": {name: (links(name, detailed=detailed), routes(name)) for name in names},
         "mounts": mounts(),
         "cgroups": cgroups(),
+        "cgroup_root_controllers": cgroup_root_subtree_control(),
         "state_files": state_files(),
         "iptables": iptables_rules(),
     }
