@@ -36,7 +36,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import kernel_log, libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import (
-    MountInfo, read_mountinfo)
+    MountInfo, read_mountinfo, split_escaped)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import (
     ValidationError, path_is_within)
 
@@ -122,21 +122,7 @@ def unescape_path(text: str) -> str:
 
 def split_lowerdir(text: str) -> t.List[str]:
     """'/a\\:b:/c' -> ['/a:b', '/c']: split at unescaped colons, then unescape each path."""
-    parts, current, escaped = [], [], False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [unescape_path(part) for part in parts if part != ""]
+    return [unescape_path(part) for part in split_escaped(text, ":") if part != ""]
 
 
 def overlay_options(options: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:

@@ -60,8 +60,11 @@ class MountInfo:
         return None
 
 
-def split_mount_options(text: str) -> t.Tuple[str, ...]:
-    r"""Split a comma-separated option list; overlayfs escapes a literal comma as '\,'."""
+def split_escaped(text: str, separator: str) -> t.List[str]:
+    r"""Split at each ``separator`` not escaped by a backslash; the escapes stay in the parts.
+
+    overlayfs escapes a literal ',' in its options and a literal ':' in lowerdir as '\,' and '\:'.
+    """
     parts: t.List[str] = []
     current: t.List[str] = []
     escaped = False
@@ -72,13 +75,18 @@ def split_mount_options(text: str) -> t.Tuple[str, ...]:
         elif char == "\\":
             current.append(char)
             escaped = True
-        elif char == ",":
+        elif char == separator:
             parts.append("".join(current))
             current = []
         else:
             current.append(char)
     parts.append("".join(current))
-    return tuple(p for p in parts if p != "")
+    return parts
+
+
+def split_mount_options(text: str) -> t.Tuple[str, ...]:
+    r"""Split a comma-separated option list; overlayfs escapes a literal comma as '\,'."""
+    return tuple(part for part in split_escaped(text, ",") if part != "")
 
 
 def parse_mountinfo_line(line: str) -> MountInfo:
