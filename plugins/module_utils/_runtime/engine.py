@@ -22,10 +22,11 @@ cgroup library when called.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import typing as t
+
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys.forked import ChildError, call_in_child
 
 KILL_WAIT = 2.0  # seconds a kill may wait for the group to empty, in a launcher or the module
 
@@ -132,38 +133,19 @@ def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any
 
     The caller must be a child subreaper (it inherits the init) and reap with waitpid().
     """
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # the launcher: never returns
-        status = 0
+    def launcher() -> t.Dict[str, t.Any]:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
         try:
-            os.close(read_end)
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
-            try:
-                payload = {"ok": launch_here(config, placement, log_path, fault)}
-            except BaseException as exc:
-                payload = {"error": describe_error(exc, "launch")}
-                status = 1
-            data = memoryview(json.dumps(payload).encode())
-            while data:
-                data = data[os.write(write_end, data):]
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    chunks = []
-    with os.fdopen(read_end, "rb") as reader:
-        while True:
-            chunk = reader.read(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    os.waitpid(pid, 0)
-    raw = b"".join(chunks)
-    if not raw:
-        return None, {"step": "launch", "errno": None, "msg": "the launcher process died without a report"}
-    payload = json.loads(raw.decode("utf-8"))
+            return {"ok": launch_here(config, placement, log_path, fault)}
+        except BaseException as exc:  # reported as data: the supervisor must learn the step and errno
+            return {"error": describe_error(exc, "launch")}
+
+    try:
+        payload = call_in_child(launcher)
+    except ChildError as exc:
+        return None, {"step": "launch", "errno": None, "msg": "the launcher process failed: %s" % exc}
     return payload.get("ok"), payload.get("error")
 
 
