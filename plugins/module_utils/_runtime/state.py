@@ -42,6 +42,7 @@ import time
 import typing as t
 from dataclasses import asdict, dataclass, field, fields
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -524,24 +525,16 @@ def remove_all(name: str, layout: Layout = DEFAULT_LAYOUT) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """rm -r without following symlinks; a missing tree is fine."""
-    try:
-        entries = os.listdir(path)
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        os.unlink(path)
-        return
-    for entry in entries:
-        full = os.path.join(path, entry)
-        if os.path.isdir(full) and not os.path.islink(full):
-            remove_tree(full)
-        else:
-            try:
-                os.unlink(full)
-            except FileNotFoundError:
-                pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+    """rm -r without following symlinks and never across a mount; a missing tree is fine.
+
+    A user may have mounted something inside a container's directory (an
+    overlay root, a bind mount of host data): removing through it would delete
+    what is mounted, so any mount at or below ``path`` stops the removal.
+    """
+    top = os.path.normpath(path)
+    inside = [m.mount_point for m in procfs.read_mountinfo()
+              if m.mount_point == top or m.mount_point.startswith(top + "/")]
+    if inside:
+        raise KernelboxError("refusing to remove %s: %s is mounted inside it; unmount it first (for an overlay "
+                             "root: kernelbox.containers.overlay_rootfs state=unmounted)" % (top, inside[0]))
+    mounts.remove_tree(top)  # fd-based, never follows a symlink nor crosses a mount
