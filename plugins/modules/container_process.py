@@ -440,7 +440,7 @@ EXAMPLES = r"""
 - name: A web server from an overlay root, limited, restarted on failure, ready when it listens
   kernelbox.containers.container_process:
     name: web
-    rootfs: "{{ overlay.path }}"
+    rootfs: "{{ overlay.merged }}"
     command: [/bin/httpd, -f, -p, "8080"]
     env:
       APP_ENV: production
@@ -457,7 +457,7 @@ EXAMPLES = r"""
 - name: The same container with a bigger memory limit (applied in place, no restart)
   kernelbox.containers.container_process:
     name: web
-    rootfs: "{{ overlay.path }}"
+    rootfs: "{{ overlay.merged }}"
     command: [/bin/httpd, -f, -p, "8080"]
     env:
       APP_ENV: production

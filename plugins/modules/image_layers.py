@@ -110,9 +110,9 @@ EXAMPLES = r"""
 - name: Mount it as a container root filesystem
   kernelbox.containers.overlay_rootfs:
     lower: "{{ image.lower }}"
-    upper: /var/lib/kernelbox/containers/web/upper
-    work: /var/lib/kernelbox/containers/web/work
-    merged: /var/lib/kernelbox/containers/web/rootfs
+    upper: /var/lib/kernelbox/rootfs/web/upper
+    work: /var/lib/kernelbox/rootfs/web/work
+    merged: /var/lib/kernelbox/rootfs/web/merged
 
 - name: Show what the image would run
   ansible.builtin.debug:

@@ -112,9 +112,9 @@ EXAMPLES = r"""
 - name: Mount its layers under a writable upper layer
   kernelbox.containers.overlay_rootfs:
     lower: "{{ image.lower }}"
-    upper: /var/lib/kernelbox/containers/web/upper
-    work: /var/lib/kernelbox/containers/web/work
-    merged: /var/lib/kernelbox/containers/web/rootfs
+    upper: /var/lib/kernelbox/rootfs/web/upper
+    work: /var/lib/kernelbox/rootfs/web/work
+    merged: /var/lib/kernelbox/rootfs/web/merged
     options:
       nodev: true
       index: off
@@ -129,9 +129,9 @@ EXAMPLES = r"""
 
 - name: Unmount and throw the container's changes away
   kernelbox.containers.overlay_rootfs:
-    merged: /var/lib/kernelbox/containers/web/rootfs
-    upper: /var/lib/kernelbox/containers/web/upper
-    work: /var/lib/kernelbox/containers/web/work
+    merged: /var/lib/kernelbox/rootfs/web/merged
+    upper: /var/lib/kernelbox/rootfs/web/upper
+    work: /var/lib/kernelbox/rootfs/web/work
     state: absent
 """
 
@@ -140,7 +140,7 @@ merged:
   description: The mount point.
   returned: always
   type: str
-  sample: /var/lib/kernelbox/containers/web/rootfs
+  sample: /var/lib/kernelbox/rootfs/web/merged
 mounted:
   description: Whether an overlay is mounted at RV(merged) after the run (before it, in check mode).
   returned: always
@@ -156,12 +156,12 @@ upper:
   description: The upper directory of the mount; null when read-only or not mounted.
   returned: always
   type: str
-  sample: /var/lib/kernelbox/containers/web/upper
+  sample: /var/lib/kernelbox/rootfs/web/upper
 work:
   description: The work directory of the mount; null when read-only or not mounted.
   returned: always
   type: str
-  sample: /var/lib/kernelbox/containers/web/work
+  sample: /var/lib/kernelbox/rootfs/web/work
 readonly:
   description: Whether the mount has no upper layer; null when not mounted.
   returned: always
@@ -188,7 +188,7 @@ users:
   returned: failure
   type: list
   elements: dict
-  sample: [{"pid": 4242, "name": "sh", "uses": ["cwd /var/lib/kernelbox/containers/web/rootfs/tmp"]}]
+  sample: [{"pid": 4242, "name": "sh", "uses": ["cwd /var/lib/kernelbox/rootfs/web/merged/tmp"]}]
 actions:
   description: The steps taken (or, in check mode, that would be taken), each with its reason.
   returned: always
