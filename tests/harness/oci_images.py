@@ -142,8 +142,9 @@ def build_with_podman(workdir: str) -> t.Dict[str, str]:
         handle.write("app\n")
     try:
         run(podman + ["import", "-q", out["rootfs_tar"], "kbt-base"])
-        # chroot isolation: RUN steps need no OCI runtime, so podman creates no cgroups on this host.
-        run(podman + ["build", "-q", "--isolation", "chroot", "--network", "none", "--ulimit", "nofile=1024:1024",
+        # chroot isolation: RUN steps need no OCI runtime, so podman creates no cgroups on this host; it only
+        # allows the "host" network, which is the sandbox's private, empty network namespace.
+        run(podman + ["build", "-q", "--isolation", "chroot", "--network", "host", "--ulimit", "nofile=1024:1024",
                       "--ulimit", "nproc=4096:4096", "-t", "kbt-img", "-f", os.path.join(workdir, "Containerfile"),
                       workdir])
         run(podman + ["save", "-q", "--format", "oci-archive", "-o", out["oci_archive"], "kbt-img"])
