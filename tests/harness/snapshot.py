@@ -107,6 +107,8 @@ STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/contain
 # image_layers' store keeps its empty skeleton and lock file; any layer inside it still counts.
 STATE_INFRASTRUCTURE |= {"/var/lib/kernelbox/layers" + suffix for suffix in (
     "", "/.lock", "/by-blob", "/by-blob/sha256", "/sha256", "/tmp")}
+# The container role's default storage parent; each container's own directory inside it still counts.
+STATE_INFRASTRUCTURE.add("/var/lib/kernelbox/rootfs")
 
 
 def cgroup_root_subtree_control() -> t.Optional[str]:
