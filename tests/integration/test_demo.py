@@ -32,8 +32,18 @@ def run(ansible, playbook):
 
 def test_demo_converges_proves_a_ping_and_tears_down(ansible):
     first = run(ansible, "demo.yml")
-    assert first.changed_tasks == ["The bridge, with the namespaces' gateway address", "The network namespaces",
-                                   "A veth pair per namespace, eth0 inside, the host end on the bridge"]
+    for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
+                 "A veth pair per namespace, eth0 inside, the host end on the bridge", "Unpack the image layers",
+                 "Mount the root filesystem under a private writable layer", "The container process"):
+        assert [name for name in first.changed_tasks if name.endswith(task)], (task, first.changed_tasks)
+    started = [task for task in first.tasks if task.task.endswith("The container process")]
+    assert len(started) == 2 and all(task["running"] and task["pid"] > 0 for task in started), started
+    page = "hello from " + PREFIX
+    assert first.named("Prove it - the client container fetches the web container's page across the bridge")[
+        "stdout"] == page
+    assert first.named("Prove it - a plain namespace fetches the same page")["stdout"] == page
+    table = str(first.named("Containers")["msg"])
+    assert PREFIX + "-web" in table and PREFIX + "-client" in table
     pings = first.named(PING_TASK)["results"]
     assert len(pings) == 2 and all("1 packets received" in ping["stdout"] for ping in pings), pings
     for side, address in (("a", "10.254.77.2/24"), ("b", "10.254.77.3/24")):
@@ -45,6 +55,7 @@ def test_demo_converges_proves_a_ping_and_tears_down(ansible):
     assert all("1 packets received" in ping["stdout"] for ping in second.named(PING_TASK)["results"])
 
     run(ansible, "teardown.yml")
+    assert not os.path.exists("/var/lib/%s" % PREFIX)
     assert not [n for n in net.link_names() if n.startswith(PREFIX)]
     assert not [n for n in net.netns_names() if n.startswith(PREFIX)]
     again = run(ansible, "teardown.yml")
