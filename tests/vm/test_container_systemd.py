@@ -60,8 +60,12 @@ echo $$ > %(cgroup)s/cgroup.procs
 exec unshare --pid --fork --mount --cgroup --propagation private sh -c '
   set -e
   mount -t proc proc /proc
+  umount -l /sys/fs/cgroup  # the same superblock cannot be mounted on its own root (EBUSY)
   mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  # The private /run would hide the VM scratch tmpfs (HOME, TMPDIR, unit files, Ansible temp dirs): carry it over.
+  mkdir -p /tmp/kbt-keep-scratch && mount --rbind %(scratch)s /tmp/kbt-keep-scratch
   mount -t tmpfs -o mode=755 kbtest-run /run
+  mkdir -p %(scratch)s && mount --move /tmp/kbt-keep-scratch %(scratch)s
   mount -t tmpfs -o mode=755 kbtest-units /etc/systemd/system
   mount -t tmpfs -o mode=755 kbtest-log /var/log
   mkdir -p /run/kbdev && mount -t tmpfs -o mode=755 kbtest-dev /run/kbdev
@@ -104,7 +108,8 @@ def systemd_pid1(busybox_rootfs):
         with open(os.path.join(units, unit_name), "w") as handle:
             handle.write(text)
     log = open(os.path.join(units, "systemd.log"), "w")
-    boot = subprocess.Popen(["sh", "-c", BOOT % {"cgroup": parent, "units": units}], stdout=log,
+    script = BOOT % {"cgroup": parent, "units": units, "scratch": os.environ["KB_VM_SCRATCH"]}
+    boot = subprocess.Popen(["sh", "-c", script], stdout=log,
                             stderr=subprocess.STDOUT)
     pid1 = wait_until(lambda: _children(boot.pid) and _children(boot.pid)[0], 20)
     try:
