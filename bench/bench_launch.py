@@ -15,10 +15,15 @@ Compared in the same run, interleaved, on the same busybox-static rootfs:
 * raw ``unshare --fork --pid --mount --uts --ipc --net --cgroup chroot ROOTFS /bin/true``
   (no user namespace, no mounts, no seccomp, no capability drop: the floor).
 
-crun 1.8 refuses a hybrid cgroup host even with cgroups disabled, so the benchmark first mounts
-the cgroup2 hierarchy on /sys/fs/cgroup in its own private mount namespace (the sandbox's; the
-host never sees it): every candidate then runs on what looks like a pure cgroup v2 host, and runc
-makes its cgroup under the run's test parent.
+crun 1.8 refuses a hybrid cgroup host even with cgroups disabled, so the benchmark first enters
+a cgroup namespace rooted at a group under the run's test parent and mounts that cgroup2 view on
+/sys/fs/cgroup in its own private mount namespace (the sandbox's; the host never sees it): every
+candidate then runs on what looks like a pure cgroup v2 host.  The namespace matters: runc enables
+every available controller in each ancestor's cgroup.subtree_control, and without it that would
+reach the host's cgroup2 root, outside the test parent.
+
+The tools get temporary files, never /dev/null, as stdio: an OCI runtime may chown its stdio to the
+container's root (uid 100000 outside), and the host's /dev/null must never change owner.
 
 Wall-clock medians are what the targets are about; on a shared 2-core machine they are noisy, so
 the CPU time each launch costs (user+system of the caller and every process it waited for) is
@@ -77,24 +82,51 @@ def write_bundle(path: str, spec: S.Spec, cgroups_path: t.Optional[str]) -> None
         json.dump(config, handle)
 
 
+def host_cgroup2_mount() -> str:
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    raise SystemExit("no cgroup2 mount on this host")
+
+
+def enter_confined_cgroup_view(parent_name: str) -> str:
+    """Move into <test parent>/bench, make it our cgroup namespace root, mount that view on /sys/fs/cgroup.
+
+    Returns the host path of the namespace root, for clean-up.
+    """
+    host_root = host_cgroup2_mount()
+    ns_root = os.path.join(host_root, parent_name, "bench")
+    os.makedirs(os.path.join(ns_root, "self"), exist_ok=True)
+    with open(os.path.join(ns_root, "cgroup.procs"), "w") as handle:
+        handle.write("0")
+    libc.unshare(libc.CLONE_NEWCGROUP)
+    # Out of the namespace root again, so runc may enable controllers there (no internal processes).
+    with open(os.path.join(ns_root, "self", "cgroup.procs"), "w") as handle:
+        handle.write("0")
+    libc.mount("cgroup2", CGROUP_ROOT, "cgroup2", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    return ns_root
+
+
 def main() -> int:
     if os.environ.get("KB_SANDBOX") != "1":
         print("run me through bench/run (inside tests/sandbox)", file=sys.stderr)
         return 2
     libc.set_child_subreaper()
-    libc.mount("cgroup2", CGROUP_ROOT, "cgroup2", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     parent_name = os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-bench-%d" % os.getpid())
-    made_parent = not os.path.isdir(os.path.join(CGROUP_ROOT, parent_name))
-    leaf = os.path.join(CGROUP_ROOT, parent_name, "kbt-bench-launch")
+    ns_root = enter_confined_cgroup_view(parent_name)
+    leaf = os.path.join(CGROUP_ROOT, "kbt-bench-launch")
     rootfs = os.path.join(WORK, "rootfs")
     runc_root = "/run/kbt-bench-runc"
     crun_root = "/run/kbt-bench-crun"
-    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    os.makedirs(WORK, exist_ok=True)
+    null = os.open(os.path.join(WORK, "stdio"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         build_rootfs(rootfs)
         os.makedirs(leaf)
         spec = S.default_spec(rootfs, ["/bin/true"], hostname="kbt-bench")
-        write_bundle(os.path.join(WORK, "bundle"), spec, "/%s/kbt-bench-runc" % parent_name)
+        write_bundle(os.path.join(WORK, "bundle"), spec, "/kbt-bench-runc")
         write_bundle(os.path.join(WORK, "bundle-crun"), spec, None)
         bundle = os.path.join(WORK, "bundle")
 
@@ -147,13 +179,13 @@ def main() -> int:
         return 0
     finally:
         os.close(null)
-        for path in (leaf, os.path.join(CGROUP_ROOT, parent_name, "kbt-bench-runc")) + (
-                (os.path.join(CGROUP_ROOT, parent_name),) if made_parent else ()):
+        for path in (leaf, os.path.join(CGROUP_ROOT, "kbt-bench-runc")):
             try:
                 os.rmdir(path)
             except OSError:
                 pass
         libc.umount2(CGROUP_ROOT, libc.MNT_DETACH)
+        print("(cgroup namespace root: %s; the sandbox removes the test parent)" % ns_root)
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(runc_root, ignore_errors=True)
         shutil.rmtree(crun_root, ignore_errors=True)
