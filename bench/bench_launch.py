@@ -46,7 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  # pylint: disable=unused-import  # makes the checkout importable
 
-from common import table  # noqa: E402  (bench/ is the script's directory)
+from common import in_confined_cgroup_view, table  # noqa: E402  (bench/ is the script's directory)
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc  # noqa: E402
@@ -82,40 +82,18 @@ def write_bundle(path: str, spec: S.Spec, cgroups_path: t.Optional[str]) -> None
         json.dump(config, handle)
 
 
-def host_cgroup2_mount() -> str:
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4]
-    raise SystemExit("no cgroup2 mount on this host")
-
-
-def enter_confined_cgroup_view(parent_name: str) -> str:
-    """Move into <test parent>/bench, make it our cgroup namespace root, mount that view on /sys/fs/cgroup.
-
-    Returns the host path of the namespace root, for clean-up.
-    """
-    host_root = host_cgroup2_mount()
-    ns_root = os.path.join(host_root, parent_name, "bench")
-    os.makedirs(os.path.join(ns_root, "self"), exist_ok=True)
-    with open(os.path.join(ns_root, "cgroup.procs"), "w") as handle:
-        handle.write("0")
-    libc.unshare(libc.CLONE_NEWCGROUP)
-    # Out of the namespace root again, so runc may enable controllers there (no internal processes).
-    with open(os.path.join(ns_root, "self", "cgroup.procs"), "w") as handle:
-        handle.write("0")
-    libc.mount("cgroup2", CGROUP_ROOT, "cgroup2", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
-    return ns_root
-
-
 def main() -> int:
     if os.environ.get("KB_SANDBOX") != "1":
         print("run me through bench/run (inside tests/sandbox)", file=sys.stderr)
         return 2
-    libc.set_child_subreaper()
     parent_name = os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-bench-%d" % os.getpid())
-    ns_root = enter_confined_cgroup_view(parent_name)
+    return in_confined_cgroup_view(parent_name, measure)
+
+
+def measure() -> int:
+    """The comparison, in a child that owns the confined cgroup view (see bench/common.py)."""
+    libc.set_child_subreaper()
+    sys.stdout.flush()
     leaf = os.path.join(CGROUP_ROOT, "kbt-bench-launch")
     rootfs = os.path.join(WORK, "rootfs")
     runc_root = "/run/kbt-bench-runc"
@@ -184,8 +162,7 @@ def main() -> int:
                 os.rmdir(path)
             except OSError:
                 pass
-        libc.umount2(CGROUP_ROOT, libc.MNT_DETACH)
-        print("(cgroup namespace root: %s; the sandbox removes the test parent)" % ns_root)
+        sys.stdout.flush()  # the child leaves with os._exit: nothing buffered may be lost
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(runc_root, ignore_errors=True)
         shutil.rmtree(crun_root, ignore_errors=True)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from common import REPO, table  # noqa: E402  (bench/common.py sets up sys.path)
+from common import REPO, in_confined_cgroup_view, table  # noqa: E402  (bench/common.py sets up sys.path)
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  pylint: disable=unused-import
@@ -106,21 +106,12 @@ def kernelbox(rootfs: str, parent: str) -> dict:
 
 
 def cgroup_dirs() -> set:
-    """Every cgroup directory of every hierarchy (v1 and v2), to undo what podman makes.
-
-    podman with cgroupfs puts conmon in libpod_parent/conmon of *every* hierarchy of this hybrid host,
-    outside the sandbox's test parent, and leaves it after ``podman rm``.
-    """
-    found = set()
-    for hierarchy in os.listdir("/sys/fs/cgroup"):
-        top = os.path.join("/sys/fs/cgroup", hierarchy)
-        if os.path.isdir(top) and not os.path.islink(top):
-            for dirpath, _dirs, _files in os.walk(top):
-                found.add(dirpath)
-    return found
+    """Every group of the confined cgroup2 view on /sys/fs/cgroup (see ``enter_confined_cgroup_view``)."""
+    return {dirpath for dirpath, _dirs, _files in os.walk("/sys/fs/cgroup")}
 
 
 def remove_new_cgroups(before: set) -> None:
+    """podman leaves libpod_parent/conmon behind after ``podman rm``; remove what it made, deepest first."""
     for path in sorted(cgroup_dirs() - before, key=len, reverse=True):
         for _attempt in range(50):
             try:
@@ -132,6 +123,15 @@ def remove_new_cgroups(before: set) -> None:
                 time.sleep(0.1)
 
 
+def podman_confined(rootfs: str, work: str) -> dict:
+    """podman's part, run in the confined cgroup view: what it makes there is removed afterwards."""
+    before = cgroup_dirs()
+    try:
+        return podman(rootfs, work)
+    finally:
+        remove_new_cgroups(before)
+
+
 def podman(rootfs: str, work: str) -> dict:
     tarball = os.path.join(work, "rootfs.tar")
     subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
@@ -139,7 +139,7 @@ def podman(rootfs: str, work: str) -> dict:
     names = ["kbt-bench-pod-%02d" % i for i in range(N)]
     try:
         for name in names:
-            subprocess.run(PODMAN + ["run", "-d", "--name", name, "--network", "none",
+            subprocess.run(PODMAN + ["run", "-d", "--name", name, "--network", "none", "--pids-limit", "0",
                                      "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
                                      IMAGE, "/bin/sleep", "100000"], check=True, stdout=subprocess.DEVNULL)
         time.sleep(1.5)
@@ -168,11 +168,9 @@ def main() -> int:
     try:
         rootfs = build_busybox_rootfs(os.path.join(work, "rootfs"))
         ours = kernelbox(rootfs, parent)
-        before = cgroup_dirs()
-        try:
-            theirs = podman(rootfs, work)
-        finally:
-            remove_new_cgroups(before)
+        # podman with cgroupfs would put conmon in libpod_parent/conmon of every hierarchy of a hybrid host,
+        # outside the test parent: it runs in a cgroup namespace rooted below the test parent instead.
+        theirs = in_confined_cgroup_view(parent, lambda: podman_confined(rootfs, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pss_n, rss_n = ours[N]
