@@ -187,10 +187,10 @@ def test_exec_runs_inside_the_container(ansible, busybox_rootfs, containers):
 def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, busybox_rootfs, containers):
     name = containers("kbt-exec-stop")
     target = subprocess.Popen(["unshare", "--fork", "--pid", "--uts", "--mount-proc", "--kill-child", "sh", "-c",
-                               "hostname kbt-pid-target; exec sleep 120"])
+                               "hostname kbt-pid-target; exec sleep 86399"])
     try:
-        wait_until(lambda: processes_named(b"sleep 120 ", exact=True), 5)
-        pid = processes_named(b"sleep 120 ", exact=True)[0]
+        wait_until(lambda: processes_named(b"sleep 86399 ", exact=True), 5)
+        pid = processes_named(b"sleep 86399 ", exact=True)[0]
         free_pid = 4194000
         while os.path.exists("/proc/%d" % free_pid):
             free_pid -= 1
@@ -210,7 +210,7 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
         ]
         run = play(ansible, tasks)
     finally:
-        for leftover in processes_named(b"sleep 120 ", exact=True):  # PID 1 of the unshare'd namespace
+        for leftover in processes_named(b"sleep 86399 ", exact=True):  # PID 1 of the unshare'd namespace
             os.kill(leftover, 9)
         target.kill()
         target.wait()
