@@ -237,6 +237,40 @@ def test_joins_the_cgroup_before_its_cgroup_namespace(rootfs, test_cgroup):
     assert result.output.strip() == "0::/"  # the cgroup namespace is rooted at the leaf
 
 
+def test_clone3_puts_the_child_into_the_cgroup_at_birth(subreaper, test_cgroup):
+    """The syscall layer's clone3 + CLONE_INTO_CGROUP: the child's first look at /proc/self/cgroup is the leaf."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+    leaf_fd = os.open(test_cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pid = libc.clone_process(0, cgroup_fd=leaf_fd)
+        if pid == 0:
+            with open("/proc/self/cgroup") as handle:
+                os._exit(0 if handle.read().strip().endswith("/kbt-launch") else 3)
+    finally:
+        os.close(leaf_fd)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_relaunch_into_a_leaf_that_cgroup_kill_emptied(rootfs, test_cgroup):
+    """A stopped container's leaf was emptied with cgroup.kill; the next start must still run there.
+
+    Kernels with the 6.14 cgroup.kill fork-race fix SIGKILL a child cloned into a cgroup whose kill
+    sequence differs from the caller's own cgroup's: the launcher notices its init never ran and
+    starts it the classic way (clone, then cgroup.procs).
+    """
+    with Running(sleeper(rootfs), cgroup_dir=test_cgroup) as first:
+        with open(os.path.join(test_cgroup, "cgroup.kill"), "w") as handle:
+            handle.write("1")
+        killed = os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)  # Running reaps it
+        assert killed.si_status == 9  # SIGKILL, through cgroup.kill
+    result = run(shell(rootfs, "grep '^0::' /proc/self/cgroup; echo ran"), cgroup_dir=test_cgroup)
+    assert result.output.split() == ["0::/", "ran"]
+    with Running(sleeper(rootfs), cgroup_dir=test_cgroup) as again:
+        with open(os.path.join(test_cgroup, "cgroup.procs")) as handle:
+            assert handle.read().split() == [str(again.pid)]
+
+
 # --- the rest of the spec, applied ------------------------------------------------------
 
 def test_process_settings_apply(rootfs):

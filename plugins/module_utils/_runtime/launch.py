@@ -17,9 +17,9 @@ The order of steps is the issue's.  Usually one process does it all (the
     ----------                              ------------------------------------------------
     plan: capabilities, seccomp program,
     rootfs/bind/device clones (open_tree)
-    clone ------------------------------->  waits for G
+    clone3 into the cgroup -------------->  waits for G     (CLONE_INTO_CGROUP: a member from birth)
     uid_map, setgroups, gid_map
-    oom_score_adj, cgroup.procs <- init
+    oom_score_adj (and cgroup.procs <- init where clone3 cannot: kernels before 5.7)
     G ----------------------------------->  setresuid(0), unshare(mnt, net, ipc, uts, cgroup),
                                             / rslave, attach the rootfs, mounts, devices,
                                             /etc files, pivot_root, sysctl, masked and
@@ -120,9 +120,17 @@ def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, st
     plan = _Plan()
     try:
         _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
-        return _run(plan, timeout)
+        try:
+            return _run(plan, timeout)
+        except _UnbornInCgroup:
+            plan.cgroup_dir = None  # clone + cgroup.procs, which reports any real problem precisely
+            return _run(plan, timeout)
     finally:
         plan.close()
+
+
+class _UnbornInCgroup(Exception):
+    """The init cloned into its cgroup died before it was released (see ``_clone_into_cgroup``)."""
 
 
 # --- in the caller, before fork ----------------------------------------------------
@@ -216,16 +224,15 @@ def _id_map(mappings: t.Sequence[t.Any]) -> bytes:
 
 def _open_cgroup(plan: _Plan, cgroup_dir: str) -> int:
     try:
-        dir_fd = os.open(cgroup_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if libc.fstatfs_type(dir_fd) != libc.CGROUP2_SUPER_MAGIC:
-                raise OSError(errno.EINVAL, "not a cgroup v2 directory")
-            fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
+        dir_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        plan.opened.append(dir_fd)
+        if libc.fstatfs_type(dir_fd) != libc.CGROUP2_SUPER_MAGIC:
+            raise OSError(errno.EINVAL, "not a cgroup v2 directory")
+        fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         raise LaunchError("cgroup", exc.errno or 0, "%s: %s" % (cgroup_dir, exc.strerror))
     plan.opened.append(fd)
+    plan.cgroup_dir = dir_fd
     return fd
 
 
@@ -284,10 +291,15 @@ def _run(plan: _Plan, timeout: float) -> Launched:
     from_child_r, from_child_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     direct = _direct(plan)
+    born_in_cgroup = False
     if direct:
         flags = (libc.CLONE_NEWUSER if plan.new_userns else 0) | (plan.unshare_flags & libc.CLONE_NEWPID)
         try:
-            first = libc.clone_process(flags)
+            first = _clone_into_cgroup(plan, flags)
+            if first is None:
+                first = libc.clone_process(flags)
+            else:
+                born_in_cgroup = True
         except OSError as exc:
             os.close(from_child_r), os.close(from_child_w), os.close(to_child_r), os.close(to_child_w)
             raise LaunchError("namespaces", exc.errno or 0, str(exc.strerror))
@@ -295,6 +307,8 @@ def _run(plan: _Plan, timeout: float) -> Launched:
             try:
                 os.close(from_child_r)
                 os.close(to_child_w)
+                if born_in_cgroup:
+                    os.write(from_child_w, b"A\n")  # alive: the kernel did not kill it at birth
                 _child_main(from_child_w, lambda: _direct_init(plan, to_child_r, from_child_w))
             finally:
                 os._exit(126)
@@ -318,11 +332,14 @@ def _run(plan: _Plan, timeout: float) -> Launched:
             line = channel.readline("the user namespace")
             if line is None or line.startswith("E"):
                 raise _error_from(line) if line else _died(first, "setup process", "setup")
+        if born_in_cgroup and channel.readline("the init to run") != "A":
+            # Killed before it ran a single instruction: it used nothing of the plan, so a retry may.
+            raise _UnbornInCgroup()
         if plan.new_userns:
             _write_id_maps(first, plan)
         if plan.oom_score_adj is not None:
             _write_proc(first, "oom_score_adj", plan.oom_score_adj)
-        if plan.cgroup_procs is not None:
+        if plan.cgroup_procs is not None and not born_in_cgroup:
             try:
                 os.write(plan.cgroup_procs, b"%d" % first)
             except OSError as exc:
@@ -364,6 +381,30 @@ def _run(plan: _Plan, timeout: float) -> Launched:
     finally:
         os.close(from_child_r)
         os.close(to_child_w)
+
+
+def _clone_into_cgroup(plan: _Plan, flags: int) -> t.Optional[int]:
+    """clone3 straight into the container's cgroup (see libc.clone_process); None: use clone + cgroup.procs.
+
+    Any failure falls back to the two calls, which then report the precise
+    step (the namespaces, or the cgroup with its errno).  Membership from
+    birth is stricter than the cgroup.procs write: the init never runs
+    outside the container's cgroup, and its cgroup namespace, made later,
+    is rooted there all the same.
+
+    Some kernels (the cgroup.kill fork-race fix of 6.14, and its stable
+    backports) compare the kill sequence of the *caller's* cgroup at fork
+    with the target's afterwards and SIGKILL the child at birth when a
+    cgroup.kill ever hit the target (a stopped container's leaf).  Such a
+    child never runs, so it never writes the "A" (alive) the caller waits
+    for; ``start`` then retries once the classic way (``_UnbornInCgroup``).
+    """
+    if plan.cgroup_dir is None:
+        return None
+    try:
+        return libc.clone_process(flags, cgroup_fd=plan.cgroup_dir)
+    except OSError:
+        return None
 
 
 def _write_proc(pid: int, name: str, data: bytes) -> None:

@@ -55,7 +55,8 @@ class Plan:
     deny_setgroups: bool = False
     timens_offsets: t.Optional[bytes] = None
     oom_score_adj: t.Optional[bytes] = None
-    cgroup_procs: t.Optional[int] = None
+    cgroup_procs: t.Optional[int] = None  # the cgroup's cgroup.procs, opened for writing
+    cgroup_dir: t.Optional[int] = None    # the cgroup's directory, for clone3's CLONE_INTO_CGROUP
     rootfs: t.Optional[rootfs.RootfsPlan] = None
     hostname: t.Optional[str] = None
     domainname: t.Optional[str] = None
