@@ -434,10 +434,22 @@ class ContainerResource(Resource):
             def file_check(_left: float) -> bool:
                 return readiness.file_exists(process.pid, value)
             return file_check, "file %s" % value
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import enter
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import exec_request, execution
 
         def command_check(left: float) -> bool:
-            return enter.run(process, self.spec, value, timeout=left) == 0
+            # The same path as container_exec: the container's namespaces, cgroup and confinement, never more.
+            try:
+                container, target = exec_request.open_container(self.name, self.layout)
+            except (exec_request.NoSuchContainer, exec_request.NotRunning):
+                return False
+            try:
+                options = exec_request.Options(argv=list(value), timeout=max(left, 0.1))
+                outcome = execution.run(target, exec_request.for_container(container, target, options))
+            except execution.ExecError:  # could not start it (no such command yet): not ready
+                return False
+            finally:
+                target.close()
+            return outcome.rc == 0 and not outcome.timed_out
         return command_check, "command %s" % json.dumps(value)
 
     def diff_view(self, state: t.Any) -> t.Any:

@@ -12,7 +12,7 @@
   sees them.
 * ``command``: the argv exits 0 when run inside the container, with the
   container's namespaces, cgroup, user, capabilities, no_new_privs and
-  seccomp profile (see enter.py).
+  seccomp profile (through execution.py, as container_exec).
 """
 
 from __future__ import annotations
