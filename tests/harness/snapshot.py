@@ -111,6 +111,15 @@ STATE_INFRASTRUCTURE |= {"/var/lib/kernelbox/layers" + suffix for suffix in (
 STATE_INFRASTRUCTURE.add("/var/lib/kernelbox/rootfs")
 
 
+def cgroup_root_children() -> t.List[str]:
+    """The groups directly below the cgroup2 root, except the run's test parent: tests never make any there."""
+    root = cgroup2_root()
+    if not root:
+        return []
+    parent = os.environ.get("KB_TEST_CGROUP_PARENT", "")
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and entry.name != parent)
+
+
 def cgroup_root_subtree_control() -> t.Optional[str]:
     """The root's cgroup.subtree_control: tests must never change it (it is outside the test parent)."""
     root = cgroup2_root()
@@ -183,6 +192,7 @@ def host_state(detailed: bool = True) -> t.Dict[str, t.Any]:
         "mounts": mounts(),
         "cgroups": cgroups(),
         "cgroup_root_controllers": cgroup_root_subtree_control(),
+        "cgroup_root_children": cgroup_root_children(),
         "state_files": state_files(),
         "iptables": iptables_rules(),
     }

@@ -106,3 +106,12 @@ def _clean_up(before, after, strays):
         except OSError:
             pass
         subprocess.run(["rmdir", full], check=False)
+    for name in set(after["cgroup_root_children"]) - set(before["cgroup_root_children"]):
+        top = os.path.join(root, name)  # a group a test made outside the test parent, e.g. kernelbox's default
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            try:
+                with open(os.path.join(dirpath, "cgroup.kill"), "w") as handle:
+                    handle.write("1")
+            except OSError:
+                pass
+            subprocess.run(["rmdir", dirpath], check=False)

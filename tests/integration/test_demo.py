@@ -24,13 +24,15 @@ def clean_network():
 
 
 def run(ansible, playbook):
-    result = ansible.playbook(os.path.join(PLAYBOOKS, playbook), extra_vars={"kbdemo_prefix": PREFIX},
+    # The containers' cgroups go below the test run's parent group (the host's kernelbox group stays untouched).
+    result = ansible.playbook(os.path.join(PLAYBOOKS, playbook),
+                              extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": os.environ["KB_TEST_CGROUP_PARENT"]},
                               inventory=INVENTORY)
     assert result.rc == 0 and not result.failed_tasks, result.stdout + result.stderr
     return result
 
 
-def test_demo_converges_proves_a_ping_and_tears_down(ansible):
+def test_demo_converges_proves_a_ping_and_tears_down(ansible, cgroup_test_parent):
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
                  "A veth pair per namespace, eth0 inside, the host end on the bridge", "Unpack the image layers",

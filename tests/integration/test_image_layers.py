@@ -273,11 +273,12 @@ def test_bad_inputs_fail_early(ansible, images, work):
     assert not os.path.exists(store) and not os.path.exists(work + "/a,b")
 
 
-def test_the_container_role_runs_an_image_with_its_config(ansible, images, work):
+def test_the_container_role_runs_an_image_with_its_config(ansible, images, work, cgroup_test_parent):
     """The container role on a real OCI image: the image's Env, WorkingDir and User reach the process."""
     name = "kbt-role-img"
     role = {"kernelbox_container_name": name, "kernelbox_container_image": images["oci_archive"],
             "kernelbox_container_storage": os.path.join(work, "containers"),
+            "kernelbox_container_cgroup_parent": cgroup_test_parent,
             "kernelbox_container_command": ["/bin/sh", "-c",
                                             'echo "env=$FOO cwd=$(pwd) uid=$(id -u):$(id -g)"; exec sleep 1000']}
     playbook = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
