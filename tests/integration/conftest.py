@@ -98,20 +98,14 @@ def _clean_up(before, after, strays):
         if mount_point not in before_mounts:
             subprocess.run(["umount", "-l", mount_point], check=False)
     root = snapshot.cgroup2_root()
-    for path in sorted(set(after["cgroups"]) - set(before["cgroups"]), key=len, reverse=True):
-        full = os.path.join(root, path)
+    doomed = [os.path.join(root, path) for path in set(after["cgroups"]) - set(before["cgroups"])]
+    for name in set(after["cgroup_root_children"]) - set(before["cgroup_root_children"]):
+        # A group a test made beside the test parent (kernelbox's default parent, say), with all below it.
+        doomed += [dirpath for dirpath, _dirs, _files in os.walk(os.path.join(root, name))]
+    for full in sorted(doomed, key=len, reverse=True):  # deepest first
         try:
             with open(os.path.join(full, "cgroup.kill"), "w") as handle:
                 handle.write("1")
         except OSError:
             pass
         subprocess.run(["rmdir", full], check=False)
-    for name in set(after["cgroup_root_children"]) - set(before["cgroup_root_children"]):
-        top = os.path.join(root, name)  # a group a test made outside the test parent, e.g. kernelbox's default
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-            try:
-                with open(os.path.join(dirpath, "cgroup.kill"), "w") as handle:
-                    handle.write("1")
-            except OSError:
-                pass
-            subprocess.run(["rmdir", dirpath], check=False)
