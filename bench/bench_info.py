@@ -35,9 +35,10 @@ from harness.ansible_runner import collections_path  # noqa: E402
 from harness.containers import build_busybox_rootfs, cgroup2_mount  # noqa: E402
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec  # noqa: E402
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client, engine  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client, engine  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import features, info  # noqa: E402
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import materialise, state  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import materialise  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state  # noqa: E402
 
 N = int(os.environ.get("KB_BENCH_CONTAINERS", "200"))
 ROUNDS = int(os.environ.get("KB_BENCH_ROUNDS", "7"))

@@ -6,7 +6,7 @@
 
 Compared in the same run, interleaved, on the same busybox-static rootfs:
 
-* kernelbox ``_runtime.launch.start()`` with ``spec.default_spec()`` (user, pid, net, ipc, uts,
+* kernelbox ``_runtime.process.launch.start()`` with ``spec.default_spec()`` (user, pid, net, ipc, uts,
   mount and cgroup namespaces, Docker's default seccomp profile and capabilities, the default
   mounts, devices, masked and read-only paths), joining a cgroup v2 leaf;
 * ``runc run`` of a bundle whose config.json is that same spec (``Spec.to_oci()``), with its
@@ -47,8 +47,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  # pylint: disable=unused-import  # makes the checkout importable
 
 from common import in_confined_cgroup_view, table  # noqa: E402  (bench/ is the script's directory)
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch  # noqa: E402
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc  # noqa: E402
 
 ROUNDS = int(os.environ.get("KB_BENCH_ROUNDS", "40"))

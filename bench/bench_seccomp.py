@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 importlib.import_module("conftest")   # makes ansible_collections.kernelbox.containers importable
 from harness import libseccomp  # noqa: E402
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc  # noqa: E402
 
 CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
@@ -76,7 +76,7 @@ import sys, time
 sys.path.insert(0, %r)
 import conftest
 start = time.perf_counter()
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
 imported = time.perf_counter()
 seccomp.default_program(%r)
 print(imported - start, time.perf_counter() - imported)

@@ -31,7 +31,7 @@ import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from harness.containers import build_busybox_rootfs, cgroup2_mount  # noqa: E402
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec  # noqa: E402
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client, materialise  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client, materialise  # noqa: E402
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state  # noqa: E402
 
 N = int(os.environ.get("KB_BENCH_CONTAINERS", "50"))
@@ -97,7 +97,7 @@ def kernelbox(rootfs: str, parent: str) -> dict:
         for name in names:
             if os.path.exists(state.paths(name).settings_file):
                 session.request("stop", name=name, stop_timeout=0.2)
-                from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import engine
+                from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import engine
                 path = os.path.join(cgroup2_mount(), parent, name)
                 if os.path.isdir(path):
                     engine.remove_leaf(path)

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 DOCKER_CAPS_MASK = 0x00000000A80425FB

@@ -2,7 +2,7 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The launcher on the real kernel: _runtime.launch.start() with a busybox-static rootfs.
+"""The launcher on the real kernel: _runtime.process.launch.start() with a busybox-static rootfs.
 
 Library level (no Ansible): each container costs tens of milliseconds.  What the
 container sees is read from inside it (busybox, or the host's Python through a
@@ -20,8 +20,8 @@ import os
 import subprocess
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import netns as netns_lib
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
 from harness.launch_support import (  # noqa: F401  # pylint: disable=unused-import
     DOCKER_CAPS_MASK, HOST_PYTHON, Running, host_status, rootfs, run, scratch_rootfs, shell, sleeper, subreaper,
     test_cgroup, with_python)

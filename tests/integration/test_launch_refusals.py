@@ -16,8 +16,8 @@ import os
 
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
 from harness.launch_support import (  # noqa: F401  # pylint: disable=unused-import
     DOCKER_CAPS_MASK, HOST_PYTHON, Running, host_status, rootfs, run, scratch_rootfs, shell, sleeper, subreaper,
     test_cgroup, with_python)

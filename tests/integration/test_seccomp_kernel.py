@@ -26,8 +26,8 @@ import threading
 
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp_bpf
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import bpf as seccomp_bpf
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc as kb_libc
 
 UNISTD_64 = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"

@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options as options
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec as cs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 BASE = {"rootfs": "/srv/root", "command": ["/bin/sh", "-c", "sleep 1"], "seccomp": "unconfined"}

@@ -14,9 +14,11 @@ import pytest
 
 from ansible_collections.kernelbox.containers.plugins.filter.status_table import status_table
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_exec as glue
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities, confine
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import exec_request, features, info
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import exec_request
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import features, info
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError

@@ -11,13 +11,13 @@ import resource
 import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import inroot
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import inroot
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import mountopts
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 

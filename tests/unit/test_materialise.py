@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import materialise, state, supervisor
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import materialise, supervisor
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 CHECK = r'''
 import os, sys
 here = os.path.dirname(os.path.abspath(sys.argv[1]))
 sys.path.insert(0, here)
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import supervisor, client, engine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor, client, engine
 ours = [m for m in sys.modules.values() if getattr(m, "__name__", "").startswith("ansible_collections")]
 outside = [m.__name__ for m in ours if getattr(m, "__file__", None) and not m.__file__.startswith(here)]
 assert not outside, outside

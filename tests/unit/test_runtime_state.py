@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, restart, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs, restart
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 

@@ -10,8 +10,8 @@ import pytest
 
 from harness import cbpf
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp, seccomp_bpf
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.syscall_table import AARCH64, X86_64
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp, bpf as seccomp_bpf
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp.syscall_table import AARCH64, X86_64
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 U64 = 2 ** 64 - 1

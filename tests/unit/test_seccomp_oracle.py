@@ -19,8 +19,8 @@ import pytest
 from harness import cbpf
 from harness import libseccomp
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.syscall_table import X86_64
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp.syscall_table import X86_64
 
 
 @pytest.fixture(scope="module")

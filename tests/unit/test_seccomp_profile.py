@@ -12,8 +12,8 @@ import pytest
 
 from harness import cbpf
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.syscall_table import X86_64
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp.syscall_table import X86_64
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 

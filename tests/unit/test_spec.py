@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

@@ -5,7 +5,8 @@
 """The systemd unit a container gets (pure rendering), and launch error messages."""
 import pytest
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, state, systemd
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle, systemd
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 
 def unit(policy="no", version=252, **extra):

@@ -2,7 +2,7 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to kernelbox.containers: glue between the container_exec module and _runtime.execution.
+"""PRIVATE to kernelbox.containers: glue between the container_exec module and _runtime.process.execution.
 
 read (the container's state and its pinned init) -> plan one step "run ARGV in NAME"
 -> act unless check mode -> report like ansible.builtin.command.
@@ -14,7 +14,8 @@ import datetime
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import Resource, Step
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import exec_request, execution, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import exec_request, execution
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 

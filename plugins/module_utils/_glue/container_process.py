@@ -23,11 +23,11 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle, readiness
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle, readiness
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import restart
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
 ARGUMENT_SPEC = options.ARGUMENT_SPEC
@@ -434,7 +434,7 @@ class ContainerResource(Resource):
             def file_check(_left: float) -> bool:
                 return readiness.file_exists(process.pid, value)
             return file_check, "file %s" % value
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import exec_request, execution
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import exec_request, execution
 
         def command_check(left: float) -> bool:
             # The same path as container_exec: the container's namespaces, cgroup and confinement, never more.

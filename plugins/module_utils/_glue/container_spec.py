@@ -19,8 +19,8 @@ import os
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
@@ -148,7 +148,7 @@ def _etc_files(params: t.Mapping[str, t.Any], hostname: t.Optional[str]) -> t.Di
 
 def _seccomp(value: t.Any, spec: specs.Spec) -> t.Any:
     """'default' -> Docker's profile for the final capabilities; 'unconfined' -> none; an OCI object or file."""
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
     if isinstance(value, str) and value.strip().startswith("/"):
         from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options
         value = container_options.load_oci_config(value.strip())

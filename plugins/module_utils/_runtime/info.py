@@ -22,7 +22,8 @@ import time
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, overlay
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import path_is_within

@@ -64,7 +64,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine, protect
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine, protect
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 

@@ -95,8 +95,9 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
 
     ``log`` is the log file's path, or an fd already open for stdout and stderr (the journal).
     """
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import launch, logs
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
     try:

@@ -35,7 +35,8 @@ import subprocess
 import sys
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import restart, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import restart
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 SYSTEMD_RUN_DIR = "/run/systemd/system"
@@ -121,7 +122,7 @@ class SystemdBackend:
     def configure(self, name: str, settings: state.Settings) -> bool:
         """Write the unit (and the code copy it runs); enable or disable it.  True if the unit changed."""
         self._require()
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import materialise
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import materialise
         materialise.materialise(self.layout)
         text = render_unit(name, settings, sys.executable, os.path.join(self.layout.lib_root, "runtime"),
                            systemd_version())
@@ -145,7 +146,7 @@ class SystemdBackend:
         except KernelboxError as exc:
             runtime = state.load(name, self.layout).runtime
             error = (runtime.error if runtime else None) or {}
-            from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import lifecycle
+            from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle
             if error:
                 raise lifecycle.LaunchFailed(lifecycle.describe_error(name, error), step=error.get("step"),
                                              errno=error.get("errno"))
@@ -209,7 +210,7 @@ def _own_cgroup() -> str:
 def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     """ExecStart: launch the container into <unit cgroup>/container, write the PID file, exit."""
     from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import engine
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import engine
     current = state.load(name, layout)
     runtime = current.runtime or state.Runtime(name)
     if current.settings is None or not current.consistent:

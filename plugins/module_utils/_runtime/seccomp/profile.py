@@ -54,8 +54,8 @@ import os
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp_bpf as bpf
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import syscall_table
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import bpf
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import syscall_table
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc as _libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
@@ -382,14 +382,14 @@ def normalise_capabilities(capabilities: t.Iterable[str]) -> t.FrozenSet[str]:
 
 def default_profile(capabilities: t.Iterable[str] = (), arch: t.Optional[str] = None) -> Profile:
     """Docker's default policy for a container whose bounding set is ``capabilities`` (seccomp_default.py)."""
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp_default
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import default as seccomp_default
     return seccomp_default.default_profile(capabilities, arch)
 
 
 def from_docker(data: t.Any, capabilities: t.Iterable[str] = (), arch: t.Optional[str] = None,
                 kernel: t.Optional[str] = None) -> Profile:
     """A Docker/moby profile file resolved for one container (seccomp_default.py)."""
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp_default
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import default as seccomp_default
     return seccomp_default.from_docker(data, capabilities, arch, kernel)
 
 

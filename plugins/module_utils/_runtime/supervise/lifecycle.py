@@ -24,8 +24,9 @@ import os
 import signal
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client as clients
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, materialise, state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client as clients
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs, materialise
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 FAULT_ENV = "KERNELBOX_TEST_FAULT"

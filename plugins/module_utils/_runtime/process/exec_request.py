@@ -32,10 +32,12 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities, confine
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import execution, state
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec as specs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import execution
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 

@@ -20,12 +20,12 @@ import stat
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import (
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import (
     StepFailure, _fail, locked_flags, resolve)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.rootfs import RootfsPlan
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.rootfs import RootfsPlan
 
 
 def write_sysctls(items: t.List[t.Tuple[str, bytes]]) -> None:

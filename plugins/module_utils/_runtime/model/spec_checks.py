@@ -15,13 +15,13 @@ from __future__ import annotations
 import posixpath
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import Spec
 
 # OCI namespace types, in the order the launcher enters them.
 NAMESPACE_TYPES = ("user", "pid", "network", "ipc", "uts", "mount", "cgroup", "time")
@@ -301,7 +301,7 @@ def _check_devices(spec: "Spec") -> None:
 
 
 def _check_annotations(spec: "Spec") -> None:
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import ETC_FILE_ANNOTATIONS
     for key, value in spec.annotations.items():
         if not key:
             raise ValidationError("annotations: keys must not be empty")

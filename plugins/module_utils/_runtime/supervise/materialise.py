@@ -31,12 +31,12 @@ import typing as t
 
 # Imported so that Ansible's module_utils finder bundles the supervisor (and
 # everything it imports) into every payload that uses this file.
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import supervisor
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 PACKAGE = "ansible_collections.kernelbox.containers.plugins.module_utils"
-ROOT_MODULES = (PACKAGE + "._runtime.supervisor", PACKAGE + "._runtime.client")
+ROOT_MODULES = (PACKAGE + "._runtime.supervise.supervisor", PACKAGE + "._runtime.supervise.client")
 
 ENTRY_TEMPLATE = '''#!/usr/bin/python3
 # kernelbox supervisor entry point, written by kernelbox.containers; do not edit.
@@ -45,7 +45,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervisor import main  # noqa: E402
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise.supervisor import main  # noqa: E402
 
 sys.exit(main())
 '''

@@ -36,8 +36,9 @@ import sys
 import time
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import logs, restart, state
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import engine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs, restart
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import engine
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, validate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -639,10 +640,10 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     if args and args[0] == "serve":
         return serve(args[1:])
     if len(args) == 2 and args[0] in ("systemd-start", "systemd-stopped"):
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import systemd
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
         return systemd.unit_start(args[1]) if args[0] == "systemd-start" else systemd.unit_stopped(args[1])
     if args and args[0] == "boot":
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import client
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client
         return client.boot(os.path.dirname(os.path.abspath(sys.argv[0])))
     sys.stderr.write("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME\n"
                      % ENTRY_SCRIPT)

@@ -28,13 +28,13 @@ import signal
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import capabilities as caps
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as seccomp_lib
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure, _fail
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp_lib
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure, _fail
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Process
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import Process
 
 DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

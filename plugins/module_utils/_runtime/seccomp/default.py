@@ -42,7 +42,7 @@ import os
 import re
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as _seccomp
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as _seccomp
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.libc import (
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError

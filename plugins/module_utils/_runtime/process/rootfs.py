@@ -33,10 +33,10 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import mountopts
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import (  # noqa: F401
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import mountopts
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import (  # noqa: F401
     _MS_TO_ATTR, StepFailure, _fail, _new_file, locked_flags, resolve)  # StepFailure: also imported from here
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import ETC_FILE_ANNOTATIONS, Spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import ETC_FILE_ANNOTATIONS, Spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 _STRICT_TOPS = ("proc", "sys", "dev")

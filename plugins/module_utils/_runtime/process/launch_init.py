@@ -22,10 +22,10 @@ import signal
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import protect
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import protect
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
 # OCI namespace type -> (clone flag, name under /proc/PID/ns)

@@ -33,8 +33,8 @@ import os
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import seccomp as seccomp_lib
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.capabilities import (
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp_lib
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.capabilities import (
     DOCKER_DEFAULT as DOCKER_DEFAULT_CAPS)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
@@ -298,7 +298,7 @@ class Spec:
 
     def validate(self) -> "Spec":
         """Normalise in place and check; raises ValidationError naming the dotted key.  Returns self."""
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import spec_checks
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec_checks
         spec_checks.check(self)
         return self
 

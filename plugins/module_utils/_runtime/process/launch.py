@@ -63,13 +63,13 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import confine
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import rootfs
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.inroot import StepFailure
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.launch_init import (  # noqa: F401
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.launch_init import (  # noqa: F401
     INIT_NAME, NAMESPACES, SEP, Plan as _Plan, child_main as _child_main, direct_init as _direct_init,
     report as _report, setup_process as _setup_process)  # pylint: disable=unused-import
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.spec import Spec, from_oci
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import Spec, from_oci
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError

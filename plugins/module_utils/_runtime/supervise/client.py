@@ -25,7 +25,8 @@ import sys
 import time
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state, supervisor
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
 SPAWN_TIMEOUT = 30.0
