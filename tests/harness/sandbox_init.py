@@ -11,6 +11,10 @@
   included) is re-parented here; after the command ends, any survivor is a
   leak: it is reported, killed by PID and reaped, and the exit status is 1;
 * removes the run's cgroup test parent, reporting anything left inside it.
+
+Every run's test parent is ``kbtest/<sandbox pid>``: one group, ``kbtest``, directly below the cgroup2
+root holds the parents of all runs, so that two runs on one machine (or a run beside a benchmark) never
+see each other's parent appear beside their own.  ``kbtest`` is removed when the last run leaves it.
 """
 
 import ctypes
@@ -21,6 +25,7 @@ import sys
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+TEST_CGROUP_TOP = "kbtest"  # shared by every run's parent; see the docstring
 MS_NOSUID, MS_NODEV = 2, 4
 
 
@@ -40,7 +45,7 @@ def main(argv):
         return 2
     run_id = "%d" % os.getpid()
     env = dict(os.environ, KB_SANDBOX="1", KB_SANDBOX_PID=run_id,
-               KB_TEST_CGROUP_PARENT=os.environ.get("KB_TEST_CGROUP_PARENT", "kbtest-%s" % run_id))
+               KB_TEST_CGROUP_PARENT=os.environ.get("KB_TEST_CGROUP_PARENT", "%s/%s" % (TEST_CGROUP_TOP, run_id)))
     root_controls = _cgroup_root_subtree_control()
     child = subprocess.Popen(argv, env=env)
     status = _wait_for(child)
@@ -159,6 +164,17 @@ def _remove_cgroup_parent(name):
     top = os.path.join(root, name)
     if not os.path.isdir(top):
         return []
+    try:
+        return _remove_tree(root, top)
+    finally:
+        if name.startswith(TEST_CGROUP_TOP + "/"):
+            try:  # the last run out removes the shared group; another run still inside keeps it
+                os.rmdir(os.path.join(root, TEST_CGROUP_TOP))
+            except OSError:
+                pass
+
+
+def _remove_tree(root, top):
     left = []
     for dirpath, _dirnames, _files in os.walk(top, topdown=False):
         if dirpath != top:

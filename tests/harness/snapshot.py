@@ -112,12 +112,16 @@ STATE_INFRASTRUCTURE.add("/var/lib/kernelbox/rootfs")
 
 
 def cgroup_root_children() -> t.List[str]:
-    """The groups directly below the cgroup2 root, except the run's test parent: tests never make any there."""
+    """The groups directly below the cgroup2 root, except the one that holds the test parent: tests never make any.
+
+    The test parent is ``kbtest/<run>`` (tests/harness/sandbox_init.py); ``kbtest`` holds every concurrent run's
+    parent, so it is left out by its exact name, and other runs' parents inside it are never looked at.
+    """
     root = cgroup2_root()
     if not root:
         return []
-    parent = os.environ.get("KB_TEST_CGROUP_PARENT", "")
-    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and entry.name != parent)
+    top = os.environ.get("KB_TEST_CGROUP_PARENT", "").split("/")[0]
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and entry.name != top)
 
 
 def cgroup_root_subtree_control() -> t.Optional[str]:
