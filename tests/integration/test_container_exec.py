@@ -184,6 +184,16 @@ def test_exec_runs_inside_the_container(ansible, busybox_rootfs, containers):
     assert gone.named("remove").changed and not alive(init) and not processes_named(b"sleep 303")
 
 
+# A refused working directory names the step, the path and why (it was once a TypeError from the report path).
+REFUSED_CWDS = {
+    "/proc/self/fd/3": "magic link",
+    "/proc/1/cwd": "magic link",
+    "/kbt-missing": "No such file or directory",
+    "/etc/passwd": "not a directory",
+    "/../..": "climbs above the container's root",
+}
+
+
 def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, busybox_rootfs, containers):
     name = containers("kbt-exec-stop")
     target = subprocess.Popen(["unshare", "--fork", "--pid", "--uts", "--mount-proc", "--kill-child", "sh", "-c",
@@ -196,6 +206,7 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
             free_pid -= 1
         tasks = [
             task("start", "container_process", container(name, busybox_rootfs)),
+        ] + [dict(exec_task("cwd %s" % cwd, name, ["true"], cwd=cwd), ignore_errors=True) for cwd in REFUSED_CWDS] + [
             task("stop", "container_process", dict(container(name, busybox_rootfs), state="stopped")),
             dict(exec_task("stopped", name, ["true"]), ignore_errors=True),
             dict(exec_task("stopped in check mode", name, ["true"]), ignore_errors=True, check_mode=True),
@@ -222,6 +233,12 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
     assert missing.status == "ignored" and missing["msg"].startswith("no container named kbt-exec-nothere")
     assert run.named("no such pid")["msg"] == "process %d does not exist" % free_pid
     assert "command" in run.named("bad command")["msg"]
+    for cwd, fragment in REFUSED_CWDS.items():
+        refused = run.named("cwd %s" % cwd)
+        assert refused.status == "ignored" and not refused.changed, refused.result
+        assert refused["msg"].startswith("could not start true: step 'cwd' failed: %s" % cwd), refused["msg"]
+        assert refused["msg"].count(cwd) == 1 and "NoneType" not in refused["msg"], refused["msg"]
+        assert fragment in refused["msg"], (fragment, refused["msg"])
     by_pid = run.named("by pid")
     assert by_pid["stdout_lines"][0] == "kbt-pid-target" and by_pid["stdout_lines"][2] == "x"
     assert by_pid["stdout_lines"][1] != str(pid) and by_pid["namespaces_joined"] == ["uts", "pid", "mnt"]

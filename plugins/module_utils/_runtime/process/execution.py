@@ -354,8 +354,15 @@ def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: 
         confine.confine(request.prepared)
         confine.execute(request.prepared, [stdin_r, out_w, err_w], report_w)
     except BaseException as exc:  # the child must never unwind into the module's code
-        _report_failure(getattr(exc, "status_fd", report_w), getattr(exc, "step", step), exc)
+        _report_failure(failure_fd(exc, report_w), getattr(exc, "step", step), exc)
     os._exit(127)
+
+
+def failure_fd(exc: BaseException, report_w: int) -> int:
+    """Where to report ``exc``: a StepFailure from confine.execute carries the fd the report pipe moved to;
+    every other StepFailure carries None (the pipe is still ``report_w``)."""
+    moved = getattr(exc, "status_fd", None)
+    return report_w if moved is None else moved
 
 
 def _report(fd: int, message: t.Dict[str, t.Any]) -> None:

@@ -52,7 +52,9 @@ class StepFailure(Exception):
 
 
 def _fail(step: str, exc: OSError, what: str) -> StepFailure:
-    return StepFailure(step, exc.errno or 0, "%s: %s" % (what, exc.strerror or exc))
+    reason = str(exc.strerror or exc)
+    # Our own OSErrors often name the path already: say it once.
+    return StepFailure(step, exc.errno or 0, reason if reason.startswith(what) else "%s: %s" % (what, reason))
 
 
 # --- safe resolution -------------------------------------------------------------
@@ -153,7 +155,8 @@ def _read_link(fd: int, path: str, strict: bool) -> str:
         raise OSError(errno.ELOOP, "%s: a component is a symlink, which is not allowed here" % path, path)
     target = os.readlink("", dir_fd=fd)
     if libc.fstatfs_type(fd) == libc.PROC_SUPER_MAGIC and not _is_plain_proc_link(target):
-        raise OSError(errno.ELOOP, "%s goes through a /proc magic link (%s)" % (path, target), path)
+        raise OSError(errno.ELOOP, "%s goes through a /proc magic link (to %s), which could lead out of the "
+                      "container" % (path, target), path)
     return target
 
 
