@@ -107,6 +107,8 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
         (base(name, "/nonexistent/rootfs"), "rootfs: /nonexistent/rootfs is not a directory"),
         (base(name, busybox_rootfs, cgroup={"parent": cgroup_parent(), "memory_max": "64M"}), "memory"),
         (dict(name=name, oci_config={"process": {"args": ["x"]}}, command=["y"]), "oci_config"),
+        (base(name, busybox_rootfs, hostname="web\n10.6.6.6 evil"), "not a valid host name"),
+        (base(name, busybox_rootfs, dns=["1.1.1.1"], dns_options=["ndots:1\nnameserver 10.6.6.6"]), "dns_options"),
     ]
     tasks = [{"name": "case %d" % index, "kernelbox.containers.container_process": args, "ignore_errors": True}
              for index, (args, _message) in enumerate(cases)]

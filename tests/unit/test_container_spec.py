@@ -114,6 +114,36 @@ def test_etc_files():
         build(annotations={"io.kernelbox.etc.hosts": "x"})
 
 
+# Each of these once reached the container's /etc/hosts, /etc/hostname or /etc/resolv.conf as an extra line.
+@pytest.mark.parametrize("extra, fragment", [
+    ({"hostname": "web\n10.6.6.6 evil"}, "hostname: 'web\\n10.6.6.6 evil' is not a valid host name"),
+    ({"hostname": "web\r"}, "hostname:"),
+    ({"hostname": "under_score"}, "hostname:"),
+    ({"hostname": "-dash"}, "hostname:"),
+    ({"domainname": "corp\nnameserver 10.6.6.6"}, "domainname:"),
+    ({"etc_hosts": {"db\n10.6.6.6 evil": "10.0.0.2"}}, "etc_hosts: 'db\\n10.6.6.6 evil' is not a valid host name"),
+    ({"etc_hosts": {"db evil": "10.0.0.2"}}, "etc_hosts:"),
+    ({"etc_hosts": {"db#": "10.0.0.2"}}, "etc_hosts:"),
+    ({"dns_search": ["example.org\nnameserver 10.6.6.6"]}, "dns_search:"),
+    ({"dns_search": ["a b"]}, "dns_search:"),
+    ({"dns_options": ["ndots:2\nnameserver 10.6.6.6"]}, "dns_options: 'ndots:2\\nnameserver 10.6.6.6' is not a"),
+    ({"dns_options": ["ndots:2 rotate"]}, "dns_options:"),
+    ({"dns_options": ["\tedns0"]}, "dns_options:"),
+])
+def test_control_characters_never_reach_a_generated_file(extra, fragment):
+    with pytest.raises(ValidationError) as info:
+        build(**extra)
+    assert fragment in str(info.value)
+
+
+def test_valid_names_and_options_still_pass():
+    spec = build(hostname="web-1.example.org", domainname="corp.example", etc_hosts={"DB-2.local": "10.0.0.2"},
+                 dns_search=["example.org.", "corp"], dns_options=["ndots:2", "single-request-reopen", "edns0"])
+    assert "10.0.0.2\tDB-2.local" in spec.annotations["io.kernelbox.etc.hosts"]
+    assert "search example.org. corp\noptions ndots:2 single-request-reopen edns0\n" in (
+        spec.annotations["io.kernelbox.etc.resolv-conf"])
+
+
 def test_bad_input_is_refused_early():
     with pytest.raises(ValidationError, match="rootfs"):
         cs.from_options({"command": ["x"]}, "web")

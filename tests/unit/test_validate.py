@@ -118,3 +118,21 @@ def test_int_in_range():
     for bad in (0, 10001, "1.5", True, "x"):
         with pytest.raises(ValidationError):
             validate.int_in_range(bad, 1, 10000, "cpu_weight")
+
+
+@pytest.mark.parametrize("name", ["web", "a.b", "x" * 63, "1-2.example.org", "A" * 63 + "." + "b" * 63])
+def test_hostnames_accepted(name):
+    assert validate.hostname(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "x" * 64, "a..b", ".a", "a.", "-a", "a-", "a_b", "a b", "a\nb", "a\0b", "é",
+                                  "a" * 250 + ".bcd", None, 5])
+def test_hostnames_refused(name):
+    with pytest.raises(validate.ValidationError, match="hostname"):
+        validate.hostname(name)
+
+
+def test_trailing_dot_only_where_allowed():
+    assert validate.hostname("example.org.", trailing_dot=True) == "example.org."
+    with pytest.raises(validate.ValidationError):
+        validate.hostname(".", trailing_dot=True)

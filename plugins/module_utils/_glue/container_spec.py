@@ -131,6 +131,7 @@ def _etc_files(params: t.Mapping[str, t.Any], hostname: t.Optional[str]) -> t.Di
     if hostname:
         lines.append("127.0.1.1\t%s" % hostname)
     for name, address in sorted((params.get("etc_hosts") or {}).items()):
+        name = validate.hostname(name, "etc_hosts")
         lines.append("%s\t%s" % (validate.ip_address(address, "etc_hosts.%s" % name), name))
     files["io.kernelbox.etc.hosts"] = "\n".join(lines) + "\n"
     if hostname:
@@ -139,9 +140,10 @@ def _etc_files(params: t.Mapping[str, t.Any], hostname: t.Optional[str]) -> t.Di
     if dns or params.get("dns_search") or params.get("dns_options"):
         resolv = ["nameserver %s" % server for server in dns]
         if params.get("dns_search"):
-            resolv.append("search %s" % " ".join(params["dns_search"]))
+            resolv.append("search %s" % " ".join(validate.hostname(domain, "dns_search", trailing_dot=True)
+                                                  for domain in params["dns_search"]))
         if params.get("dns_options"):
-            resolv.append("options %s" % " ".join(params["dns_options"]))
+            resolv.append("options %s" % " ".join(validate.resolver_option(item) for item in params["dns_options"]))
         files["io.kernelbox.etc.resolv-conf"] = "\n".join(resolv) + "\n"
     return files
 

@@ -210,6 +210,43 @@ def path_is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+# RFC 1123 section 2.1 (RFC 952 relaxed): letters, digits and '-', 1 to 63 per label, no '-' at either end.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+DNS_NAME_MAX = 253
+
+
+def hostname(value: t.Any, option: str = "hostname", trailing_dot: bool = False) -> str:
+    """A host or domain name as RFC 1123 allows it: dot-separated labels of letters, digits and '-'.
+
+    What lands in a generated /etc/hosts or /etc/resolv.conf must not carry a
+    newline, a space or a '#' (each would start a line, a field or a comment of
+    its own), and this alphabet has none.  ``trailing_dot`` accepts a fully
+    qualified 'example.com.' (resolv.conf search domains).
+    """
+    text = value if isinstance(value, str) else None
+    if not text:
+        raise ValidationError("%s: a host name must be a non-empty string, got %r" % (option, value))
+    labels = text[:-1].split(".") if trailing_dot and text.endswith(".") and len(text) > 1 else text.split(".")
+    bad = next((label for label in labels if not _HOST_LABEL.fullmatch(label)), None)
+    if bad is not None or len(text) > DNS_NAME_MAX:
+        raise ValidationError("%s: %r is not a valid host name (RFC 1123: labels of 1 to 63 letters, digits or "
+                              "'-', not starting or ending with '-', separated by dots, %d characters at most)"
+                              % (option, value, DNS_NAME_MAX))
+    return text
+
+
+# resolv.conf(5) options: 'ndots:2', 'timeout:1', 'rotate', 'edns0', 'single-request-reopen', 'no-aaaa'...
+_RESOLVER_OPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[0-9]+)?")
+
+
+def resolver_option(value: t.Any, option: str = "dns_options") -> str:
+    """One resolv.conf option, a single word (with an optional ':N'): nothing that starts another line."""
+    if not isinstance(value, str) or not _RESOLVER_OPTION.fullmatch(value):
+        raise ValidationError("%s: %r is not a resolver option such as ndots:2, timeout:1 or rotate"
+                              % (option, value))
+    return value
+
+
 # Container names become directory names, cgroup names and systemd unit instance names.
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 

@@ -58,6 +58,7 @@ def check(spec: "Spec") -> None:
             continue
         if len(value.encode()) > HOST_NAME_MAX:
             raise ValidationError("%s: %r is longer than %d bytes" % (key, value, HOST_NAME_MAX))
+        validate.hostname(value, key)  # RFC 1123: no newline or space can reach /etc/hostname or /etc/hosts
         if spec.linux.namespace("uts") is None:
             raise ValidationError("%s: setting it needs a uts namespace (it would change the host's)" % key)
     _check_mounts(spec)
