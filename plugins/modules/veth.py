@@ -39,8 +39,9 @@ options:
       - Name of the peer while it is on this host.
       - Without O(netns) the peer keeps this name for good. With O(netns) it is only the name an interrupted run
         may have left on this host, which the module then repairs; the peer is created straight inside the namespace.
+      - Required with O(state=present). With O(state=absent) it may be left out, and the veth named O(name) is
+        deleted with whatever peer it has.
     type: str
-    required: true
   netns:
     description:
       - A named network namespace (as C(ip netns) and M(kernelbox.containers.netns) make them) to hold the peer.
@@ -92,6 +93,8 @@ options:
       - V(present) creates the pair (or repairs a half-made one) and brings both ends up.
       - V(absent) deletes the pair; deleting either end deletes both. If only the peer is left inside O(netns)
         (its host end was moved away or renamed), that peer is deleted.
+      - V(absent) needs only O(name), the host end; an interface of that name that is not a veth is never deleted.
+        Without O(peer), a peer left alone inside O(netns) is found by O(peer_name).
     type: str
     choices: [present, absent]
     default: present
@@ -142,6 +145,11 @@ EXAMPLES = r"""
     peer: veth-web-p
     netns: web
     peer_name: eth0
+    state: absent
+
+- name: Remove a pair by its host end's name alone
+  kernelbox.containers.veth:
+    name: veth-web
     state: absent
 """
 
@@ -220,11 +228,12 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import deps, flow
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue.veth import ARGUMENT_SPEC, VethResource
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.veth import (
+    ARGUMENT_SPEC, MODULE_KWARGS, VethResource)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_KWARGS)
     deps.require(module, "pyroute2")
     resource = VethResource(module.params, module.check_mode)
     try:

@@ -252,6 +252,42 @@ def test_absent_when_only_the_peer_is_left(ansible):
     assert net.link_names(ns) == ["lo"] and net.link_names(elsewhere) == ["lo"]  # deleting one end deletes both
 
 
+def test_absent_by_name_alone(ansible):
+    """state=absent needs only the host end's name: the pair goes with whatever peer it has; a non-veth of that
+    name stays; check mode only predicts; a peer left alone in a netns is found by netns and peer_name."""
+    ns, alone_ns, elsewhere = PREFIX + "-n", PREFIX + "-a", PREFIX + "-e"
+    make_netns(ns, alone_ns, elsewhere)
+    ip("link", "add", PREFIX + "-n0", "type", "veth", "peer", "name", "eth0", "netns", ns)
+    ip("link", "add", PREFIX + "-l0", "type", "veth", "peer", "name", PREFIX + "-l1")
+    ip("link", "add", PREFIX + "-nb", "type", "bridge")
+    ip("link", "add", PREFIX + "-o0", "type", "veth", "peer", "name", "eth1", "netns", alone_ns)
+    ip("link", "set", PREFIX + "-o0", "netns", elsewhere)
+    by_name = {"name": PREFIX + "-n0", "state": "absent"}
+    run = ansible.playbook(play(
+        task("check", "veth", by_name, check_mode=True),
+        task("remove", "veth", by_name),
+        task("again", "veth", by_name),
+        task("on host", "veth", {"name": PREFIX + "-l0", "state": "absent"}),
+        task("a bridge", "veth", {"name": PREFIX + "-nb", "state": "absent"}, ignore_errors=True),
+        task("peer alone", "veth", {"name": PREFIX + "-o0", "netns": alone_ns, "peer_name": "eth1",
+                                    "state": "absent"}),
+        task("present needs peer", "veth", {"name": PREFIX + "-z0"}, ignore_errors=True)))
+    assert run.named("check").changed and run.named("check")["exists"] is True
+    assert run.named("check").actions == ["delete veth pair %s-n0 <-> its peer in network namespace nsid %s "
+                                          "(state=absent)" % (PREFIX, run.named("check").actions[0].split()[-2])]
+    assert run.named("remove").changed and run.named("remove").actions == run.named("check").actions
+    assert not run.named("again").changed and run.named("again")["exists"] is False
+    assert run.named("on host").actions == ["delete veth pair %s-l0 <-> %s-l1 (state=absent)" % (PREFIX, PREFIX)]
+    refused = run.named("a bridge")
+    assert refused.failed and not refused.changed and "is a bridge, not a veth; refusing to delete it" in refused.msg
+    assert run.named("peer alone").actions == [
+        "delete veth eth1 in netns %s (state=absent; its host end %s-o0 is gone)" % (alone_ns, PREFIX)]
+    assert "peer" in run.named("present needs peer").msg and run.named("present needs peer").failed
+    assert net.link(PREFIX + "-n0") is None and net.link_names(ns) == ["lo"]
+    assert net.link(PREFIX + "-l0") is None and net.link(PREFIX + "-l1") is None
+    assert net.link(PREFIX + "-nb") is not None and net.link_names(alone_ns) == ["lo"]
+
+
 def test_ping_across_a_bridge(ansible_distro):
     """Two namespaces on one bridge, made by the modules (distro pyroute2 0.7): packets flow both ways."""
     bridge = PREFIX + "-pbr"

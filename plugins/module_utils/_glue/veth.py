@@ -18,7 +18,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._sys import v
 
 ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     name=dict(type="str", required=True),
-    peer=dict(type="str", required=True),
+    peer=dict(type="str"),
     netns=dict(type="str"),
     peer_name=dict(type="str"),
     addresses=dict(type="list", elements="str"),
@@ -27,6 +27,11 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     bridge=dict(type="str"),
     gateway=dict(type="list", elements="str"),
     state=dict(type="str", default="present", choices=["present", "absent"]),
+)
+
+MODULE_KWARGS: t.Dict[str, t.Any] = dict(
+    required_if=[("state", "present", ["peer"])],  # state=absent finds the pair from its host end's name alone
+    supports_check_mode=True,
 )
 
 _UNMANAGED = object()  # an option left out: keep what the kernel has
@@ -71,9 +76,18 @@ class VethResource(Resource):
     def validate(self) -> None:
         params = self.params
         name = validate.interface_name(params["name"], "name")
-        peer = validate.interface_name(params["peer"], "peer")
+        self.present = params["state"] == "present"
+        self.lone_host: t.Optional[t.Any] = None  # state=absent by name: the host end found
         ns = validate.netns_name(params["netns"], "netns") if params["netns"] is not None else None
         peer_name = validate.interface_name(params["peer_name"], "peer_name") if params["peer_name"] is not None else ""
+        if params["peer"] is None:  # state=absent by name: the host end alone says which pair it is
+            if self.present:
+                raise ValidationError("peer: is required with state=present")
+            self.spec = links.VethSpec(name, "", ns, peer_name)
+            self.by_name = True
+            return
+        self.by_name = False
+        peer = validate.interface_name(params["peer"], "peer")
         if ns is None:
             if peer_name:
                 raise ValidationError("peer_name: only applies with netns; without it the peer stays on this host "
@@ -98,7 +112,6 @@ class VethResource(Resource):
             if self.bridge in (name, peer):
                 raise ValidationError("bridge: %r is one end of this pair" % bridge)
         self.gateway = gateways(params["gateway"], self.peer_addresses)
-        self.present = params["state"] == "present"
 
     def _cidrs(self, option: str) -> t.Optional[t.List[str]]:
         values = self.params[option]
@@ -108,6 +121,8 @@ class VethResource(Resource):
     def read(self) -> t.Optional[t.Dict[str, t.Any]]:
         spec = self.spec
         self.session = getattr(self, "session", None) or links.Session()
+        if self.by_name:
+            return self._read_by_name()
         self.netns_exists = True
         if spec.netns:
             entry = netns.lookup(spec.netns)
@@ -124,6 +139,31 @@ class VethResource(Resource):
         if self.present and self.bridge not in (_UNMANAGED, None):
             self._check_bridge()
         return None if pair is None else self._state(pair)
+
+    def _read_by_name(self) -> t.Optional[t.Dict[str, t.Any]]:
+        """state=absent with the host end's name only: that veth, whatever its peer; or, with netns and
+        peer_name, that peer left alone inside the namespace (its host end gone)."""
+        spec, session = self.spec, self.session
+        self.pair, self.lone_host = None, None
+        host = session.link(spec.name)
+        if host is None:
+            if spec.netns and spec.peer_name and netns.lookup(spec.netns).status == netns.PRESENT:
+                alone = links.find_veth(session, links.VethSpec(spec.name, spec.peer_name, spec.netns,
+                                                                spec.peer_name), True)
+                if alone is not None and alone.position == links.ORPHAN:
+                    self.pair = alone
+                    return {"name": None, "peer": alone.peer.name, "netns": spec.netns}
+            return None
+        if host.kind != links.VETH:
+            raise links.LinkConflict("interface %s exists and is %s, not a veth; refusing to delete it"
+                                     % (spec.name, links.describe_kind(host)), found_kind=host.kind)
+        peer = None
+        if host.peer_netnsid is None and host.peer_index:
+            peer = session.rtnl().link_by_index(host.peer_index)
+        self.pair = links.VethPair(host, peer, None, links.IN_PLACE) if peer is not None else None
+        self.lone_host = host
+        return {"name": host.name, "peer": peer.name if peer is not None else None,
+                "netns": None if host.peer_netnsid is None else "nsid %d" % host.peer_netnsid}
 
     def _check_bridge(self) -> None:
         if links.find_bridge(self.session, self.bridge) is None:
@@ -255,6 +295,11 @@ class VethResource(Resource):
 
     def _removal(self) -> t.List[Step]:
         spec, pair = self.spec, self.pair
+        host = self.lone_host
+        if host is not None and pair is None:  # by name, its peer in another namespace
+            return [Step("delete veth pair %s <-> its peer in network namespace nsid %s" % (spec.name,
+                                                                                           host.peer_netnsid),
+                         functools.partial(links.delete_link, self.session, spec.name), "state=absent")]
         if pair is None:
             return []
         if pair.position == links.ORPHAN:
@@ -268,9 +313,10 @@ class VethResource(Resource):
     # --- report ----------------------------------------------------------------
     def result(self, state: t.Optional[t.Dict[str, t.Any]]) -> t.Dict[str, t.Any]:
         pair = self.pair if state is not None else None
-        result = {"name": self.spec.name, "peer": self.spec.peer_name, "netns": self.spec.netns,
-                  "exists": bool(pair and pair.host is not None),
-                  "ifindex": pair.host.index if pair and pair.host else None,
+        host = pair.host if pair else self.lone_host if state is not None else None
+        result = {"name": self.spec.name, "peer": (state or {}).get("peer") if self.by_name else self.spec.peer_name,
+                  "netns": self.spec.netns, "exists": host is not None,
+                  "ifindex": host.index if host else None,
                   "peer_ifindex": pair.peer.index if pair else None}
         for key in ("mtu", "peer_mtu", "bridge", "addresses", "peer_addresses", "gateway"):
             result[key] = (state or {}).get(key)
