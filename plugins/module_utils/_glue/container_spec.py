@@ -140,8 +140,8 @@ def _etc_files(params: t.Mapping[str, t.Any], hostname: t.Optional[str]) -> t.Di
     if dns or params.get("dns_search") or params.get("dns_options"):
         resolv = ["nameserver %s" % server for server in dns]
         if params.get("dns_search"):
-            resolv.append("search %s" % " ".join(validate.hostname(domain, "dns_search", trailing_dot=True)
-                                                  for domain in params["dns_search"]))
+            domains = [validate.hostname(domain, "dns_search", trailing_dot=True) for domain in params["dns_search"]]
+            resolv.append("search %s" % " ".join(domains))
         if params.get("dns_options"):
             resolv.append("options %s" % " ".join(validate.resolver_option(item) for item in params["dns_options"]))
         files["io.kernelbox.etc.resolv-conf"] = "\n".join(resolv) + "\n"

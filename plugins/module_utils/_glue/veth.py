@@ -297,8 +297,8 @@ class VethResource(Resource):
         spec, pair = self.spec, self.pair
         host = self.lone_host
         if host is not None and pair is None:  # by name, its peer in another namespace
-            return [Step("delete veth pair %s <-> its peer in network namespace nsid %s" % (spec.name,
-                                                                                           host.peer_netnsid),
+            what = "delete veth pair %s <-> its peer in network namespace nsid %s" % (spec.name, host.peer_netnsid)
+            return [Step(what,
                          functools.partial(links.delete_link, self.session, spec.name), "state=absent")]
         if pair is None:
             return []
