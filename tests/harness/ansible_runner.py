@@ -97,9 +97,12 @@ class PlaybookRun:
 class Ansible:
     """Runs ansible / ansible-playbook against localhost with a chosen target interpreter."""
 
-    def __init__(self, python: str, extra_env: t.Optional[t.Dict[str, str]] = None) -> None:
+    def __init__(self, python: str, extra_env: t.Optional[t.Dict[str, str]] = None,
+                 wrapper: t.Sequence[str] = ()) -> None:
+        """``wrapper``: a command that runs ansible as its arguments (a mount namespace set up first, say)."""
         self.python = python
         self.extra_env = dict(extra_env or {})
+        self.wrapper = list(wrapper)
 
     def _env(self, record: str) -> t.Dict[str, str]:
         env = dict(os.environ)
@@ -122,7 +125,7 @@ class Ansible:
         with tempfile.NamedTemporaryFile(prefix="kb-record-", suffix=".jsonl", delete=False) as handle:
             record = handle.name
         try:
-            proc = subprocess.run(argv, env=self._env(record), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            proc = subprocess.run(self.wrapper + argv, env=self._env(record), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, timeout=timeout, check=False)
             with open(record, encoding="utf-8") as reader:
                 tasks = [json.loads(line) for line in reader if line.strip()]

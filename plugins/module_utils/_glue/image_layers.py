@@ -16,7 +16,6 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
     image_manifest, image_source, layer_store, mounts, overlay)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import read_mountinfo
 
 ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     src=dict(type="path", required=True),
@@ -120,7 +119,7 @@ class ImageLayersResource(Resource):
                                   functools.partial(self._unpack, index), why))
             else:
                 if mounted is None:
-                    mounted = read_mountinfo()
+                    mounted = overlay.read_all_mounts()
                 users = overlay.overlays_with_lower(layer_store.layer_path(self.store, diff_id), mounted)
                 if users:
                     raise KernelboxError("layer %s is a lower layer of the overlay at %s; unmount it first"

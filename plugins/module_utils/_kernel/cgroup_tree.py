@@ -16,6 +16,7 @@ import stat
 import typing as t
 from dataclasses import dataclass
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import visible_mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import NAME_MAX, ValidationError
@@ -62,7 +63,7 @@ def hierarchy_from_mounts(mounts: t.Sequence[procfs.MountInfo],
 
 def find_hierarchy() -> Hierarchy:
     """The cgroup2 mount from /proc/self/mountinfo, checked to really be cgroup2."""
-    hierarchy = hierarchy_from_mounts(procfs.read_mountinfo(), lambda mount: _read(mount, "cgroup.controllers"))
+    hierarchy = hierarchy_from_mounts(visible_mounts(), lambda mount: _read(mount, "cgroup.controllers"))
     if libc.statfs_type(hierarchy.mount) != libc.CGROUP2_SUPER_MAGIC:
         raise KernelboxError("%s is listed as cgroup2 in mountinfo but is not a cgroup2 filesystem"
                              % hierarchy.mount)

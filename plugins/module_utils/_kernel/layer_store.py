@@ -38,7 +38,6 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.overlay import overlays_with_lower
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import read_mountinfo
 
 DEFAULT_STORE = "/var/lib/kernelbox/layers"
 MARKER = "layer.json"
@@ -171,7 +170,7 @@ def _clean_staging(store: str) -> t.List[str]:
 
 
 def _refuse_if_mounted(store: str, diff_id: str, doing: str) -> None:
-    users = overlays_with_lower(layer_path(store, diff_id), read_mountinfo())
+    users = overlays_with_lower(layer_path(store, diff_id), mounts.visible_mounts())
     if users:
         raise KernelboxError("refusing to %s layer %s: it is a lower layer of the overlay at %s"
                              % (doing, diff_id, ", ".join(m.info.mount_point for m in users)))

@@ -16,8 +16,15 @@ Public helpers (all raise OSError or KernelboxError, never touch Ansible):
 * ``open_dir(path, create=False)`` -> O_PATH fd of a directory, no symlinks on the way
 * ``deepest_existing(path)`` -> (fd, missing components) for paths still to be created
 * ``open_in_root(root_fd, path, flags)`` -> fd of ``path`` resolved *inside* a rootfs (openat2 RESOLVE_IN_ROOT)
-* ``fd_path(fd)``, ``mount_id_of(fd)``, ``same_inode(fd, path)``
-* ``top_mount(path)``, ``mounts_below(path)``, ``forbidden_mount_point(path)``
+* ``fd_path(fd)``, ``mount_id_of(fd)``, ``mount_id_at(path)``, ``is_mount_point(path)``, ``same_inode(fd, path)``
+* ``visible_mounts()``, ``top_mount(path)``, ``mounts_below(path)``, ``forbidden_mount_point(path)``
+
+Mountinfo also lists mounts this mount namespace cannot reach: a mount hidden
+by another mounted over one of its ancestors (a tmpfs over /run hides the
+host's /run/netns, which mountinfo still prints at "/run/netns").  A path
+string from mountinfo is therefore never trusted alone: ``visible_mounts``
+keeps a mount only if statx of its mount point lands on that very mount (or on
+a mount stacked on it), and every lookup by path here works on that list.
 * ``mount_on(fd, ...)``, ``bind_mount(src_fd, dst_fd, ...)``, ``unmount(path)``
 * ``users_of_mount(mount)`` -> processes using a mount (cwd, root, open files, mmaps, other namespaces)
 * ``remove_tree(path)`` -> delete a directory tree without following symlinks or crossing mounts
@@ -158,6 +165,71 @@ def mount_id_of(fd: int) -> int:
     raise OSError(errno.EINVAL, "no mnt_id in fdinfo", "/proc/self/fdinfo/%d" % fd)
 
 
+def mount_id_at(path: str) -> t.Optional[int]:
+    """The id (as in mountinfo) of the mount that ``path`` reaches in this mount namespace, or None if nothing
+    is there.  A final symlink is not followed and an automount point is not triggered."""
+    try:
+        found = libc.statx_mount(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENAMETOOLONG):
+            return None
+        if exc.errno != errno.ENOSYS:
+            raise
+        found = libc.MountStat(None, None)
+    if found.mnt_id is not None:
+        return found.mnt_id
+    try:  # Linux < 5.8: statx has no mount id, fdinfo has
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return mount_id_of(fd)
+    finally:
+        os.close(fd)
+
+
+def is_mount_point(path: str) -> bool:
+    """Whether a mount is visible at exactly ``path`` in this mount namespace (a bind of a directory onto itself
+    included); never judged by a mountinfo path string, which may name a mount hidden under another."""
+    path = os.path.normpath(path)
+    try:
+        found = libc.statx_mount(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        if exc.errno != errno.ENOSYS:
+            raise
+        found = libc.MountStat(None, None)
+    if found.mount_root is not None:
+        return found.mount_root
+    if path == "/":
+        return True
+    here = mount_id_at(path)
+    return here is not None and here != mount_id_at(os.path.dirname(path))
+
+
+def visible_mounts(all_mounts: t.Optional[t.List[MountInfo]] = None,
+                   reached: t.Callable[[str], t.Optional[int]] = mount_id_at) -> t.List[MountInfo]:
+    """The mounts of ``all_mounts`` (default: this namespace's mountinfo) that this namespace can reach.
+
+    A mount is reached when ``reached(mount point)`` (statx) names it.  A mount stacked under a reached one is
+    kept too (it holds the one on top, and unmounting the top uncovers it).  Anything else is hidden under a
+    mount made over its path or an ancestor: its path strings name what this namespace no longer sees there.
+    Order is kept (mountinfo lists a parent before its children).
+    """
+    listed = all_mounts if all_mounts is not None else read_mountinfo()
+    parents = {m.mount_id: m.parent_id for m in listed}
+    live: t.Set[int] = set()
+    for candidate in listed:
+        if candidate.mount_id in live or reached(candidate.mount_point) != candidate.mount_id:
+            continue
+        mount_id: t.Optional[int] = candidate.mount_id
+        while mount_id is not None and mount_id not in live:
+            live.add(mount_id)
+            mount_id = parents.get(mount_id)
+    return [m for m in listed if m.mount_id in live]
+
+
 def same_inode(fd: int, path: str) -> bool:
     """Whether ``path`` (resolved again, no symlinks) is still the directory ``fd`` holds."""
     try:
@@ -182,14 +254,17 @@ def forbidden_mount_point(path: str) -> t.Optional[str]:
 
 
 def top_mount(path: str, mounts: t.Optional[t.List[MountInfo]] = None) -> t.Optional[MountInfo]:
-    """The mount visible at exactly ``path`` (the last one stacked there), or None."""
-    stacked = [m for m in (mounts if mounts is not None else read_mountinfo()) if m.mount_point == path]
+    """The mount visible at exactly ``path`` (the last one stacked there), or None.
+
+    ``mounts`` must come from ``visible_mounts`` (the default): a hidden mount listed at ``path`` is not there.
+    """
+    stacked = [m for m in (mounts if mounts is not None else visible_mounts()) if m.mount_point == path]
     return stacked[-1] if stacked else None
 
 
 def mounts_below(path: str, mounts: t.Optional[t.List[MountInfo]] = None) -> t.List[MountInfo]:
-    """Mounts strictly inside ``path`` (they keep a mount at ``path`` busy)."""
-    return [m for m in (mounts if mounts is not None else read_mountinfo())
+    """Visible mounts strictly inside ``path`` (they keep a mount at ``path`` busy); ``mounts`` as for top_mount."""
+    return [m for m in (mounts if mounts is not None else visible_mounts())
             if m.mount_point != path and path_is_within(m.mount_point, path)]
 
 

@@ -22,6 +22,7 @@ import stat
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.forked import call_in_child
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import netns_name
@@ -69,13 +70,6 @@ def lookup(name: str, run_dir: str = NETNS_RUN_DIR) -> NamedNetns:
     return NamedNetns(name, path, PRESENT, inode=info.st_ino)
 
 
-def _is_mount_point(path: str) -> bool:
-    # A mount point has a different device than its parent, or is bind-mounted onto itself
-    # on the same device; only mountinfo tells the latter apart, and this runs once per create.
-    from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import read_mountinfo
-    return any(m.mount_point == path for m in read_mountinfo())
-
-
 def ensure_run_dir(run_dir: str = NETNS_RUN_DIR) -> None:
     """Create /run/netns and make it a shared mount point, as iproute2 does.
 
@@ -89,7 +83,7 @@ def ensure_run_dir(run_dir: str = NETNS_RUN_DIR) -> None:
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
             raise
-    if not _is_mount_point(run_dir):
+    if not mounts.is_mount_point(run_dir):  # a bind onto itself counts: mount ids, not st_dev
         libc.mount(run_dir, run_dir, None, libc.MS_BIND | libc.MS_REC)
     libc.mount("none", run_dir, None, libc.MS_SHARED | libc.MS_REC)
 

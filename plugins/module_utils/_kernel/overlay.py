@@ -36,7 +36,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import kernel_log, libc
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import (
-    MountInfo, read_mountinfo, split_escaped)
+    MountInfo, split_escaped)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import (
     ValidationError, path_is_within)
 
@@ -343,7 +343,11 @@ def find_overlay(merged: str, all_mounts: t.Optional[t.List[MountInfo]] = None
 
 
 def overlays_using(path: str, all_mounts: t.List[MountInfo], exclude_merged: str = "") -> t.List[OverlayMount]:
-    """Overlay mounts (other than at ``exclude_merged``) whose upper or work is ``path`` or around it."""
+    """Overlay mounts (other than at ``exclude_merged``) whose upper or work is ``path`` or around it.
+
+    ``all_mounts`` must come from ``read_all_mounts`` (visible mounts): a hidden overlay's paths name what
+    this namespace no longer sees there.
+    """
     found = []
     for info in all_mounts:
         if info.fstype != "overlay" or info.mount_point == exclude_merged:
@@ -357,7 +361,8 @@ def overlays_using(path: str, all_mounts: t.List[MountInfo], exclude_merged: str
 
 
 def overlays_with_lower(path: str, all_mounts: t.List[MountInfo]) -> t.List[OverlayMount]:
-    """Overlay mounts that use ``path`` (or a directory inside it) as a lower layer."""
+    """Overlay mounts that use ``path`` (or a directory inside it) as a lower layer; ``all_mounts`` as for
+    ``overlays_using``."""
     return [m for m in (parse_overlay(i) for i in all_mounts if i.fstype == "overlay")
             if any(path_is_within(lower, path) for lower in m.lower)]
 
@@ -458,4 +463,5 @@ def check_not_busy(mount: OverlayMount) -> None:
 
 
 def read_all_mounts() -> t.List[MountInfo]:
-    return read_mountinfo()
+    """The mounts this namespace can reach: a hidden overlay listed at a path is not the one there."""
+    return mounts.visible_mounts()

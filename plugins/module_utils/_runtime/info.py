@@ -22,6 +22,7 @@ import time
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, overlay
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import visible_mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
@@ -60,7 +61,7 @@ class Snapshot:
     @property
     def mounts(self) -> t.List[procfs.MountInfo]:
         if self._mounts is None:
-            self._mounts = procfs.read_mountinfo()
+            self._mounts = visible_mounts()
         return self._mounts
 
     def mount_holding(self, path: str) -> t.Optional[procfs.MountInfo]:

@@ -529,10 +529,11 @@ def remove_tree(path: str) -> None:
 
     A user may have mounted something inside a container's directory (an
     overlay root, a bind mount of host data): removing through it would delete
-    what is mounted, so any mount at or below ``path`` stops the removal.
+    what is mounted, so any mount at or below ``path`` stops the removal (a
+    mount hidden under another one is not there: its path names another directory).
     """
     top = os.path.normpath(path)
-    inside = [m.mount_point for m in procfs.read_mountinfo()
+    inside = [m.mount_point for m in mounts.visible_mounts()
               if m.mount_point == top or m.mount_point.startswith(top + "/")]
     if inside:
         raise KernelboxError("refusing to remove %s: %s is mounted inside it; unmount it first (for an overlay "

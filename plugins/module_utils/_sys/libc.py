@@ -18,6 +18,7 @@ import ctypes
 import os
 import typing as t
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 # include/uapi/linux/sched.h
 CLONE_NEWTIME = 0x00000080
@@ -507,6 +508,52 @@ def fstatfs_type(fd: int, libc: t.Optional[t.Any] = None) -> int:
     buf = ctypes.create_string_buffer(256)
     _check(get_libc(libc).fstatfs(ctypes.c_int(fd), buf), "fstatfs", "fd %d" % fd)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+# --- which mount a path is on (statx, Linux >= 5.8 for the mount id) --------------------------
+
+# include/uapi/linux/fcntl.h and stat.h
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_NO_AUTOMOUNT = 0x800
+AT_STATX_DONT_SYNC = 0x4000
+STATX_TYPE = 0x1
+STATX_MNT_ID = 0x1000
+STATX_ATTR_MOUNT_ROOT = 0x2000
+
+
+class _Statx(ctypes.Structure):
+    """The head of struct statx (include/uapi/linux/stat.h) up to stx_mnt_id; the kernel fills 256 bytes."""
+
+    _fields_ = [("mask", ctypes.c_uint32), ("blksize", ctypes.c_uint32), ("attributes", ctypes.c_uint64),
+                ("nlink", ctypes.c_uint32), ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32),
+                ("mode", ctypes.c_uint16), ("_spare0", ctypes.c_uint16), ("ino", ctypes.c_uint64),
+                ("size", ctypes.c_uint64), ("blocks", ctypes.c_uint64), ("attributes_mask", ctypes.c_uint64),
+                ("_times", ctypes.c_uint8 * 64), ("rdev_major", ctypes.c_uint32), ("rdev_minor", ctypes.c_uint32),
+                ("dev_major", ctypes.c_uint32), ("dev_minor", ctypes.c_uint32), ("mnt_id", ctypes.c_uint64),
+                ("_rest", ctypes.c_uint8 * 104)]
+
+
+@dataclass(frozen=True)
+class MountStat:
+    """What statx says about the mount a path is on.  ``mnt_id`` is None where the kernel (< 5.8) does not
+    report it; ``mount_root`` is None where it cannot tell whether the path is the root of its mount."""
+
+    mnt_id: t.Optional[int]
+    mount_root: t.Optional[bool]
+
+
+def statx_mount(path: str, dir_fd: int = AT_FDCWD, libc: t.Optional[t.Any] = None) -> MountStat:
+    """statx(2) of ``path`` for its mount: never follows a final symlink, never triggers an automount, and
+    never waits on a network or FUSE server (AT_STATX_DONT_SYNC): a mount point read from mountinfo can be
+    anything."""
+    buf = _Statx()
+    flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_STATX_DONT_SYNC
+    _check(get_libc(libc).statx(ctypes.c_int(dir_fd), _bytes(path), ctypes.c_int(flags),
+                                ctypes.c_uint(STATX_TYPE | STATX_MNT_ID), ctypes.byref(buf)), "statx", path)
+    mnt_id = buf.mnt_id if buf.mask & STATX_MNT_ID else None
+    mount_root = bool(buf.attributes & STATX_ATTR_MOUNT_ROOT) if buf.attributes_mask & STATX_ATTR_MOUNT_ROOT \
+        else None
+    return MountStat(mnt_id, mount_root)
 
 
 # --- path resolution and durability (used by _kernel.mounts and the layer store) ---
