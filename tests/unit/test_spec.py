@@ -22,9 +22,8 @@ def runc_config():
 
 
 def runnable_runc_config():
-    """runc's example, with the two things kernelbox refuses in it made explicit."""
+    """runc's example, with its ambient capabilities made inheritable (so the kernel keeps them)."""
     data = runc_config()
-    data["process"]["terminal"] = False
     data["process"]["capabilities"]["inheritable"] = list(data["process"]["capabilities"]["ambient"])
     return data
 
@@ -77,15 +76,49 @@ def test_runc_example_maps_and_relative_root_uses_the_bundle():
     assert spec.to_oci()["linux"]["resources"] == {"devices": [{"allow": False, "access": "rwm"}]}
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda d: None, "process.terminal"),  # runc's example asks for a terminal
-    (lambda d: d["process"].update(terminal=False), "ambient: CAP_KILL"),
+def test_runc_example_as_is_maps_with_a_warning_for_ambient():
+    """runc 1.1's example asks for a terminal and for ambient capabilities it never makes inheritable:
+    the terminal is kept, the ambient set is what the kernel would keep (none), and a warning says so."""
+    spec = S.from_oci(runc_config(), bundle="/srv/bundle")
+    assert spec.process.terminal is True
+    assert spec.process.capabilities.ambient == []
+    assert spec.warnings == ["process.capabilities.ambient: CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE not kept "
+                             "(an ambient capability must also be permitted and inheritable, and these are not)"]
+    assert "ambient" not in spec.to_oci()["process"]["capabilities"] or \
+        spec.to_oci()["process"]["capabilities"]["ambient"] == []
+
+
+@pytest.mark.parametrize("version, ok", [
+    ("1.0.0", True), ("1.0.2-dev", True), ("1.1.0", True), ("1.2.1", True), ("1.3.0+dev", True),
+    ("2.0.0", False), ("0.5.0", False), ("1.4.0", False), ("1.0", False), ("latest", False),
 ])
-def test_runc_example_as_is_is_refused_with_a_clear_reason(change, fragment):
-    data = runc_config()
-    change(data)
-    with pytest.raises(ValidationError, match=fragment):
-        S.from_oci(data, bundle="/srv/bundle")
+def test_oci_version_range(version, ok):
+    data = runnable_runc_config()
+    data["ociVersion"] = version
+    if ok:
+        assert S.from_oci(data, bundle="/srv/bundle").oci_version == version
+    else:
+        with pytest.raises(ValidationError, match="ociVersion: %r is not a runtime-spec version" % version):
+            S.from_oci(data, bundle="/srv/bundle")
+
+
+def test_hooks_map_one_to_one_and_empty_hooks_are_none():
+    hooks = {"prestart": [{"path": "/bin/a", "args": ["a", "1"], "env": ["X=1"], "timeout": 5}],
+             "createRuntime": [{"path": "/bin/b"}], "createContainer": [{"path": "/bin/c"}],
+             "startContainer": [{"path": "/bin/d"}], "poststart": [{"path": "/bin/e"}], "poststop": [{"path": "/bin/f"}]}
+    spec = S.from_oci(_config(lambda d: d.update(hooks=copy.deepcopy(hooks))), bundle="/srv/bundle")
+    assert [h.path for h in spec.hooks.of("startContainer")] == ["/bin/d"]
+    assert spec.hooks.prestart[0].timeout == 5
+    assert spec.to_oci()["hooks"] == hooks
+    assert S.from_oci(_config(lambda d: d.update(hooks={"poststop": []})), bundle="/srv/bundle").hooks is None
+
+
+def test_labels_and_console_size_are_modelled():
+    spec = S.from_oci(_config(lambda d: (d["process"].update(apparmorProfile="p", selinuxLabel="l",
+                                                             consoleSize={"height": 24, "width": 80}),
+                                         d["linux"].update(mountLabel="m"))), bundle="/srv/bundle")
+    assert (spec.process.apparmor_profile, spec.process.selinux_label, spec.linux.mount_label) == ("p", "l", "m")
+    assert (spec.process.console_size.height, spec.process.console_size.width) == (24, 80)
 
 
 def _config(mutate):
@@ -123,8 +156,11 @@ def _config(mutate):
     (lambda d: d["process"].update(oomScoreAdj=2000), "oomScoreAdj"),
     (lambda d: d["process"]["user"].update(uid=-1), "process.user.uid"),
     (lambda d: d["process"]["user"].update(uid="0"), "must be an integer"),
-    (lambda d: d["process"].update(apparmorProfile="docker-default"), "process.apparmorProfile: kernelbox cannot"),
-    (lambda d: d.update(hooks={"prestart": [{"path": "/bin/x"}]}), "hooks: kernelbox cannot apply"),
+    (lambda d: d.update(hooks={"prestart": [{"path": "bin/x"}]}), r"hooks.prestart\[0\].path: 'bin/x' must be an absolute path"),
+    (lambda d: d.update(hooks={"poststop": [{"path": "/x", "timeout": 0}]}), "timeout: 0 must be greater than zero"),
+    (lambda d: d.update(hooks={"poststart": [{"path": "/x", "env": ["X"]}]}), r"hooks.poststart\[0\].env\[0\]"),
+    (lambda d: d.update(hooks={"onReboot": []}), "hooks.onReboot: unknown or unsupported field"),
+    (lambda d: d["process"].update(consoleSize={"height": -1, "width": 1}), "consoleSize"),
     (lambda d: d["linux"].update(personality={"domain": "LINUX32"}), "linux.personality: unknown or unsupported"),
     (lambda d: d.update(hostname="x" * 65), "longer than 64"),
     (lambda d: d["linux"].update(namespaces=[{"type": "mount"}]), "hostname: setting it needs a uts namespace"),

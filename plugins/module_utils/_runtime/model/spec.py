@@ -10,12 +10,11 @@ keys one to one.  Both the container_process module and an OCI bundle feed the
 same launcher through it.
 
 Unknown or unsupported config.json fields are **refused**, never silently
-ignored: a runtime that drops a security setting it does not understand (an
-AppArmor profile, a hook, a personality) runs the container less confined than
-its author asked.  The only fields dropped are the ones that carry nothing
-(``hooks``, ``process.apparmorProfile``, ``process.selinuxLabel`` and
-``linux.mountLabel`` when empty, and ``process.consoleSize``, which only means
-something with a terminal, which kernelbox refuses).
+ignored: a runtime that drops a security setting it does not understand (a
+personality, a scheduler policy) runs the container less confined than its
+author asked.  ``ociVersion`` must be one this code reads (``OCI_VERSION_MIN``
+to ``OCI_VERSION_MAX``).  Fields that depend on the host (AppArmor and SELinux
+labels) are modelled here and checked against the host by the launcher.
 
 ``Spec.validate()`` (called by ``from_oci``) normalises in place (capability
 names, namespace type aliases, path spelling) and raises ``ValidationError``
@@ -39,10 +38,17 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.mode
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 OCI_VERSION = "1.1.0"
+# The runtime-spec versions whose config.json this code reads (what `features` reports).
+OCI_VERSION_MIN = "1.0.0"
+OCI_VERSION_MAX = "1.3.0"
+
+HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 # Keys whose change is applied to a running container in place (cgroup files);
-# every other difference forces a recreate.
+# every other difference forces a recreate, including linux.resources.devices
+# (the device program is attached when the container starts).
 IN_PLACE_KEYS = ("linux.resources",)
+RECREATE_SUBKEYS = ("linux.resources.devices",)
 
 # Annotations that carry the content of a file the launcher puts in the
 # container's /etc (on a private tmpfs, so the rootfs is never written).
@@ -103,6 +109,12 @@ class Rlimit:
 
 
 @dataclass
+class ConsoleSize:
+    height: int = _f("height", "int", required=True)
+    width: int = _f("width", "int", required=True)
+
+
+@dataclass
 class Process:
     args: t.List[str] = _f("args", _list("str"), factory=list, required=True)
     env: t.List[str] = _f("env", _list("str"), factory=list)
@@ -113,9 +125,9 @@ class Process:
     no_new_privileges: bool = _f("noNewPrivileges", "bool", False)
     oom_score_adj: t.Optional[int] = _f("oomScoreAdj", "int")
     terminal: bool = _f("terminal", "bool", False)
-
-    _oci_ignorable = ("apparmorProfile", "selinuxLabel")
-    _oci_dropped = ("consoleSize",)
+    console_size: t.Optional[ConsoleSize] = _f("consoleSize", ConsoleSize)
+    apparmor_profile: t.Optional[str] = _f("apparmorProfile", "str")  # applied only where the host has AppArmor
+    selinux_label: t.Optional[str] = _f("selinuxLabel", "str")  # applied only where the host has SELinux
 
 
 @dataclass
@@ -272,8 +284,7 @@ class Linux:
     readonly_paths: t.List[str] = _f("readonlyPaths", _list("str"), factory=list)
     seccomp: t.Optional[seccomp_lib.Profile] = _f("seccomp", ("oci", seccomp_lib.Profile))
     sysctl: t.Dict[str, str] = _f("sysctl", _map("str"), factory=dict)
-
-    _oci_ignorable = ("mountLabel",)
+    mount_label: t.Optional[str] = _f("mountLabel", "str")  # SELinux only
 
     def namespace(self, oci_type: str) -> t.Optional[Namespace]:
         """The entry for ``oci_type`` ('pid', 'network', ...), or None when the host's is shared."""
@@ -281,6 +292,36 @@ class Linux:
             if entry.type == oci_type:
                 return entry
         return None
+
+
+@dataclass
+class Hook:
+    """One hook: a host program run with the container's state (JSON) on its stdin."""
+
+    path: str = _f("path", "str", required=True)
+    args: t.List[str] = _f("args", _list("str"), factory=list)
+    env: t.List[str] = _f("env", _list("str"), factory=list)
+    timeout: t.Optional[int] = _f("timeout", "int")
+
+
+@dataclass
+class Hooks:
+    """The lifecycle hooks, in the order the runtime calls them (runtime.md "Lifecycle")."""
+
+    prestart: t.List[Hook] = _f("prestart", _list(Hook), factory=list)
+    create_runtime: t.List[Hook] = _f("createRuntime", _list(Hook), factory=list)
+    create_container: t.List[Hook] = _f("createContainer", _list(Hook), factory=list)
+    start_container: t.List[Hook] = _f("startContainer", _list(Hook), factory=list)
+    poststart: t.List[Hook] = _f("poststart", _list(Hook), factory=list)
+    poststop: t.List[Hook] = _f("poststop", _list(Hook), factory=list)
+
+    def of(self, oci_name: str) -> t.List[Hook]:
+        """The hooks of one kind, by its config.json name ('createRuntime', ...)."""
+        return list(getattr(self, _HOOK_ATTRS[oci_name]))
+
+
+_HOOK_ATTRS = {"prestart": "prestart", "createRuntime": "create_runtime", "createContainer": "create_container",
+               "startContainer": "start_container", "poststart": "poststart", "poststop": "poststop"}
 
 
 @dataclass
@@ -292,14 +333,17 @@ class Spec:
     mounts: t.List[Mount] = _f("mounts", _list(Mount), factory=list)
     linux: Linux = _f("linux", Linux, factory=Linux)
     annotations: t.Dict[str, str] = _f("annotations", _map("str"), factory=dict)
+    hooks: t.Optional[Hooks] = _f("hooks", Hooks)
     oci_version: str = _f("ociVersion", "str", OCI_VERSION)
 
-    _oci_ignorable = ("hooks",)
-
     def validate(self) -> "Spec":
-        """Normalise in place and check; raises ValidationError naming the dotted key.  Returns self."""
+        """Normalise in place and check; raises ValidationError naming the dotted key.  Returns self.
+
+        What normalisation had to give up is listed in ``self.warnings`` (ambient
+        capabilities the kernel cannot raise), for the caller to show.
+        """
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec_checks
-        spec_checks.check(self)
+        self.warnings = spec_checks.check(self)  # pylint: disable=attribute-defined-outside-init
         return self
 
     def to_oci(self) -> t.Dict[str, t.Any]:
@@ -418,13 +462,30 @@ def _convert(kind: t.Any, value: t.Any, path: str) -> t.Any:
 
 def _without_in_place(spec: Spec) -> t.Dict[str, t.Any]:
     data = to_oci(spec)
+    kept = {dotted: _lookup(data, dotted) for dotted in RECREATE_SUBKEYS}
     for dotted in IN_PLACE_KEYS:
         parent = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             parent = parent.get(part, {})
         parent.pop(parts[-1], None)
+    for dotted, value in kept.items():
+        if value is not None:
+            parent = data
+            parts = dotted.split(".")
+            for part in parts[:-1]:
+                parent = parent.setdefault(part, {})
+            parent[parts[-1]] = value
     return data
+
+
+def _lookup(data: t.Mapping[str, t.Any], dotted: str) -> t.Any:
+    value: t.Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def recreate_digest(spec: Spec) -> str:

@@ -13,6 +13,7 @@ the kernel would refuse later anyway, caught here before anything is made.
 from __future__ import annotations
 
 import posixpath
+import re
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
@@ -46,8 +47,12 @@ _UTS_SYSCTLS = {"kernel.hostname", "kernel.domainname"}
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "unbindable", "runbindable")
 
 
-def check(spec: "Spec") -> None:
-    _check_process(spec)
+def check(spec: "Spec") -> t.List[str]:
+    """Check and normalise ``spec`` in place; returns warnings (what normalisation gave up)."""
+    warnings: t.List[str] = []
+    _check_version(spec.oci_version)
+    _check_process(spec, warnings)
+    _check_hooks(spec)
     spec.root.path = _abs_path(spec.root.path, "root.path", allow_root=True)
     _check_namespaces(spec)
     _check_id_mappings(spec)
@@ -74,6 +79,42 @@ def check(spec: "Spec") -> None:
         raise ValidationError("linux.cgroupsPath: %r must not contain '..'" % spec.linux.cgroups_path)
     if spec.linux.seccomp is not None:
         spec.linux.seccomp.validate()
+    return warnings
+
+
+def version_tuple(text: str) -> t.Optional[t.Tuple[int, int, int]]:
+    """'1.0.2-dev' -> (1, 0, 2); None when it is not MAJOR.MINOR.PATCH (with an optional -suffix or +suffix)."""
+    match = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?$", text)
+    return None if match is None else (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def _check_version(text: str) -> None:
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import (
+        OCI_VERSION_MAX, OCI_VERSION_MIN)
+    found = version_tuple(text)
+    low, high = version_tuple(OCI_VERSION_MIN), version_tuple(OCI_VERSION_MAX)
+    if found is None or low is None or high is None or not low <= found[:2] + (0,) <= high:
+        raise ValidationError("ociVersion: %r is not a runtime-spec version this runtime reads (%s to %s.x)"
+                              % (text, OCI_VERSION_MIN, OCI_VERSION_MAX.rsplit(".", 1)[0]))
+
+
+def _check_hooks(spec: "Spec") -> None:
+    hooks = spec.hooks
+    if hooks is None:
+        return
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec import HOOK_NAMES
+    for name in HOOK_NAMES:
+        for index, hook in enumerate(hooks.of(name)):
+            where = "hooks.%s[%d]" % (name, index)
+            if not hook.path.startswith("/"):
+                raise ValidationError("%s.path: %r must be an absolute path" % (where, hook.path))
+            if hook.timeout is not None and hook.timeout <= 0:
+                raise ValidationError("%s.timeout: %d must be greater than zero" % (where, hook.timeout))
+            for position, entry in enumerate(hook.env):
+                if "=" not in entry or entry.startswith("="):
+                    raise ValidationError("%s.env[%d]: %r must look like NAME=value" % (where, position, entry))
+    if not any(hooks.of(name) for name in HOOK_NAMES):
+        spec.hooks = None  # an empty hooks object means the same as none
 
 
 def _abs_path(value: str, where: str, allow_root: bool = False) -> str:
@@ -95,7 +136,7 @@ def _check_id(value: int, where: str) -> None:
         raise ValidationError("%s: %d is not a valid id (0..%d)" % (where, value, MAX_ID))
 
 
-def _check_process(spec: "Spec") -> None:
+def _check_process(spec: "Spec", warnings: t.List[str]) -> None:
     process = spec.process
     if not process.args:
         raise ValidationError("process.args: must name the command to run (a non-empty list)")
@@ -107,8 +148,8 @@ def _check_process(spec: "Spec") -> None:
             raise ValidationError("process.env[%d]: %r must look like NAME=value" % (index, entry))
     if not process.cwd.startswith("/"):
         raise ValidationError("process.cwd: %r must be an absolute path" % process.cwd)
-    if process.terminal:
-        raise ValidationError("process.terminal: kernelbox does not allocate a terminal; set it to false")
+    if process.console_size is not None and (process.console_size.height < 0 or process.console_size.width < 0):
+        raise ValidationError("process.consoleSize: height and width must not be negative")
     _check_id(process.user.uid, "process.user.uid")
     _check_id(process.user.gid, "process.user.gid")
     for index, gid in enumerate(process.user.additional_gids):
@@ -122,8 +163,14 @@ def _check_process(spec: "Spec") -> None:
     _subset(capset.effective, capset.permitted, "effective", "permitted")
     _subset(capset.permitted, capset.bounding, "permitted", "bounding")
     _subset(capset.inheritable, capset.bounding, "inheritable", "bounding")
-    _subset(capset.ambient, capset.permitted, "ambient", "permitted")
-    _subset(capset.ambient, capset.inheritable, "ambient", "inheritable")
+    # The kernel keeps an ambient capability only while it is permitted and inheritable, and runc's own
+    # example asks for ambient ones it never makes inheritable: those are dropped, with a warning, as runc
+    # does.  Dropping them only ever leaves the process with fewer privileges.
+    lost = [name for name in capset.ambient if name not in capset.permitted or name not in capset.inheritable]
+    if lost:
+        capset.ambient = [name for name in capset.ambient if name not in lost]
+        warnings.append("process.capabilities.ambient: %s not kept (an ambient capability must also be permitted "
+                        "and inheritable, and these are not)" % ", ".join(lost))
     seen: t.Set[str] = set()
     for index, limit in enumerate(process.rlimits):
         where = "process.rlimits[%d]" % index
