@@ -114,12 +114,12 @@ _SYSCALL_NUMBERS = {
                "close_range": 436, "seccomp": 317, "capget": 125, "capset": 126,
                "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429,
                "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 56,
-               "clone3": 435},
+               "clone3": 435, "bpf": 321},
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "close_range": 436, "seccomp": 277, "capget": 90, "capset": 91,
                 "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429,
                 "fsopen": 430, "fsconfig": 431, "fsmount": 432, "mount_setattr": 442, "clone": 220,
-                "clone3": 435},
+                "clone3": 435, "bpf": 280},
 }
 
 
