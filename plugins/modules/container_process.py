@@ -342,8 +342,14 @@ options:
       - An OCI runtime spec (C(config.json)) as a dict, or the path of a C(config.json) (a relative C(root.path)
         is then relative to its directory). The spec comes from it alone, so the spec options (O(rootfs),
         O(command), O(env) ...) must not be given; the lifecycle options still apply.
-      - C(linux.resources) are applied as cgroup v2 limits in place; C(hooks), AppArmor and SELinux settings are
-        refused rather than ignored.
+      - C(linux.resources) are applied as cgroup v2 limits in place; C(linux.resources.devices) becomes a device
+        program (eBPF) on the container's leaf, and changing it recreates the container.
+      - C(linux.cgroupsPath) places the container's leaf (absolute below the cgroup2 root, relative below
+        C(kernelbox), or systemd's C(slice:prefix:name) form); it cannot be combined with O(cgroup.path),
+        O(cgroup.parent) or O(cgroup.name).
+      - The same mapping as the C(kernelbox-runtime) OCI command line. C(hooks) and C(process.terminal) are refused
+        (container_process runs no hooks and has no terminal to give), and AppArmor and SELinux labels are refused on
+        a host without that LSM; nothing is ignored.
     type: raw
   log:
     description:

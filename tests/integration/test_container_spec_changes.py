@@ -213,3 +213,37 @@ def test_oci_config_file_and_launch_error(ansible, busybox_rootfs, containers, t
     assert broken["step"] == "exec" and broken["errno"] == errno.ENOENT
     assert host_state() == before and not os.path.exists(leaf_path(name))
     assert wait_until(lambda: not supervisor_pids(), 5) is True
+
+
+def test_oci_config_devices_and_cgroups_path(ansible, busybox_rootfs, containers):
+    """linux.cgroupsPath places the container; linux.resources.devices becomes a device program on its leaf,
+    proven from inside (real root: no user namespace, so only the program denies the node)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
+    name = containers("kbt-ocidev")
+    config = specs.default_spec(busybox_rootfs, ["/bin/sleep", "1000"], hostname=name, user_namespace=False).to_oci()
+    config["linux"]["devices"] = [{"path": "/dev/loop-control", "type": "c", "major": 10, "minor": 237}]
+    config["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "pids": {"limit": 0}}
+    config["linux"]["cgroupsPath"] = "/%s/%s" % (cgroup_parent(), name)
+    args = {"name": name, "oci_config": config, "stop_timeout": 0.2}
+    made = ansible.module("container_process", args)
+    assert made.changed and made["running"] and made["cgroup"] == leaf_path(name), made.result
+    assert not ansible.module("container_process", args).changed
+    probe = {"name": name, "command": ["/bin/sh", "-c", ": < /dev/loop-control"]}
+    denied = ansible.module("container_exec", probe)
+    assert denied.failed and denied["rc"] == 1 and "Operation not permitted" in denied["stderr"], denied.result
+    assert ansible.module("container_exec", {"name": name, "command": ["/bin/sh", "-c", "head -c 1 /dev/zero"]})["rc"] == 0
+    config["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 10, "minor": 237,
+                                                    "access": "rw"})
+    again = ansible.module("container_process", args)
+    assert again.changed and again["recreate_keys"] == ["linux.resources.devices"], again.result
+    assert ansible.module("container_exec", probe)["rc"] == 0
+    refused = dict(config, process=dict(config["process"], terminal=True))
+    result = ansible.module("container_process", dict(args, oci_config=refused))
+    assert result.failed and "process.terminal: container_process has no terminal" in result.msg
+    result = ansible.module("container_process", dict(args, oci_config=dict(config, hooks={"poststop": [
+        {"path": "/bin/true"}]})))
+    assert result.failed and "hooks: container_process does not run OCI hooks" in result.msg
+    result = ansible.module("container_process", dict(args, cgroup={"parent": cgroup_parent()}))
+    assert result.failed and "linux.cgroupsPath" in result.msg and "cgroup.parent" in result.msg, result.msg
+    assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+    assert not os.path.exists(leaf_path(name))

@@ -26,6 +26,8 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle, readiness
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import restart
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import cgroups_path
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import lsm
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
@@ -173,6 +175,7 @@ class ContainerResource(Resource):
                 options.load_oci_config(p["oci_config"]), bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
+        lsm.check(self.spec)  # a label this host cannot apply fails now, not at the start
         supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
         if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
             supervisor = p["supervisor"]
@@ -182,10 +185,16 @@ class ContainerResource(Resource):
         if self.oci_limits is not None:  # the task's cgroup options win over the config's resources
             files = dict(cgroup.limit_files(self.oci_limits), **files)
         if self.keep_spec and any(k in self.cgroup_params for k in container_spec.LIMIT_OPTIONS):
-            self.spec.linux.resources = None  # limits given: they replace the stored ones
+            # limits given: they replace the stored ones (device rules stay: they are not limits)
+            devices = list(self.spec.linux.resources.devices) if self.spec.linux.resources else []
+            self.spec.linux.resources = specs.Resources(devices=devices) if devices else None
         if files or not self.keep_spec:
             self.spec = container_spec.with_limits(self.spec, files)
         unified = container_spec.unified_of(self.spec)
+        if self.spec.linux.resources is not None and self.spec.linux.resources.devices \
+                and not self.placement["owned"]:
+            raise ValidationError("oci_config: linux.resources.devices: the device program goes on the "
+                                  "container's own leaf; drop cgroup.path")
         if unified:
             if not self.placement["owned"]:
                 raise ValidationError("cgroup: limits need the container's own leaf; set them on the joined group "
@@ -220,6 +229,16 @@ class ContainerResource(Resource):
         params = self.cgroup_params
         placed = [key for key in ("path", "parent", "name") if params.get(key)]
         hierarchy = cgroup.find_hierarchy()
+        wanted = self.spec.linux.cgroups_path if self.spec is not None else None
+        if wanted and (placed or supervisor == "systemd"):
+            raise ValidationError("oci_config: linux.cgroupsPath %r: the container is placed by %s already; give "
+                                  "one of them" % (wanted, "cgroup.%s" % placed[0] if placed
+                                                   else "the systemd supervisor (its unit's cgroup)"))
+        if wanted:
+            relative = cgroups_path.resolve(wanted, self.name)
+            parent, _sep, leaf = relative.rpartition("/")
+            group = cgroup.resolve(leaf, parent=parent, hierarchy=hierarchy)
+            return {"path": group.path, "owned": True, "parent": parent, "name": leaf}
         if supervisor == "systemd":
             if placed:
                 raise ValidationError("cgroup.%s: with the systemd supervisor the container lives in its unit's "

@@ -19,6 +19,7 @@ import os
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import resources as resource_map
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import capabilities as caps
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
@@ -259,84 +260,34 @@ def from_options(params: t.Mapping[str, t.Any], name: str) -> specs.Spec:
 
 def from_oci(config: t.Mapping[str, t.Any],
              bundle: t.Optional[str]) -> t.Tuple[specs.Spec, t.Optional[cgroup_limits.Limits]]:
-    """A config.json (already loaded) as a Spec without linux.resources, and those resources as Limits.
+    """A config.json (already loaded) as a Spec whose linux.resources keeps only the device rules, and the
+    other resources as Limits (runtime-layer mapping: _runtime/model/resources.py).
 
     The limits become linux.resources.unified once their devices are resolved (``limit_files``),
-    so one representation of limits is compared and changed in place.
+    so one representation of limits is compared and changed in place.  Fields container_process
+    cannot honour are refused here, before anything is made.
     """
     spec = specs.from_oci(dict(config), bundle=bundle)
-    resources, spec.linux.resources = spec.linux.resources, None
+    if spec.process.terminal:
+        raise ValidationError("oci_config: process.terminal: container_process has no terminal to give the "
+                              "container (its output goes to the log); set it to false, or run the bundle with "
+                              "kernelbox-runtime and a console socket")
+    if spec.hooks is not None:
+        raise ValidationError("oci_config: hooks: container_process does not run OCI hooks; run the bundle with "
+                              "kernelbox-runtime, which does")
+    resources = spec.linux.resources
     if resources is None:
         return spec, None
-    limits = limits_from_oci(resources)
+    resource_map.device_rules(resources)  # checked now, applied by the launcher
+    spec.linux.resources = specs.Resources(devices=list(resources.devices)) if resources.devices else None
+    limits = resource_map.limits_from_oci(resources)
     limits.normalise()  # every value checked now, before anything is touched
     return spec, limits
 
 
 def limits_from_oci(resources: specs.Resources) -> cgroup_limits.Limits:
-    """OCI linux.resources as the cgroup library's Limits, following its documented mapping."""
-    kwargs: t.Dict[str, t.Any] = {}
-    unsupported = []
-    memory = resources.memory
-    if memory is not None:
-        if memory.limit is not None:
-            kwargs["memory_max"] = "max" if memory.limit < 0 else memory.limit
-        if memory.reservation is not None:
-            kwargs["memory_low"] = "max" if memory.reservation < 0 else memory.reservation
-        if memory.swap is not None:  # OCI swap counts memory+swap; cgroup v2 counts swap alone
-            if memory.swap < 0:
-                kwargs["memory_swap_max"] = "max"
-            elif memory.limit is not None and memory.limit >= 0:
-                kwargs["memory_swap_max"] = max(0, memory.swap - memory.limit)
-        if memory.swappiness is not None or memory.disable_oom_killer:
-            unsupported.append("memory.swappiness/disableOOMKiller")
-    cpu = resources.cpu
-    if cpu is not None:
-        if cpu.quota is not None or cpu.period is not None:
-            quota = "max" if cpu.quota is None or cpu.quota < 0 else cpu.quota
-            kwargs["cpu_max"] = {"quota": quota, "period": cpu.period}
-        if cpu.shares is not None:
-            kwargs["cpu_weight"] = cgroup_limits.cpu_weight_from_shares(cpu.shares)
-        if cpu.cpus:
-            kwargs["cpuset_cpus"] = cpu.cpus
-        if cpu.mems:
-            kwargs["cpuset_mems"] = cpu.mems
-        if cpu.realtime_runtime or cpu.realtime_period or cpu.burst or cpu.idle:
-            unsupported.append("cpu.realtimeRuntime/realtimePeriod/burst/idle")
-    if resources.pids is not None:
-        kwargs["pids_max"] = "max" if resources.pids.limit <= 0 else resources.pids.limit
-    block_io = resources.block_io
-    if block_io is not None:
-        rules: t.Dict[str, t.Dict[str, t.Any]] = {}
-        for key, items in (("rbps", block_io.throttle_read_bps_device), ("wbps", block_io.throttle_write_bps_device),
-                           ("riops", block_io.throttle_read_iops_device),
-                           ("wiops", block_io.throttle_write_iops_device)):
-            for item in items:
-                device = "%d:%d" % (item.major, item.minor)
-                rules.setdefault(device, {"device": device})[key] = item.rate
-        if rules:
-            kwargs["io_max"] = [rules[device] for device in sorted(rules)]
-        if block_io.weight is not None or block_io.leaf_weight is not None or block_io.weight_device:
-            unsupported.append("blockIO.weight/weightDevice")
-    if resources.hugepage_limits or resources.rdma:
-        unsupported.append("hugepageLimits/rdma (use unified)")
-    if [rule for rule in resources.devices if rule.allow or rule.access not in (None, "rwm")]:
-        unsupported.append("devices (kernelbox has no device cgroup program; it drops CAP_MKNOD instead)")
-    settings: t.Dict[str, t.Any] = {}
-    for key, value in resources.unified.items():
-        option = cgroup_limits.DEDICATED_FILES.get(key)
-        if option in ("io_max", "freeze"):
-            unsupported.append("unified[%r]" % key)
-        elif option:
-            kwargs[option] = value
-        else:
-            settings[key] = value
-    if settings:
-        kwargs["settings"] = settings
-    if unsupported:
-        raise ValidationError("linux.resources: %s not supported; kernelbox applies cgroup v2 limits (see the "
-                              "cgroup option)" % ", ".join(unsupported))
-    return cgroup_limits.Limits(**kwargs)
+    """OCI linux.resources as the cgroup library's Limits (the runtime's mapping, shared with the OCI CLI)."""
+    return resource_map.limits_from_oci(resources)
 
 
 def limit_files(cgroup_params: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str, str]:
@@ -349,11 +300,15 @@ def limit_files(cgroup_params: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str,
 
 
 def with_limits(spec: specs.Spec, files: t.Mapping[str, str]) -> specs.Spec:
-    """``spec`` with linux.resources.unified = ``files`` (merged over what oci_config gave)."""
+    """``spec`` with linux.resources.unified = ``files`` (merged over what oci_config gave); device rules kept."""
     result = spec.copy()
     unified = dict(result.linux.resources.unified) if result.linux.resources is not None else {}
+    devices = list(result.linux.resources.devices) if result.linux.resources is not None else []
     unified.update(files)
-    result.linux.resources = specs.Resources(unified=dict(sorted(unified.items()))) if unified else None
+    if unified or devices:
+        result.linux.resources = specs.Resources(devices=devices, unified=dict(sorted(unified.items())))
+    else:
+        result.linux.resources = None
     return result
 
 

@@ -47,27 +47,29 @@ def group_of(path: str) -> t.Any:
     return cgroup.resolve("/" + relative, parent="", hierarchy=hierarchy)
 
 
-def prepare_leaf(placement: t.Mapping[str, t.Any], files: t.Mapping[str, str]) -> bool:
-    """The container's own leaf with its limits; True if it was created now.
+def prepare_leaf(placement: t.Mapping[str, t.Any], files: t.Mapping[str, str], devices: t.Any = None) -> bool:
+    """The container's own leaf with its limits and device program; True if it was created now.
 
     An existing leaf is reused after killing whatever a crashed run left in it.
     """
-    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, cgroup_devices
     from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.cgroup_limits import NormalisedLimits
     group = group_of(placement["path"])
     limits = NormalisedLimits(files=dict(files))
-    if group.exists():
+    created = not group.exists()
+    if not created:
         if group.populated():
             cgroup.kill(group, timeout=KILL_WAIT)
         cgroup.require_controllers(group.hierarchy, limits.controllers())
         cgroup.ensure_group(group, limits.controllers())
         cgroup.apply_limits(group, limits)
-        return False
-    if placement.get("parent") is not None and placement.get("name"):
+    elif placement.get("parent") is not None and placement.get("name"):
         cgroup.create_leaf(placement["name"], parent=placement["parent"], limits=limits, hierarchy=group.hierarchy)
     else:
         cgroup.create_leaf("/" + group.relpath, parent="", limits=limits, hierarchy=group.hierarchy)
-    return True
+    if devices is not None:
+        cgroup_devices.attach(group.path, devices)
+    return created
 
 
 def remove_leaf(path: str) -> None:
@@ -97,6 +99,7 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
     """
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import resources as resource_map
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
@@ -109,7 +112,8 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
     try:
         if placement and placement.get("owned"):
             try:
-                created = prepare_leaf(placement, unified_limits(config))
+                created = prepare_leaf(placement, unified_limits(config),
+                                       resource_map.device_rules(spec.linux.resources))
             except Exception as exc:
                 raise launch.LaunchError("cgroup", getattr(exc, "errno", None) or errno.EINVAL,
                                          getattr(exc, "msg", None) or str(exc))
