@@ -64,6 +64,8 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import hooks as hook_runner
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import lsm
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.launch_init import (  # noqa: F401
@@ -89,6 +91,29 @@ class LaunchError(KernelboxError):
 
 
 @dataclass
+class Stages:
+    """The optional steps of an OCI ``create`` (kernelbox-runtime); container_process uses none.
+
+    * ``console_socket``: a connected AF_UNIX socket; with ``process.terminal`` the
+      container gets a pty whose master is sent there (required with a terminal).
+    * ``runtime_hooks``: called in the caller with init's PID once the container's
+      mounts are made, before pivot_root (prestart and createRuntime hooks);
+      raising from it aborts the start.
+    * ``hook_state``: the state JSON for the hooks init runs itself (createContainer
+      before pivot_root, startContainer before exec); it fills in its own pid.
+    * ``start_gate``: a listening AF_UNIX socket.  ``start`` returns as soon as
+      the container is *created*: init waits, fully confined, until a client
+      connects and sends ``S`` (the OCI ``start``), then runs the startContainer
+      hooks and execs, reporting ``X`` or an error on that connection.
+    """
+
+    console_socket: t.Optional[int] = None
+    runtime_hooks: t.Optional[t.Callable[[int], None]] = None
+    hook_state: bytes = b""
+    start_gate: t.Optional[int] = None
+
+
+@dataclass
 class Launched:
     """A started container: its PID 1 (host PID), start time (clock ticks, /proc/PID/stat field 22),
     and the inode of each of its namespaces by OCI type ('pid', 'network', ...)."""
@@ -100,7 +125,7 @@ class Launched:
 
 def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
           cgroup_dir: t.Optional[str] = None, extra_files: t.Sequence[t.Any] = (),
-          timeout: float = 60.0) -> Launched:
+          timeout: float = 60.0, stages: t.Optional[Stages] = None) -> Launched:
     """Start ``spec``'s process in a new container; return once it has exec'd.
 
     ``spec`` is a validated ``Spec``, or a config.json dict (validated here
@@ -112,19 +137,23 @@ def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, st
     other fd of the caller stays out of the container.  ``cgroup_dir`` is a
     cgroup v2 directory the container joins before its cgroup namespace is
     made (its root inside).  Raises LaunchError (or ValidationError for a spec
-    this host cannot honour).
+    this host cannot honour).  ``stages`` adds the steps of an OCI ``create``
+    (see ``Stages``): with a start gate, ``start`` returns once the container
+    is created, before its process runs.
     """
     _require_subreaper()
     if not isinstance(spec, Spec):
         spec = from_oci(spec)
+    stages = stages or Stages()
     plan = _Plan()
     try:
         _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
+        _prepare_stages(plan, spec, stages)
         try:
-            return _run(plan, timeout)
+            return _run(plan, timeout, stages.runtime_hooks)
         except _UnbornInCgroup:
             plan.cgroup_dir = None  # clone + cgroup.procs, which reports any real problem precisely
-            return _run(plan, timeout)
+            return _run(plan, timeout, stages.runtime_hooks)
     finally:
         plan.close()
 
@@ -198,6 +227,36 @@ def _prepare(plan: _Plan, spec: Spec, cgroup_dir: t.Optional[str], files: t.List
     plan.domainname = spec.domainname
     plan.cwd = spec.process.cwd
     _warm_up()
+
+
+def _prepare_stages(plan: _Plan, spec: Spec, stages: Stages) -> None:
+    """Labels, terminal and hooks: refused here, before anything is made, when nothing can carry them out."""
+    try:
+        lsm.check(spec)
+    except ValidationError as exc:
+        raise LaunchError("labels", errno.EOPNOTSUPP, str(exc))
+    labels = lsm.ExecLabels.of(spec.process)
+    plan.exec_labels = labels if labels.writes else None
+    if spec.process.terminal:
+        if stages.console_socket is None:
+            raise LaunchError("terminal", errno.EINVAL, "process.terminal: the container asks for a terminal, and "
+                              "nothing receives it (kernelbox-runtime gives it to --console-socket)")
+        plan.console_socket = stages.console_socket
+        size = spec.process.console_size
+        plan.console_size = (size.height, size.width) if size is not None else None
+    hooks = spec.hooks
+    if hooks is not None:
+        caller_run = [n for n in ("prestart", "createRuntime", "poststart", "poststop") if hooks.of(n)]
+        if caller_run and stages.runtime_hooks is None:
+            raise LaunchError("hooks", errno.EINVAL, "hooks.%s: this caller does not run OCI hooks (kernelbox-runtime "
+                              "does)" % caller_run[0])
+        plan.create_hooks = hook_runner.calls(hooks, "createContainer")
+        plan.start_hooks = hook_runner.calls(hooks, "startContainer")
+        for call in plan.start_hooks:  # runc's de facto rule: without an env of their own, the container's
+            call.env = call.env or list(spec.process.env)
+    plan.pause_before_pivot = stages.runtime_hooks is not None
+    plan.hook_state = stages.hook_state
+    plan.start_gate = stages.start_gate
 
 
 def _open_namespace(plan: _Plan, kind: str, path: str) -> t.Tuple[int, int, str]:
@@ -287,7 +346,7 @@ def _direct(plan: _Plan) -> bool:
     return len(os.listdir("/proc/self/task")) == 1  # clone_process needs a single-threaded caller
 
 
-def _run(plan: _Plan, timeout: float) -> Launched:
+def _run(plan: _Plan, timeout: float, runtime_hooks: t.Optional[t.Callable[[int], None]] = None) -> Launched:
     from_child_r, from_child_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     direct = _direct(plan)
@@ -354,6 +413,13 @@ def _run(plan: _Plan, timeout: float) -> Launched:
                 break
             if line.startswith("T"):
                 reached = line[1:]
+            elif line == "H":  # mounts made, before pivot_root: the caller's hooks run now
+                if runtime_hooks is not None:
+                    runtime_hooks(init if init is not None else first)
+                channel.send(b"h")
+            elif line.startswith("C") and plan.start_gate is not None:
+                ready = line  # created: init waits at the start gate, and this call is done
+                break
             elif line.startswith("P"):
                 init = int(line[2:])
                 try:
@@ -372,7 +438,7 @@ def _run(plan: _Plan, timeout: float) -> Launched:
         if ready is None:
             raise _died(init, "container init", reached)
         comm, starttime = _stat(init)
-        if comm == INIT_NAME:  # execve sets the new name before it closes our pipe: it died instead
+        if comm == INIT_NAME and plan.start_gate is None:  # execve renames it before our pipe closes: it died
             raise _died(init, "container init", "exec")
         return Launched(pid=init, starttime=starttime, namespaces=_parse_namespaces(ready))
     except BaseException:
@@ -476,4 +542,4 @@ def _kill_and_reap(first: int, first_reaped: bool, init: t.Optional[int]) -> Non
             pass
 
 
-__all__ = ["start", "Launched", "LaunchError", "NAMESPACES", "ValidationError"]
+__all__ = ["start", "Launched", "LaunchError", "NAMESPACES", "Stages", "ValidationError"]

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import os
 import select
 import signal
+import socket
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import console
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import hooks as hook_runner
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import lsm
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import protect
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
@@ -64,6 +70,15 @@ class Plan:
     prepared: t.Optional[confine.Prepared] = None
     stdio: t.List[int] = field(default_factory=list)
     opened: t.List[int] = field(default_factory=list)
+    exec_labels: t.Optional[lsm.ExecLabels] = None
+    # OCI create stages (see the module docstring); all off for container_process.
+    console_socket: t.Optional[int] = None
+    console_size: t.Optional[t.Tuple[int, int]] = None
+    pause_before_pivot: bool = False
+    hook_state: bytes = b""  # the state JSON for hooks run by init; its pid is filled in there
+    create_hooks: t.List[hook_runner.HookCall] = field(default_factory=list)
+    start_hooks: t.List[hook_runner.HookCall] = field(default_factory=list)
+    start_gate: t.Optional[int] = None
 
     def close(self) -> None:
         if self.rootfs is not None:
@@ -184,6 +199,17 @@ def _init_process(plan: Plan, from_parent: int, status_fd: int) -> None:
     namespaces = " ".join("%s=%d" % (kind, os.stat("/proc/self/ns/" + name).st_ino)
                           for kind, (_flag, name) in NAMESPACES.items())
     root_fd = rootfs.setup_before_pivot(plan.rootfs)
+    if plan.pause_before_pivot:
+        os.write(status_fd, b"H\n")
+        if os.read(from_parent, 1) != b"h":
+            os._exit(1)  # the caller's hooks failed, or it died
+    _run_hooks("createContainer", plan.create_hooks, plan.hook_state, "creating")
+    if plan.exec_labels is not None:  # through the host's procfs, still visible here
+        _step("labels", plan.exec_labels.apply)
+    stdio = plan.stdio
+    terminal = _terminal(plan, root_fd) if plan.console_socket is not None else None
+    if terminal is not None:
+        stdio = [terminal, terminal, terminal] + plan.stdio[3:]
     rootfs.pivot(root_fd)
     protect.write_sysctls(plan.rootfs.sysctl)
     protect.mask_and_protect(plan.rootfs)
@@ -192,7 +218,80 @@ def _init_process(plan: Plan, from_parent: int, status_fd: int) -> None:
     if plan.domainname is not None:
         _step("domainname", libc.setdomainname, plan.domainname)
     protect.enter_cwd(plan.cwd)
+    if terminal is not None:
+        _step("terminal", console.make_controlling, terminal)
     confine.confine(plan.prepared, lambda step: os.write(status_fd, ("T%s\n" % step).encode()))
     if select.select([from_parent], [], [], 0)[0]:
         os._exit(1)  # the caller died (EOF) or gave up: never exec an orphan
-    confine.execute(plan.prepared, plan.stdio, status_fd, ready=("X %s\n" % namespaces).encode())
+    if plan.start_gate is not None:
+        status_fd = _wait_at_gate(plan, status_fd, namespaces)
+    else:
+        _run_hooks("startContainer", plan.start_hooks, plan.hook_state, "created")
+    confine.execute(plan.prepared, stdio, status_fd, ready=("X %s\n" % namespaces).encode())
+
+
+def _run_hooks(name: str, calls: t.List[hook_runner.HookCall], state: bytes, status: str) -> None:
+    """Hooks init runs itself, in the container's namespaces: the state's pid is init's own (1)."""
+    if not calls:
+        return
+    data = json.loads(state.decode())
+    data.update(status=status, pid=os.getpid())
+    try:
+        hook_runner.run(name, calls, json.dumps(data).encode())
+    except hook_runner.HookError as exc:
+        raise StepFailure("%s hooks" % name, errno.ECANCELED, str(exc))
+    except OSError as exc:
+        raise StepFailure("%s hooks" % name, exc.errno or 0, str(exc))
+
+
+def _terminal(plan: Plan, root_fd: int) -> int:
+    """The pty: made in the container's devpts, master sent to the console socket, slave on /dev/console."""
+    try:
+        pts = rootfs.resolve(root_fd, "/dev/pts", strict=True)
+        try:
+            master, slave, name = console.open_pair(fd_path(pts) + "/ptmx")
+        finally:
+            os.close(pts)
+        if plan.console_size is not None:
+            console.set_size(master, *plan.console_size)
+        rootfs.bind_console(root_fd, slave)
+        console.send_master(plan.console_socket or -1, master, name)
+        os.close(master)
+    except OSError as exc:
+        raise StepFailure("terminal", exc.errno or 0, str(exc.strerror or exc))
+    return slave
+
+
+def _wait_at_gate(plan: Plan, status_fd: int, namespaces: str) -> int:
+    """Created: report, wait for ``start``, run the startContainer hooks; returns the fd exec reports to.
+
+    Everything this process holds of the caller's is let go first: the caller
+    (an OCI ``create``) exits now, and init lives on without it.
+    """
+    _step("exec", _check_command, plan.prepared)
+    libc.prctl(libc.PR_SET_PDEATHSIG, 0)
+    os.write(status_fd, ("C %s\n" % namespaces).encode())
+    with socket.socket(fileno=plan.start_gate if plan.start_gate is not None else -1) as listener:
+        while True:
+            try:
+                connection, _addr = listener.accept()  # close-on-exec: ``start`` sees EOF once we exec
+            except OSError as exc:
+                raise StepFailure("start", exc.errno or 0, "start gate: %s" % exc.strerror)
+            if connection.recv(1) == b"S":
+                break
+            connection.close()  # not a start request: keep waiting
+    reply = connection.detach()
+    try:
+        _run_hooks("startContainer", plan.start_hooks, plan.hook_state, "created")
+    except StepFailure as exc:
+        exc.status_fd = reply
+        raise
+    return reply
+
+
+def _check_command(prepared: confine.Prepared) -> None:
+    """The command must exist and be executable now (as the container's user): an error of create, not start."""
+    for candidate in prepared.candidates:
+        if os.access(candidate, os.X_OK):
+            return
+    raise OSError(errno.ENOENT, "%s: no such executable in the container" % os.fsdecode(prepared.argv[0]))

@@ -122,10 +122,13 @@ def plan(spec: Spec) -> RootfsPlan:
         else:
             kind = "fs"
         top = mount.destination.split("/")[1]
+        data = options.data_string
+        if spec.linux.mount_label and kind == "fs":  # SELinux: the files of new filesystems get this label
+            data = ",".join(filter(None, (data, 'context="%s"' % spec.linux.mount_label)))
         result.mounts.append(MountOp(
             destination=mount.destination, kind=kind,
             fstype="cgroup2" if kind == "cgroup2" else mount.type,
-            source=mount.source, flags=options.flags, data=options.data_string,
+            source=mount.source, flags=options.flags, data=data,
             propagation=options.propagation, recursive=options.recursive,
             strict=top in _STRICT_TOPS or kind in ("proc", "sysfs", "cgroup2")))
     result.devices = [DeviceOp(name, "c", major, minor, "/dev/" + name) for name, major, minor in DEFAULT_DEVICES]
@@ -489,6 +492,21 @@ def _bind_etc_file(root_fd: int, mnt_fd: int, destination: str, attached: bool) 
                 libc.move_mount_fd(tree, target)
             finally:
                 os.close(tree)
+    finally:
+        os.close(target)
+
+
+def bind_console(root_fd: int, slave: int) -> None:
+    """Bind the terminal's slave onto /dev/console (a file made for it; no symlink on the way)."""
+    target = resolve(root_fd, "/dev/console", create="file", strict=True)
+    try:
+        if not stat.S_ISREG(os.fstat(target).st_mode) and not stat.S_ISCHR(os.fstat(target).st_mode):
+            raise OSError(errno.EINVAL, "/dev/console in the rootfs is neither a file nor a device node")
+        tree = libc.open_tree_clone(slave, "", recursive=False)
+        try:
+            libc.move_mount_fd(tree, target)
+        finally:
+            os.close(tree)
     finally:
         os.close(target)
 
