@@ -110,6 +110,17 @@ options:
       - With O(pid), where there is no container cgroup to use, the command's process tree is killed, deepest first.
       - By default there is no timeout.
     type: float
+  output_limit:
+    description:
+      - How much of the command's standard output, and of its standard error, the result keeps: a size such as
+        V(1M) or V(64K), or bytes. The command's output is always read to the end (it never blocks), but only the
+        first O(output_limit) bytes of each stream are kept; RV(stdout_dropped) and RV(stderr_dropped) count the
+        rest, and a warning says so.
+      - V(0) keeps everything, as M(ansible.builtin.command) does. Each megabyte returned costs several on the
+        controller (RV(stdout) and RV(stdout_lines) carry it twice), so keep a bound for commands whose output a
+        container controls.
+    type: str
+    default: 1M
   namespaces:
     description:
       - Which of the target's namespaces to join. All by default. V(mnt) also switches to the target's root directory;
@@ -157,6 +168,14 @@ EXAMPLES = r"""
     name: web
     namespaces: [net]
     command: [ip, -brief, address]
+  changed_when: false
+
+- name: Dump a large file, keeping at most 16 MiB of it in the result (stdout_dropped counts the rest)
+  kernelbox.containers.container_exec:
+    name: web
+    command: [cat, /var/log/app.log]
+    output_limit: 16M
+  register: app_log
   changed_when: false
 
 - name: Join any process by PID (nsenter -t PID -a)
@@ -238,6 +257,17 @@ namespaces_joined:
   sample: [user, cgroup, ipc, uts, net, pid, mnt]
 left_running:
   description: Processes the command left running in the background, moved into the container's cgroup.
+  returned: when the command ran
+  type: int
+  sample: 0
+stdout_dropped:
+  description: Bytes of standard output read past O(output_limit) and not kept; RV(stdout) holds only the first
+    O(output_limit) bytes when this is not 0.
+  returned: when the command ran
+  type: int
+  sample: 0
+stderr_dropped:
+  description: Bytes of standard error read past O(output_limit) and not kept.
   returned: when the command ran
   type: int
   sample: 0

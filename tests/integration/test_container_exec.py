@@ -115,6 +115,10 @@ def test_exec_runs_inside_the_container(ansible, busybox_rootfs, containers):
         dict(exec_task("timeout", name, ["sh", "-c", "sleep 301 & sleep 302 & echo started; wait"],
                        timeout=1.5), ignore_errors=True),
         exec_task("background", name, ["sh", "-c", "sleep 303 >/dev/null 2>&1 & echo spawned"]),
+        exec_task("flood", name, ["sh", "-c", "head -c 52428800 /dev/zero | tr '\\0' x; echo tail >&2"], timeout=120),
+        exec_task("flood stderr", name, ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' y >&2"],
+                  output_limit="64K"),
+        exec_task("unlimited", name, ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' z"], output_limit="0"),
     ]
     run = play(ansible, tasks)
     init = run.named("start")["pid"]
@@ -179,6 +183,19 @@ def test_exec_runs_inside_the_container(ansible, busybox_rootfs, containers):
     assert len(sleepers) == 1 and sleepers[0] in cgroup_procs(leaf_path(name))
     assert exec_groups(leaf_path(name)) == []
     assert alive(init)  # the container survived all of it
+
+    # Output a container controls is bounded: the first output_limit bytes kept (1 MiB by default), the rest
+    # counted and dropped, and the task says so.
+    flood = run.named("flood")
+    assert flood["rc"] == 0 and flood["stdout"] == "x" * (1 << 20) and flood["stdout_dropped"] == 52428800 - (1 << 20)
+    assert flood["stdout_lines"] == ["x" * (1 << 20)] and flood["stderr"] == "tail" and flood["stderr_dropped"] == 0
+    assert "stdout: the command wrote 52428800 bytes; the first 1048576 were kept (output_limit) and 51380224 " \
+           "dropped" in flood.result.get("warnings", []), flood.result.get("warnings")
+    on_stderr = run.named("flood stderr")
+    assert on_stderr["stderr"] == "y" * 65536 and on_stderr["stderr_dropped"] == 200000 - 65536
+    assert on_stderr["stdout"] == "" and on_stderr["stdout_dropped"] == 0
+    unlimited = run.named("unlimited")
+    assert len(unlimited["stdout"]) == 3000000 and unlimited["stdout_dropped"] == 0
 
     gone = play(ansible, [task("remove", "container_process", {"name": name, "state": "absent"})])
     assert gone.named("remove").changed and not alive(init) and not processes_named(b"sleep 303")

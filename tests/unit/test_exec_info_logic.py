@@ -121,7 +121,7 @@ def test_results_look_like_ansible_builtin_command():
 
 def _resource(**params):
     base = dict(name="web", pid=None, command=["true"], env={}, cwd=None, user=None, groups=None, stdin=None,
-                stdin_add_newline=True, strip_empty_ends=True, timeout=None, namespaces=["net"])
+                stdin_add_newline=True, strip_empty_ends=True, timeout=None, namespaces=["net"], output_limit="1M")
     base.update(params)
     return glue.ContainerExecResource(base)
 
@@ -129,7 +129,7 @@ def _resource(**params):
 @pytest.mark.parametrize("params, message", [
     (dict(command=[]), "command"), (dict(command=[""]), "command"), (dict(env={"A=B": "x"}), "env"),
     (dict(cwd="tmp"), "cwd"), (dict(timeout=0), "timeout"), (dict(name=None, pid=0), "pid"),
-    (dict(name="../x"), "name"), (dict(namespaces=[]), "namespaces"),
+    (dict(name="../x"), "name"), (dict(namespaces=[]), "namespaces"), (dict(output_limit="1M junk"), "output_limit"),
 ])
 def test_exec_validation_fails_early(params, message):
     with pytest.raises(ValidationError, match=message):
@@ -224,3 +224,17 @@ def test_status_table_refuses_other_input():
     from ansible.errors import AnsibleFilterError
     with pytest.raises(AnsibleFilterError):
         status_table({"containers": []})
+
+
+def test_capture_keeps_the_first_limit_bytes_and_counts_the_rest():
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import execution
+    capture = execution.Capture(10)
+    for chunk in (b"abcd", b"efghijkl", b"mnop", b""):
+        capture.add(chunk)
+    assert capture.data == b"abcdefghij" and capture.dropped == 6 and capture.kept == 10
+    unbounded = execution.Capture(None)
+    unbounded.add(b"x" * 100)
+    assert unbounded.data == b"x" * 100 and unbounded.dropped == 0
+    nothing = execution.Capture(0)
+    nothing.add(b"abc")
+    assert nothing.data == b"" and nothing.dropped == 3

@@ -31,6 +31,7 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     stdin_add_newline=dict(type="bool", default=True),
     strip_empty_ends=dict(type="bool", default=True),
     timeout=dict(type="float"),
+    output_limit=dict(type="str", default="1M"),
     namespaces=dict(type="list", elements="str", choices=list(execution.NAMESPACES),
                     default=list(execution.NAMESPACES)),
 )
@@ -68,6 +69,11 @@ def output_text(data: bytes, strip: bool) -> str:
     return text.rstrip("\r\n") if strip else text
 
 
+def dropped_warning(stream: str, dropped: int, kept: int) -> str:
+    return ("%s: the command wrote %d bytes; the first %d were kept (output_limit) and %d dropped"
+            % (stream, kept + dropped, kept, dropped))
+
+
 class ContainerExecResource(Resource):
     """One command, run inside a running container (or any process)."""
 
@@ -99,6 +105,7 @@ class ContainerExecResource(Resource):
         timeout = p.get("timeout")
         if timeout is not None and timeout <= 0:
             raise ValidationError("timeout: must be a positive number of seconds (leave it out for none)")
+        limit = validate.size_bytes(p["output_limit"], "output_limit")
         uid, gid = parse_user(p.get("user"))
         stdin = p.get("stdin")
         if stdin is not None and p["stdin_add_newline"]:
@@ -106,7 +113,8 @@ class ContainerExecResource(Resource):
         self.options = exec_request.Options(
             argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=p.get("groups"),
             namespaces=list(dict.fromkeys(p["namespaces"])),
-            stdin=None if stdin is None else stdin.encode("utf-8"), timeout=timeout)
+            stdin=None if stdin is None else stdin.encode("utf-8"), timeout=timeout,
+            output_limit=int(limit) or None)
         if not self.options.namespaces:
             raise ValidationError("namespaces: name at least one namespace to join (all by default)")
         self.target: t.Optional[execution.Target] = None
@@ -163,7 +171,11 @@ class ContainerExecResource(Resource):
             rc=outcome.rc, stdout=stdout, stderr=stderr, stdout_lines=stdout.splitlines(),
             stderr_lines=stderr.splitlines(), start=command_time(outcome.started), end=command_time(outcome.ended),
             delta=str(datetime.timedelta(seconds=outcome.ended - outcome.started)),
-            timed_out=outcome.timed_out, namespaces_joined=outcome.joined, left_running=outcome.moved)
+            timed_out=outcome.timed_out, namespaces_joined=outcome.joined, left_running=outcome.moved,
+            stdout_dropped=outcome.stdout_dropped, stderr_dropped=outcome.stderr_dropped)
+        for stream, dropped in (("stdout", outcome.stdout_dropped), ("stderr", outcome.stderr_dropped)):
+            if dropped:
+                self.warnings.append(dropped_warning(stream, dropped, self.options.output_limit or 0))
         return base
 
     def failure(self, state: t.Any) -> t.Optional[str]:

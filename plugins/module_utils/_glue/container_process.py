@@ -33,6 +33,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supe
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
 ARGUMENT_SPEC = options.ARGUMENT_SPEC
+READY_OUTPUT = 1 << 16  # wait_for.command: its output is never returned; keep little of it
 LIFECYCLE_KEYS = ("restart_policy", "enabled", "stop_signal", "stop_timeout", "log_max_size", "supervisor")
 
 
@@ -462,7 +463,7 @@ class ContainerResource(Resource):
             except (exec_request.NoSuchContainer, exec_request.NotRunning):
                 return False
             try:
-                options = exec_request.Options(argv=list(value), timeout=max(left, 0.1))
+                options = exec_request.Options(argv=list(value), timeout=max(left, 0.1), output_limit=READY_OUTPUT)
                 outcome = execution.run(target, exec_request.for_container(container, target, options))
             except execution.ExecError:  # could not start it (no such command yet): not ready
                 return False

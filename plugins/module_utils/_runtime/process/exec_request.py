@@ -65,6 +65,7 @@ class Options:
     namespaces: t.Sequence[str] = execution.NAMESPACES
     stdin: t.Optional[bytes] = None
     timeout: t.Optional[float] = None
+    output_limit: t.Optional[int] = execution.DEFAULT_OUTPUT_LIMIT  # bytes kept per stream; None keeps all
 
 
 def test_hold() -> float:
@@ -136,8 +137,8 @@ def for_container(container: state.Container, target: execution.Target, options:
                              % container.name)
     return execution.Request(
         argv=list(options.argv), prepared=prepared, namespaces=list(options.namespaces), cwd=process.cwd,
-        stdin=options.stdin, timeout=options.timeout, cgroup=_container_group(container, target),
-        hold=test_hold())
+        stdin=options.stdin, timeout=options.timeout, output_limit=options.output_limit,
+        cgroup=_container_group(container, target), hold=test_hold())
 
 
 def for_process(target: execution.Target, options: Options) -> execution.Request:
@@ -168,7 +169,8 @@ def for_process(target: execution.Target, options: Options) -> execution.Request
     prepared = _prepare(process, None)
     return execution.Request(
         argv=list(options.argv), prepared=prepared, namespaces=list(options.namespaces), cwd=process.cwd,
-        stdin=options.stdin, timeout=options.timeout, cgroup=None, hold=test_hold())
+        stdin=options.stdin, timeout=options.timeout, output_limit=options.output_limit, cgroup=None,
+        hold=test_hold())
 
 
 def _prepare(process: specs.Process, profile: t.Any) -> confine.Prepared:

@@ -74,6 +74,8 @@ NAMESPACES = ("user",) + JOIN_ORDER
 EXEC_GROUP_PREFIX = "kb-exec-"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _READ_CHUNK = 65536
+DEFAULT_OUTPUT_LIMIT = 1 << 20  # per stream; what a module result can carry without costing the controller dear
+_REPORT_LIMIT = 1 << 16         # the joiner's own status lines: a few hundred bytes
 _KILL_WAIT = 10.0
 
 
@@ -190,6 +192,7 @@ class Request:
     stdin: t.Optional[bytes] = None
     timeout: t.Optional[float] = None
     cgroup: t.Optional[t.Any] = None           # the container's cgroup (a _kernel.cgroup.Cgroup), or None
+    output_limit: t.Optional[int] = DEFAULT_OUTPUT_LIMIT  # bytes kept of stdout, and of stderr; None keeps all
     hold: float = 0.0                          # tests only: pause inside, before confinement (KERNELBOX_TEST_EXEC_HOLD)
 
 
@@ -204,6 +207,33 @@ class Result:
     killed: int = 0                      # processes killed at the timeout
     joined: t.List[str] = field(default_factory=list)  # namespaces actually entered
     moved: int = 0                       # processes left behind and moved into the container's group
+    stdout_dropped: int = 0              # bytes read past Request.output_limit and thrown away
+    stderr_dropped: int = 0
+
+
+class Capture:
+    """What a command wrote to one pipe: the first ``limit`` bytes kept, the rest counted and dropped.
+
+    The pipe is always drained to the end, so a command that writes more than
+    the limit never blocks on a full pipe; memory stays at ``limit``.
+    """
+
+    def __init__(self, limit: t.Optional[int]) -> None:
+        self.limit = limit
+        self.chunks: t.List[bytes] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        room = len(data) if self.limit is None else max(0, min(len(data), self.limit - self.kept))
+        if room:
+            self.chunks.append(data[:room] if room < len(data) else data)
+            self.kept += room
+        self.dropped += len(data) - room
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 def plan_namespaces(target: Target, wanted: t.Iterable[str]) -> t.List[str]:
@@ -393,7 +423,8 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> 
     stdin_w, out_r, err_r, report_r = pipes
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     pending = memoryview(request.stdin or b"")
-    chunks: t.Dict[int, t.List[bytes]] = {out_r: [], err_r: [], report_r: []}
+    captured = {out_r: Capture(request.output_limit), err_r: Capture(request.output_limit),
+                report_r: Capture(_REPORT_LIMIT)}
     timed_out = False
     killed = 0
     with selectors.DefaultSelector() as selector:
@@ -428,7 +459,7 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> 
                     continue
                 data = os.read(fd, _READ_CHUNK)
                 if data:
-                    chunks[fd].append(data)
+                    captured[fd].add(data)
                 else:
                     selector.unregister(fd)
                     os.close(fd)
@@ -437,7 +468,7 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> 
             os.close(key.fd)
     pipes[:] = []
     _reap(pid)
-    messages = _messages(b"".join(chunks[report_r]))
+    messages = _messages(captured[report_r].data)
     failure = next((m for m in messages if "step" in m), None)
     if failure is not None and not timed_out:
         raise ExecError("could not start %s: step '%s' failed: %s%s"
@@ -452,8 +483,9 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> 
         rc = -os.WTERMSIG(status)
     else:
         rc = os.WEXITSTATUS(status)
-    return Result(rc=rc, stdout=b"".join(chunks[out_r]), stderr=b"".join(chunks[err_r]),
-                  started=0.0, ended=time.time(), timed_out=timed_out, killed=killed)
+    out, err = captured[out_r], captured[err_r]
+    return Result(rc=rc, stdout=out.data, stderr=err.data, started=0.0, ended=time.time(), timed_out=timed_out,
+                  killed=killed, stdout_dropped=out.dropped, stderr_dropped=err.dropped)
 
 
 def _messages(raw: bytes) -> t.List[t.Dict[str, t.Any]]:
