@@ -77,6 +77,82 @@ def test_fake_dev_null_without_a_dev_tmpfs(scratch_rootfs, tmp_path, kind):
     assert secret.read_text() == "host secret\n"
 
 
+def _tree(root):
+    """Every path below ``root`` with its type and size: proof that nothing was created or written."""
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            path = os.path.join(top, entry)
+            info = os.lstat(path)
+            found[os.path.relpath(path, root)] = (info.st_mode, info.st_size, info.st_mtime_ns)
+    return found
+
+
+ETC_HOSTS = {"io.kernelbox.etc.hosts": "127.0.0.1\tlocalhost\n", "io.kernelbox.etc.hostname": "kbt-box\n",
+             "io.kernelbox.etc.resolv-conf": "nameserver 192.0.2.53\n"}
+
+
+@pytest.mark.parametrize("user_namespace", [True, False], ids=["userns", "host-root"])
+@pytest.mark.parametrize("name, target", [
+    ("hosts", "/dev/null"),                                  # would cover the container's null device
+    ("hostname", "/proc/sys/kernel/hostname"),               # would create rootfs/proc/sys/..., then cover procfs
+    ("hosts", "../../../../../../kbt-host-file"),             # climbs: resolves inside the root, still refused
+    ("resolv.conf", "../run/systemd/resolve/stub-resolv.conf"),  # the benign case, refused the same way
+    ("hosts", "/etc/hosts-real"),                            # even a link to a regular file in the image
+])
+def test_etc_files_through_image_symlinks_are_refused(scratch_rootfs, tmp_path, name, target, user_namespace):
+    secret = tmp_path / "kbt-host-file"
+    secret.write_text("host secret\n")
+    with open(os.path.join(scratch_rootfs, "etc", "hosts-real"), "w") as handle:
+        handle.write("10.0.0.1 image\n")
+    os.symlink(target, os.path.join(scratch_rootfs, "etc", name))
+    spec = shell(scratch_rootfs, "cat /etc/%s" % name, user_namespace=user_namespace)
+    spec.annotations.update(ETC_HOSTS)
+    before, host_before = _tree(scratch_rootfs), os.stat(str(secret))
+    with pytest.raises(launch.LaunchError) as info:
+        run(spec.validate())
+    assert info.value.step == "etc files" and info.value.errno == errno.ELOOP, str(info.value)
+    assert "/etc/%s in the rootfs is a symlink or goes through one" % name in str(info.value)
+    assert _tree(scratch_rootfs) == before  # nothing created through the link
+    assert secret.read_text() == "host secret\n" and os.stat(str(secret)).st_mtime_ns == host_before.st_mtime_ns
+
+
+def test_etc_directory_symlink_is_refused(scratch_rootfs):
+    os.rename(os.path.join(scratch_rootfs, "etc"), os.path.join(scratch_rootfs, "etc.real"))
+    os.symlink("proc/sys/kernel", os.path.join(scratch_rootfs, "etc"))
+    spec = shell(scratch_rootfs, "true")
+    spec.annotations.update(ETC_HOSTS)
+    before = _tree(scratch_rootfs)
+    with pytest.raises(launch.LaunchError) as info:
+        run(spec.validate())
+    assert info.value.step == "etc files" and "/etc/hostname in the rootfs is a symlink or goes through one" in str(
+        info.value)
+    assert _tree(scratch_rootfs) == before
+
+
+@pytest.mark.parametrize("kind, fragment", [("dir", "is a directory, not a regular file"),
+                                            ("fifo", "is a FIFO, not a regular file")])
+def test_etc_files_that_are_not_regular_files_are_refused(scratch_rootfs, kind, fragment):
+    path = os.path.join(scratch_rootfs, "etc", "hosts")
+    os.mkdir(path) if kind == "dir" else os.mkfifo(path)
+    spec = shell(scratch_rootfs, "true")
+    spec.annotations.update(ETC_HOSTS)
+    with pytest.raises(launch.LaunchError) as info:
+        run(spec.validate())
+    assert info.value.step == "etc files" and "/etc/hosts in the rootfs %s" % fragment in str(info.value)
+
+
+def test_etc_files_regular_ones_are_covered_not_written(scratch_rootfs):
+    with open(os.path.join(scratch_rootfs, "etc", "hosts"), "w") as handle:
+        handle.write("10.0.0.1 image\n")
+    spec = shell(scratch_rootfs, "cat /etc/hosts /etc/hostname /etc/resolv.conf")
+    spec.annotations.update(ETC_HOSTS)
+    result = run(spec.validate())
+    assert result.output == "127.0.0.1\tlocalhost\nkbt-box\nnameserver 192.0.2.53\n", result.output
+    with open(os.path.join(scratch_rootfs, "etc", "hosts")) as handle:
+        assert handle.read() == "10.0.0.1 image\n"
+
+
 @pytest.mark.parametrize("link, cwd, fragment", [
     (None, "/proc/self/fd/3", "magic link"),
     (None, "/proc/1/cwd", "magic link"),

@@ -241,8 +241,16 @@ def _make_targets(p: RootfsPlan) -> None:
             _dev_symlinks(dev_fd)
         finally:
             os.close(dev_fd)
-    for destination, _content in p.etc_files:
-        make(destination, "file", False, "etc files")
+    missing = []
+    for destination, _content in p.etc_files:  # every one checked before any is created
+        try:
+            os.close(etc_target(p.root_dir, destination))
+        except StepFailure as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            missing.append(destination)
+    for destination in missing:
+        os.close(etc_target(p.root_dir, destination, create=True))
 
 
 def _check_node_attributes(device: DeviceOp, info: os.stat_result) -> None:
@@ -476,8 +484,39 @@ def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]], dev_is_tmpf
             os.close(dev_fd)
 
 
+def etc_target(root_fd: int, destination: str, create: bool = False) -> int:
+    """An O_PATH fd of /etc/hosts (hostname, resolv.conf) in the root: a regular file reached with no symlink.
+
+    These files are provided by kernelbox, so the image has no say in where
+    they go: a link, anywhere on the way, is refused rather than followed
+    (``/etc/hosts -> /proc/sys/kernel/core_pattern`` or ``-> /dev/sda`` would
+    otherwise have the file bound over whatever it names), and so is anything
+    that is not a regular file.  ``create`` makes a missing one (and /etc),
+    empty, as the mount point.
+    """
+    try:
+        fd = resolve(root_fd, destination, create="file" if create else None, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StepFailure("etc files", errno.ELOOP, "%s in the rootfs is a symlink or goes through one; kernelbox "
+                              "provides this file itself and never follows a link there (replace the link with a "
+                              "regular file in the image)" % destination)
+        raise _fail("etc files", exc, destination)
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise StepFailure("etc files", errno.EINVAL, "%s in the rootfs is %s, not a regular file; kernelbox binds "
+                          "its own file there and refuses to cover anything else"
+                          % (destination, _KIND_NAMES.get(kind, "not a regular file")))
+    return fd
+
+
+_KIND_NAMES = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symlink"}
+
+
 def _bind_etc_file(root_fd: int, mnt_fd: int, destination: str, attached: bool) -> None:
-    target = resolve(root_fd, destination, create="file")
+    target = etc_target(root_fd, destination)
     try:
         name = os.path.basename(destination)
         if attached:
