@@ -153,6 +153,38 @@ def test_etc_files_regular_ones_are_covered_not_written(scratch_rootfs):
         assert handle.read() == "10.0.0.1 image\n"
 
 
+@pytest.mark.parametrize("resolver", ["openat2", "walk"])
+@pytest.mark.parametrize("user_namespace", [True, False], ids=["userns", "host-root"])
+def test_a_sysctl_covered_by_a_mount_is_never_written(scratch_rootfs, monkeypatch, resolver, user_namespace):
+    """A procfs file bound over the sysctl's file is procfs too (CVE-2025-52881): the write must not go through.
+
+    Here the container's own domainname file covers net.ipv4.ip_unprivileged_port_start; with the old check
+    (on procfs, so fine) the value landed in the domain name."""
+    if resolver == "walk":  # a kernel without openat2: the component walk must hold the same line
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import inroot
+        from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc as kblibc
+
+        def no_openat2(*_args, **_kwargs):
+            raise OSError(errno.ENOSYS, "openat2")
+        monkeypatch.setattr(kblibc, "openat2", no_openat2)
+        monkeypatch.setattr(inroot, "_OPENAT2", [False])
+    spec = shell(scratch_rootfs, "cat /proc/sys/kernel/domainname", user_namespace=user_namespace)
+    spec.mounts.append(S.Mount("/proc/sys/net/ipv4/ip_unprivileged_port_start", None, "/proc/sys/kernel/domainname",
+                               ["bind"]))
+    spec.linux.sysctl = {"net.ipv4.ip_unprivileged_port_start": "1024"}
+    with pytest.raises(launch.LaunchError) as info:
+        run(spec.validate())
+    assert info.value.step == "sysctl" and info.value.errno == errno.EXDEV, str(info.value)
+    assert ("net.ipv4.ip_unprivileged_port_start: /proc/sys/net/ipv4/ip_unprivileged_port_start is covered by a "
+            "mount or reached through a link" in str(info.value))
+
+
+def test_an_uncovered_sysctl_is_written(scratch_rootfs):
+    spec = shell(scratch_rootfs, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ip_forward")
+    spec.linux.sysctl = {"net.ipv4.ip_unprivileged_port_start": "81", "net.ipv4.ip_forward": "1"}
+    assert run(spec.validate()).output.split() == ["81", "1"]
+
+
 @pytest.mark.parametrize("link, cwd, fragment", [
     (None, "/proc/self/fd/3", "magic link"),
     (None, "/proc/1/cwd", "magic link"),

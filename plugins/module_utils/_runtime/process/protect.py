@@ -19,7 +19,7 @@ import os
 import stat
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import fd_path, mount_id_of
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import (
     StepFailure, _fail, locked_flags, resolve)
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
@@ -28,18 +28,80 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.rootfs import RootfsPlan
 
 
+PROC_ROOT_INO = 1  # fs/proc/root.c: the root directory of every procfs instance
+_SYSCTL_RESOLVE = (libc.RESOLVE_BENEATH | libc.RESOLVE_NO_XDEV | libc.RESOLVE_NO_SYMLINKS
+                   | libc.RESOLVE_NO_MAGICLINKS)
+
+
 def write_sysctls(items: t.List[t.Tuple[str, bytes]]) -> None:
-    for path, value in items:
+    """Write each sysctl through the container's own /proc mount, never through anything mounted on it.
+
+    Being on procfs is not enough (CVE-2025-52881): a procfs file bound over
+    another one (``/proc/sys/kernel/core_pattern`` over ``.../ip_forward``)
+    is procfs too.  So /proc must be the root of a procfs instance, and the
+    path below it is opened with openat2 RESOLVE_NO_XDEV (no mount crossed,
+    a file covered by a mount included) and no symlink at all; kernels
+    without openat2 get the same walk one component at a time, comparing
+    each component's mount with /proc's.
+    """
+    if not items:
+        return
+    try:
+        proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _fail("sysctl", exc, "/proc")
+    try:
+        if libc.fstatfs_type(proc) != libc.PROC_SUPER_MAGIC or os.fstat(proc).st_ino != PROC_ROOT_INO:
+            raise StepFailure("sysctl", errno.EXDEV, "/proc is not the root of a procfs mount; refusing to write "
+                              "sysctls through it")
+        for path, value in items:
+            _write_sysctl(proc, path, value)
+    finally:
+        os.close(proc)
+
+
+def _write_sysctl(proc: int, path: str, value: bytes) -> None:
+    key = path[len("/proc/sys/"):].replace("/", ".")
+    try:
+        fd = _open_sysctl(proc, path[len("/proc/"):])
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.ELOOP):
+            raise StepFailure("sysctl", exc.errno, "%s: %s is covered by a mount or reached through a link, so it "
+                              "may not be the sysctl it names; refusing to write it" % (key, path))
+        raise _fail("sysctl", exc, key)
+    try:
+        os.write(fd, value)
+    except OSError as exc:
+        raise _fail("sysctl", exc, key)
+    finally:
+        os.close(fd)
+
+
+def _open_sysctl(proc: int, relative: str) -> int:
+    try:
+        return libc.openat2(proc, relative, os.O_WRONLY, _SYSCTL_RESOLVE)
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+    home = mount_id_of(proc)
+    parts = relative.split("/")
+    current = os.dup(proc)
+    try:
+        for name in parts[:-1]:
+            step = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=current)
+            os.close(current)
+            current = step
+            if mount_id_of(current) != home:
+                raise OSError(errno.EXDEV, "a mount covers part of the path", relative)
+        leaf = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                if libc.fstatfs_type(fd) != libc.PROC_SUPER_MAGIC:
-                    raise OSError(errno.EXDEV, "not on procfs", path)
-                os.write(fd, value)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _fail("sysctl", exc, path[len("/proc/sys/"):].replace("/", "."))
+            if mount_id_of(leaf) != home:
+                raise OSError(errno.EXDEV, "a mount covers the file", relative)
+            return os.open(fd_path(leaf), os.O_WRONLY | os.O_CLOEXEC)  # that very inode, checked
+        finally:
+            os.close(leaf)
+    finally:
+        os.close(current)
 
 
 def mask_and_protect(p: "RootfsPlan") -> None:
