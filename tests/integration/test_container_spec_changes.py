@@ -81,13 +81,24 @@ def test_spec_change_recreates_naming_keys_and_limit_change_applies_in_place(ans
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
 
-def test_wait_for_port_file_command_and_timeout(ansible, busybox_rootfs, containers):
+def test_wait_for_port_file_command_and_timeout(ansible, busybox_rootfs, containers, tmp_path):
     web, slow, probe, never = (containers("kbt-wait-web"), containers("kbt-wait-file"), containers("kbt-wait-cmd"),
                                containers("kbt-wait-never"))
+    hidden, magic = containers("kbt-wait-hidden"), containers("kbt-wait-magic")
+    # A host directory bound in, with a part only host root may enter: wait_for.file looks as the container's
+    # root would (it once looked as host root, and answered for files the container cannot see).
+    volume = tmp_path / "volume"
+    (volume / "private").mkdir(parents=True)
+    (volume / "private" / "secret").write_text("host only\n")
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(volume), 0o755)
+    os.chmod(str(volume / "private"), 0o700)
 
-    def args(name, command, wait_for):
-        return {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sh", "-c", command], "stop_timeout": 1,
-                "cgroup": {"parent": cgroup_parent()}, "wait_for": wait_for}
+    def args(name, command, wait_for, **extra):
+        options = {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sh", "-c", command], "stop_timeout": 1,
+                   "cgroup": {"parent": cgroup_parent()}, "wait_for": wait_for}
+        options.update(extra)
+        return options
 
     run = ansible.playbook(play(
         task("port", args(web, "sleep 0.5; exec httpd -f -p 8080", {"port": 8080, "timeout": 20})),
@@ -95,7 +106,13 @@ def test_wait_for_port_file_command_and_timeout(ansible, busybox_rootfs, contain
         task("command", args(probe, "sleep 0.5; echo ok > /tmp/state; exec sleep 1000",
                              {"command": ["grep", "-q", "ok", "/tmp/state"], "timeout": 20})),
         task("timeout", args(never, "echo starting up; echo still not ready; exec sleep 1000",
-                             {"file": "/never", "timeout": 1.5}), ignore_errors=True)))
+                             {"file": "/never", "timeout": 1.5}), ignore_errors=True),
+        task("hidden", args(hidden, "ls /data/private/secret; exec sleep 1000",
+                            {"file": "/data/private/secret", "timeout": 1.5},
+                            mounts=[{"source": str(volume), "destination": "/data", "readonly": True}]),
+             ignore_errors=True),
+        task("magic link", args(magic, "ln -s /proc/1/root/etc/passwd /tmp/ready; exec sleep 1000",
+                                {"file": "/tmp/ready", "timeout": 1.5}), ignore_errors=True)))
     for label in ("port", "file", "command"):
         result = run.named(label)
         assert not result.failed and result["wait_for"]["ready"] is True, (label, result.result)
@@ -103,7 +120,12 @@ def test_wait_for_port_file_command_and_timeout(ansible, busybox_rootfs, contain
     assert timeout.failed and "wait_for: file /never was not ready within 1.5s" in timeout.msg
     assert "last log lines:\nstarting up\nstill not ready" in timeout.msg
     assert timeout["log_tail"] == ["starting up", "still not ready"]
-    for name in (web, slow, probe, never):
+    hidden_result = run.named("hidden")
+    assert hidden_result.failed and "file /data/private/secret was not ready within 1.5s" in hidden_result.msg
+    assert "Permission denied" in hidden_result.msg  # the container's own ls, in the log tail, agrees
+    magic_result = run.named("magic link")
+    assert magic_result.failed and "file /tmp/ready was not ready within 1.5s" in magic_result.msg
+    for name in (web, slow, probe, never, hidden, magic):
         assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
 

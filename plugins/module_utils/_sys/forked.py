@@ -11,8 +11,12 @@ or the error comes back over a pipe as JSON data, never as a pickle.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
+import signal
+import time
 import typing as t
 
 
@@ -20,11 +24,14 @@ class ChildError(Exception):
     """The child failed with something other than OSError."""
 
 
-def call_in_child(func: t.Callable[[], t.Any]) -> t.Any:
+def call_in_child(func: t.Callable[[], t.Any], timeout: t.Optional[float] = None) -> t.Any:
     """Run ``func()`` in a forked child and return its JSON-able result.
 
     An ``OSError`` in the child is raised again here with its errno, message
     and filename; any other exception becomes ``ChildError`` with its text.
+    With ``timeout`` a child that has not answered in time is killed and
+    OSError(ETIMEDOUT) is raised: work on a filesystem someone else controls
+    must not hold the caller without bound.
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -49,9 +56,14 @@ def call_in_child(func: t.Callable[[], t.Any]) -> t.Any:
             os._exit(status)
     os.close(write_end)
     chunks = []
+    deadline = None if timeout is None else time.monotonic() + timeout
     with os.fdopen(read_end, "rb") as reader:
         while True:
-            chunk = reader.read(65536)
+            if deadline is not None and not select.select([reader], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise OSError(errno.ETIMEDOUT, "the child process did not answer within %gs" % timeout)
+            chunk = reader.read1(65536)
             if not chunk:
                 break
             chunks.append(chunk)

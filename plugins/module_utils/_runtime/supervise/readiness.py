@@ -7,9 +7,12 @@
 * ``port``: a TCP socket in LISTEN state on that port in the container's
   network namespace (read from /proc/PID/net/tcp and tcp6 of its init, which
   show that namespace's sockets; nothing is joined).
-* ``file``: the path exists inside the container, resolved in its mount
-  namespace (a forked child joins it), so symlinks resolve as the container
-  sees them.
+* ``file``: the path exists inside the container, as the container sees it:
+  a forked child joins its mount namespace and then its user namespace (so
+  it has the container root's privileges, never the host's), and resolves
+  the path inside the root (openat2 RESOLVE_IN_ROOT, no /proc magic links,
+  or the same rules walked by hand), without opening the file itself, and
+  within a deadline.
 * ``command``: the argv exits 0 when run inside the container, with the
   container's namespaces, cgroup, user, capabilities, no_new_privs and
   seccomp profile (through execution.py, as container_exec).
@@ -22,6 +25,7 @@ import time
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import inroot
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import forked, libc, procfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -37,21 +41,48 @@ def port_listening(pid: int, port: int) -> bool:
     return port in ports
 
 
-def _exists_in_mount_ns(pid: int, path: str) -> bool:
-    fd = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc.setns(fd, libc.CLONE_NEWNS, context="/proc/%d/ns/mnt" % pid)
-    finally:
-        os.close(fd)
-    return os.path.exists(path)
+FILE_CHECK_TIMEOUT = 10.0  # a lookup the container can slow down (its own FUSE, say) is given up after this
 
 
-def file_exists(pid: int, path: str) -> bool:
-    """Whether ``path`` exists in the container's mount namespace (checked in a forked child)."""
+def _exists_as_the_container(proc_dir: int, path: str) -> bool:
+    """In a forked child: join the mount namespace, then the user namespace, and look ``path`` up inside."""
+    # Everything is opened and compared first: once in its mount namespace, /proc is the container's.
+    joins = [(kind, os.open("ns/" + kind, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_dir), os.stat("/proc/self/ns/" + kind))
+             for kind in ("mnt", "user")]
+    for kind, fd, ours in joins:
+        try:
+            theirs = os.fstat(fd)
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):  # user: only when it has its own
+                if kind == "user":
+                    os.setgroups([])  # host root's groups would open group-readable host files
+                libc.setns(fd, libc.NAMESPACE_FLAGS[kind], context="ns/" + kind)
+                if kind == "user":  # become its root: still host uid 0 until now, the owner of host files
+                    os.setresgid(0, 0, 0)
+                    os.setresuid(0, 0, 0)
+        finally:
+            os.close(fd)
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return bool(forked.call_in_child(lambda: _exists_in_mount_ns(pid, path)))
+        os.close(inroot.resolve(root, path))
+        return True
     except OSError:
         return False
+    finally:
+        os.close(root)
+
+
+def file_exists(pid: int, path: str, timeout: float = FILE_CHECK_TIMEOUT) -> bool:
+    """Whether ``path`` exists inside the container whose init is ``pid``, as its root would see it."""
+    try:
+        proc_dir = os.open("/proc/%d" % pid, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return bool(forked.call_in_child(lambda: _exists_as_the_container(proc_dir, path), timeout=timeout))
+    except (OSError, forked.ChildError):
+        return False
+    finally:
+        os.close(proc_dir)
 
 
 class NotReady(KernelboxError):
