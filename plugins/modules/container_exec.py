@@ -112,7 +112,7 @@ options:
     type: float
   output_limit:
     description:
-      - How much of the command's standard output, and of its standard error, the result keeps: a size such as
+      - How much of the command's standard output, and of its standard error, the result keeps, as a size such as
         V(1M) or V(64K), or bytes. The command's output is always read to the end (it never blocks), but only the
         first O(output_limit) bytes of each stream are kept; RV(stdout_dropped) and RV(stderr_dropped) count the
         rest, and a warning says so.
