@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from common import REPO, in_confined_cgroup_view, table  # noqa: E402  (bench/common.py sets up sys.path)
+from common import REPO, cgroup_dirs, in_confined_cgroup_view, remove_new_cgroups, table  # noqa: E402  (bench/common.py sets up sys.path)
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  pylint: disable=unused-import
@@ -103,24 +103,6 @@ def kernelbox(rootfs: str, parent: str) -> dict:
                     engine.remove_leaf(path)
                 state.remove_all(name)
     return samples
-
-
-def cgroup_dirs() -> set:
-    """Every group of the confined cgroup2 view on /sys/fs/cgroup (see ``enter_confined_cgroup_view``)."""
-    return {dirpath for dirpath, _dirs, _files in os.walk("/sys/fs/cgroup")}
-
-
-def remove_new_cgroups(before: set) -> None:
-    """podman leaves libpod_parent/conmon behind after ``podman rm``; remove what it made, deepest first."""
-    for path in sorted(cgroup_dirs() - before, key=len, reverse=True):
-        for _attempt in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def podman_confined(rootfs: str, work: str) -> dict:

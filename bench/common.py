@@ -130,3 +130,21 @@ def in_confined_cgroup_view(parent_name: str, func: t.Callable[[], t.Any]) -> t.
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def cgroup_dirs() -> set:
+    """Every group of the confined cgroup2 view on /sys/fs/cgroup (see ``enter_confined_cgroup_view``)."""
+    return {dirpath for dirpath, _dirs, _files in os.walk("/sys/fs/cgroup")}
+
+
+def remove_new_cgroups(before: set) -> None:
+    """podman leaves libpod_parent/conmon behind after ``podman rm``; remove what it made, deepest first."""
+    for path in sorted(cgroup_dirs() - before, key=len, reverse=True):
+        for _attempt in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
