@@ -10,7 +10,7 @@
 2. The cost of one no-change call of the netns and veth modules with 2 and with 200 namespaces (each
    with its veth pair on the bridge) on the host: it should stay flat, because every lookup is direct
    (a link by name or index, a netns id by fd, addresses filtered by the kernel), never a scan.
-   Measured in-process (the module's own work, both pyroute2 lines) and through `ansible` ad hoc.
+   Measured in-process (the module's own work, with the venv's and the distro's Python) and through `ansible` ad hoc.
 
 Runs inside tests/sandbox (bench/run); everything it makes is removed afterwards.
 Environment: KB_BENCH_NETNS (N, default 100), KB_BENCH_ROUNDS (converge rounds, default 1),
@@ -193,9 +193,7 @@ def counted(method, size):
         received[0] += size(result)
         return result
     return wrapper
-netlink.Rtnl._call = counted(netlink.Rtnl._call, lambda r: len(r) if isinstance(r, list) else 0)
-netlink.Rtnl.link_by_name = counted(netlink.Rtnl.link_by_name, lambda r: 1)
-netlink.Rtnl.link_by_index = counted(netlink.Rtnl.link_by_index, lambda r: 1)
+netlink.Rtnl._exchange = counted(netlink.Rtnl._exchange, lambda r: max(len(r), 1))
 def once(make):
     resource = make()
     outcome = flow.execute(resource)
@@ -264,14 +262,14 @@ def flatness_benchmark(runner: Ansible):
     clean()
     rows = []
     for module in ("netns", "veth"):
-        for how, kind, label, scale in (("venv", "messages", "netlink messages received, pyroute2 0.9", 1.0),
-                                        ("venv", "pycalls", "Python function calls, pyroute2 0.9", 1.0),
-                                        ("distro", "messages", "netlink messages received, pyroute2 0.7", 1.0),
-                                        ("distro", "pycalls", "Python function calls, pyroute2 0.7", 1.0),
-                                        ("venv", "cpu", "module's own work, CPU, pyroute2 0.9 (ms)", 1000.0),
-                                        ("venv", "wall", "module's own work, wall, pyroute2 0.9 (ms)", 1000.0),
-                                        ("distro", "cpu", "module's own work, CPU, pyroute2 0.7 (ms)", 1000.0),
-                                        ("distro", "wall", "module's own work, wall, pyroute2 0.7 (ms)", 1000.0),
+        for how, kind, label, scale in (("venv", "messages", "netlink messages received, venv Python", 1.0),
+                                        ("venv", "pycalls", "Python function calls, venv Python", 1.0),
+                                        ("distro", "messages", "netlink messages received, distro Python", 1.0),
+                                        ("distro", "pycalls", "Python function calls, distro Python", 1.0),
+                                        ("venv", "cpu", "module's own work, CPU, venv Python (ms)", 1000.0),
+                                        ("venv", "wall", "module's own work, wall, venv Python (ms)", 1000.0),
+                                        ("distro", "cpu", "module's own work, CPU, distro Python (ms)", 1000.0),
+                                        ("distro", "wall", "module's own work, wall, distro Python (ms)", 1000.0),
                                         ("ansible", "wall", "ansible ad hoc, wall, venv (s)", 1.0)):
             small = median(samples[(sizes[0], how, kind, module)])
             large = median(samples[(sizes[1], how, kind, module)])

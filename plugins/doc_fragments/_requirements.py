@@ -13,6 +13,5 @@ options: {}
 requirements:
   - Linux; the target runs as root (C(become=true)).
   - Python >= 3.9 on the target.
-  - pyroute2 >= 0.7.2 (distro package C(python3-pyroute2) or C(pip install pyroute2)); both the 0.7 and 0.9 API lines work.
   - psutil >= 5.9 (distro package C(python3-psutil) or C(pip install psutil)).
 """

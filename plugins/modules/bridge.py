@@ -118,13 +118,12 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue import deps, flow
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import flow
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.bridge import ARGUMENT_SPEC, BridgeResource
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    deps.require(module, "pyroute2")
     resource = BridgeResource(module.params, module.check_mode)
     try:
         flow.run(module, resource)

@@ -114,13 +114,12 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue import deps, flow
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import flow
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.netns import ARGUMENT_SPEC, NetnsResource
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    deps.require(module, "pyroute2", "psutil")
     flow.run(module, NetnsResource(module.params, module.check_mode))
 
 

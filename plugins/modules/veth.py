@@ -227,14 +227,13 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue import deps, flow
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import flow
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.veth import (
     ARGUMENT_SPEC, MODULE_KWARGS, VethResource)
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_KWARGS)
-    deps.require(module, "pyroute2")
     resource = VethResource(module.params, module.check_mode)
     try:
         flow.run(module, resource)

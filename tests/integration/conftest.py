@@ -32,13 +32,13 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def ansible():
-    """Ansible with the project's virtualenv Python as target: PyPI pyroute2 0.9 and psutil 7."""
+    """Ansible with the project's virtualenv Python as target: PyPI psutil 7."""
     return Ansible(venv_bin("python"))
 
 
 @pytest.fixture(scope="session")
 def ansible_distro():
-    """Ansible with Debian's /usr/bin/python3 as target: python3-pyroute2 0.7 and python3-psutil 5.9."""
+    """Ansible with Debian's /usr/bin/python3 as target: python3-psutil 5.9."""
     return Ansible(DISTRO_PYTHON)
 
 

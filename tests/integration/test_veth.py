@@ -289,7 +289,7 @@ def test_absent_by_name_alone(ansible):
 
 
 def test_ping_across_a_bridge(ansible_distro):
-    """Two namespaces on one bridge, made by the modules (distro pyroute2 0.7): packets flow both ways."""
+    """Two namespaces on one bridge, made by the modules (Debian's Python): packets flow both ways."""
     bridge = PREFIX + "-pbr"
     tasks = [task("bridge", "bridge", {"name": bridge, "addresses": ["10.63.0.1/24"]})]
     for side, last in (("a", 2), ("b", 3)):

@@ -8,7 +8,6 @@ import socket
 import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import links
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import netlink
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.netlink import Link
 
 
@@ -134,25 +133,6 @@ def test_spec_peer_name_defaults_to_peer():
     assert links.VethSpec("a", "b", "ns").peer_name == "b"
     assert links.VethSpec("a", "b", "ns").where() == "netns ns"
     assert links.VethSpec("a", "b").where() == "this host"
-
-
-class FakeIPRoute:
-    def __init__(self, answer):
-        self.answer = answer
-
-    def get_netnsid(self, fd):
-        return self.answer
-
-
-@pytest.mark.parametrize("answer, nsid", [
-    ({"nsid": 0, "current_nsid": None}, 0),
-    ({"nsid": 7}, 7),
-    ({"nsid": 4294967295}, None),  # NETNSA_NSID_NOT_ASSIGNED, as pyroute2 0.7 and 0.9 decode it
-    ({"nsid": -1}, None),
-    (None, None),
-])
-def test_nsid_of_reads_unassigned_ids_as_none(answer, nsid):
-    assert netlink.Rtnl(FakeIPRoute(answer)).nsid_of(3) == nsid
 
 
 @pytest.mark.parametrize("removed, kept, lost", [

@@ -4,16 +4,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to kernelbox.containers: target-side dependency checks.
 
-pyroute2 and psutil are imported lazily by the libraries that use them, so
-``ansible-test sanity --test import`` passes without them.  A module calls
-``require()`` first and, if one is missing, fails with Ansible's standard
-missing-library message naming both the distro package and the pip package.
+psutil is imported lazily by the libraries that use it, so ``ansible-test
+sanity --test import`` passes without it.  A module calls ``require()`` first
+and, if a library is missing, fails with Ansible's standard missing-library
+message naming both the distro package and the pip package.  ``require()``
+only looks the library up (``importlib.util.find_spec``): importing it is left
+to the code path that uses it, so a run that does not need it never pays for
+the import.
 """
 
 from __future__ import annotations
 
-import importlib
-import traceback
+import importlib.util
 import typing as t
 
 from ansible.module_utils.basic import missing_required_lib
@@ -26,13 +28,17 @@ TARGET_LIBRARIES = {
 
 
 def missing_libraries(names: t.Iterable[str]) -> t.List[t.Tuple[str, str]]:
-    """[(name, traceback)] for each library that cannot be imported."""
+    """[(name, reason)] for each library the target's Python cannot find (found ones are not imported)."""
     missing = []
     for name in names:
         try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append((name, traceback.format_exc()))
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError) as exc:
+            found, reason = False, "%s: %s" % (type(exc).__name__, exc)
+        else:
+            reason = "ModuleNotFoundError: No module named %r" % name
+        if not found:
+            missing.append((name, reason))
     return missing
 
 

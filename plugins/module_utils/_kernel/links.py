@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to kernelbox.containers: network links: veth pairs, bridges, addresses, default routes.
 
-No Ansible here.  Everything goes through the pyroute2 adapter (_sys.netlink),
+No Ansible here.  Everything goes through the rtnetlink adapter (_sys.netlink),
 with direct lookups only (a link by name or ifindex, a namespace's id by fd,
 addresses and bridge ports filtered by the kernel), so the cost of one call
 does not grow with the number of namespaces or interfaces on the host.

@@ -94,8 +94,8 @@ def read_interfaces(netns_path: str) -> t.Union[t.List[t.Dict[str, t.Any]], t.Di
     This thread enters the namespace for the length of three calls into C
     (getifaddrs, the SIOCGIF* ioctls, if_nameindex: each opens its socket in
     the calling thread's namespace) and is returned to its own in ``finally``.
-    That costs a fraction of a netlink session through pyroute2, which
-    matters with hundreds of containers.
+    That costs a fraction of a netlink session, which matters with hundreds
+    of containers.
     """
     import socket
     import psutil  # deferred: an optional target dependency, checked by the module
