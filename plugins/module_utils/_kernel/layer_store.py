@@ -107,7 +107,7 @@ def diff_id_of_blob(store: str, digest: str) -> t.Optional[str]:
         return None
 
 
-def _write_atomic(dir_fd: int, name: str, payload: t.Dict[str, t.Any]) -> None:
+def write_json_atomic(dir_fd: int, name: str, payload: t.Dict[str, t.Any]) -> None:
     """Write JSON to ``name`` in ``dir_fd``: temp file, fsync, rename, fsync the directory."""
     temp = ".%s.%d.tmp" % (name, os.getpid())
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
@@ -129,12 +129,17 @@ def _real_fd(path: str, create: bool = False, mode: int = 0o700) -> int:
         os.close(held)
 
 
+def open_root(store: str) -> int:
+    """A readable fd of the store root, creating the store (mode 0700, its parents 0755) if needed."""
+    parent = os.path.dirname(store) or "/"
+    os.close(mounts.open_dir(parent, create=True, mode=0o755))
+    return _real_fd(store, create=True, mode=0o700)
+
+
 @contextmanager
 def locked(store: str, timeout: float = LOCK_TIMEOUT) -> t.Iterator[int]:
     """Hold the store's lock (creating the store, mode 0700, if needed); yields a fd of the store root."""
-    parent = os.path.dirname(store) or "/"
-    os.close(mounts.open_dir(parent, create=True, mode=0o755))
-    root = _real_fd(store, create=True, mode=0o700)
+    root = open_root(store)
     lock = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=root)
     try:
         deadline = time.monotonic() + timeout
@@ -225,7 +230,7 @@ def _stage(tmp_fd: int, tmp_path: str, layer: image_source.Layer,
                 "opaque_dirs": stats.opaque_dirs, "skipped": stats.skipped, "source": layer.where,
                 "unpacked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            _write_atomic(staging_fd, MARKER, marker)
+            write_json_atomic(staging_fd, MARKER, marker)
         finally:
             os.close(staging_fd)
         return name, marker
@@ -267,7 +272,7 @@ def _record_blob(store: str, root: int, digest: str, diff_id: str) -> None:
     fd = os.open(os.path.join("by-blob", algorithm), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                  dir_fd=root)
     try:
-        _write_atomic(fd, hexpart + ".json", {"diff_id": diff_id, "digest": digest})
+        write_json_atomic(fd, hexpart + ".json", {"diff_id": diff_id, "digest": digest})
     finally:
         os.close(fd)
 
