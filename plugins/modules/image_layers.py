@@ -8,13 +8,20 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: image_layers
-short_description: Unpack a local container image into content-addressed overlay layers
+short_description: Pull or unpack a container image into content-addressed overlay layers
 version_added: 0.1.0
 description:
-  - Reads a container image from files on the target (no registry, no network) and unpacks each of its layers
-    into its own directory of a layer store, named by the layer's sha256 (its C(diff_id)), ready to be the lower
-    directories of M(kernelbox.containers.overlay_rootfs).
-  - "Accepted inputs: an OCI image layout directory (C(skopeo copy ... oci:DIR)), an OCI archive
+  - Unpacks each layer of a container image into its own directory of a layer store, named by the layer's sha256
+    (its C(diff_id)), ready to be the lower directories of M(kernelbox.containers.overlay_rootfs). The image
+    comes from a registry by reference (O(name)), or from files on the target (O(src)). No container engine is
+    involved.
+  - "O(name) pulls over the OCI distribution API (v2) from any registry: Docker Hub (C(busybox) means
+    C(docker.io/library/busybox:latest)), quay.io, a private registry. OCI and Docker v2 manifests and indexes
+    are read; the target's own platform is picked from a multi-platform image unless O(platform) says otherwise.
+    Missing layers are downloaded concurrently, streamed to disk with their digests computed as they arrive,
+    retried on transient errors and resumed with range requests; layers already in the store are skipped. The
+    image is recorded in the store with its name and digest (see M(kernelbox.containers.image_info))."
+  - "O(src) reads files: an OCI image layout directory (C(skopeo copy ... oci:DIR)), an OCI archive
     (C(podman save --format oci-archive), C(skopeo copy ... oci-archive:FILE)), a C(docker save) or
     C(podman save --format docker-archive) tar (or the directory it unpacks to), and a plain root filesystem
     tarball (uncompressed, gzip, xz, bzip2 or zstd), which becomes a single layer."
@@ -39,12 +46,21 @@ author:
 extends_documentation_fragment:
   - kernelbox.containers._attributes
   - kernelbox.containers._requirements
+  - kernelbox.containers._registry
 options:
+  name:
+    description:
+      - The image to pull, as C([registry[:port]/]repository[:tag][@digest]), normalised as docker and podman do
+        (no registry means C(docker.io), a one-part repository there gets C(library/), no tag means C(latest)).
+      - A digest pins the content; a tag is looked up in the registry according to O(pull).
+      - With O(state=absent), the name is taken off the store. The image and the layers no other image uses go
+        with its last tag; a layer an overlay still uses makes the run fail before anything is removed.
+      - Exactly one of O(name) and O(src) is required.
+    type: str
   src:
     description:
       - The image on the target, a directory or a file (see the accepted inputs above).
     type: path
-    required: true
   format:
     description:
       - What O(src) is. V(auto) decides from the content. A directory with C(index.json) is an OCI layout, one
@@ -59,14 +75,11 @@ options:
       - Which image to take when O(src) holds several. It is matched against the OCI C(org.opencontainers.image.ref.name)
         annotation or the docker C(RepoTags), so C(web) matches C(localhost/web:latest).
     type: str
-  platform:
-    description:
-      - The platform to pick from a multi-platform image, as C(os/architecture[/variant]). Defaults to the
-        target's own (for example C(linux/amd64)). Unpacking an image for another platform only warns.
-    type: str
   digest:
     description:
-      - Pin the image. The run fails unless it matches, before anything is unpacked.
+      - Pin the image. The run fails unless it matches, before anything is unpacked or downloaded.
+      - For O(name), the digest the reference resolves to (an index or manifest digest, RV(digest)), or the
+        platform's manifest digest.
       - For OCI inputs this is the manifest digest, for C(docker save) archives the config digest (the image ID),
         and for root filesystem tarballs the sha256 of the file.
     type: str
@@ -80,18 +93,24 @@ options:
     default: /var/lib/kernelbox/layers
   state:
     description:
-      - V(present) unpacks the layers that are not in the store yet.
-      - V(absent) removes this image's layers from the store. It is refused while an overlay uses one of them.
-        Other images that share a layer have to unpack it again.
+      - V(present) unpacks (and for O(name) downloads) the layers that are not in the store yet.
+      - V(absent) with O(src) removes this image's layers from the store. It is refused while an overlay uses one
+        of them. Other images that share a layer have to unpack it again.
+      - V(absent) with O(name) takes the name off the store, and with its last tag the image and the layers no
+        other image uses. It never uses the network.
     type: str
     choices: [present, absent]
     default: present
 notes:
+  - O(reference) and O(format) apply to O(src) only; with O(name) put the tag or digest in the name.
   - Requires root on the target (device nodes, ownership and C(trusted.*) xattrs).
   - zstd layers need Python 3.14, the C(zstandard) Python module, or the C(zstd) program on the target.
   - Concurrent runs on one store are serialised by a lock file.
 seealso:
   - module: kernelbox.containers.overlay_rootfs
+  - name: OCI distribution specification
+    description: The registry API O(name) pulls with.
+    link: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
   - name: OCI image layout specification
     description: The directory and archive format read by this module.
     link: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
@@ -101,6 +120,44 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Pull an image from Docker Hub (busybox is docker.io/library/busybox:latest)
+  kernelbox.containers.image_layers:
+    name: busybox:1.36
+  register: image
+
+- name: Pull from a private registry with a login, and pin what the tag resolved to
+  kernelbox.containers.image_layers:
+    name: registry.example.com/team/web:2.4
+    username: deploy
+    password: "{{ registry_password }}"
+  register: web
+
+- name: The same content whatever the tag does since, with the login podman login saved
+  kernelbox.containers.image_layers:
+    name: "registry.example.com/team/web@{{ web.digest }}"
+    auth_file: /run/containers/0/auth.json
+
+- name: Follow a moving tag (changed only when the registry's digest moved)
+  kernelbox.containers.image_layers:
+    name: quay.io/prometheus/node-exporter:latest
+    pull: always
+
+- name: The arm64 image of a multi-platform index, from a registry with its own CA
+  kernelbox.containers.image_layers:
+    name: registry.internal:5000/tools/debug:1
+    platform: linux/arm64
+    ca_path: /etc/pki/internal-ca.pem
+
+- name: An insecure (plain HTTP or self-signed) registry, only when asked
+  kernelbox.containers.image_layers:
+    name: 10.0.0.5:5000/app:dev
+    validate_certs: false
+
+- name: Take the name off the store (the image and its unshared layers go with its last tag)
+  kernelbox.containers.image_layers:
+    name: busybox:1.36
+    state: absent
+
 - name: Unpack an image saved with podman save --format oci-archive, pinned by its manifest digest
   kernelbox.containers.image_layers:
     src: /srv/images/web.oci.tar
@@ -203,8 +260,19 @@ process:
   returned: always
   type: dict
   sample: {"args": ["/bin/sh", "-c", "echo hi"], "env": ["PATH=/usr/bin:/bin"], "cwd": "/", "user": "0"}
+digest:
+  description:
+    - What O(name) resolved to in the registry (or in the store, when it was not asked), as a registry reports
+      it (C(docker pull) prints it as C(Digest:)); for a multi-platform image, the index's digest. Pin the image
+      with C(name@digest).
+  returned: when O(name) is given
+  type: str
+  sample: "sha256:9ae97d36d26566ff84e8893c64a6dc4fe8ca6d1144bf5b87b2b85a32def253c7"
 image:
-  description: What was read. The format, the source path, the manifest and config digests, the reference and the platform.
+  description:
+    - What was read. The format (V(registry) for O(name)), the source (a path, or the registry URL), the manifest
+      and config digests, the reference and the platform.
+    - For O(name) also C(digest) (as RV(digest)) and C(id), the image ID (its config digest).
   returned: always
   type: dict
   sample:
@@ -224,19 +292,21 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["unpack layer 1/2 sha256:0a8e... (tar+gzip, 1.0 MB) into /var/lib/kernelbox/layers/sha256/0a8e.../diff (not in the store)"]
+  sample:
+    - "unpack layer 1/2 sha256:0a8e... (tar+gzip, 1.0 MB) into /var/lib/kernelbox/layers/sha256/0a8e.../diff (not in the store)"
+    - "download and unpack layer 2/2 sha256:1c65... (tar+gzip, 3.1 MB) from docker.io/library/busybox (not in the store)"
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import flow
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.image_layers import (
-    ARGUMENT_SPEC, ImageLayersResource)
+    ARGUMENT_SPEC, MODULE_KWARGS, resource_for)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    flow.run(module, ImageLayersResource(module.params, module.check_mode))
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_KWARGS)
+    flow.run(module, resource_for(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

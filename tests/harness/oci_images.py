@@ -189,3 +189,86 @@ def tree_snapshot(root: str) -> t.Dict[str, t.Tuple[t.Any, ...]]:
             result[os.path.relpath(path, root)] = (kind, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid,
                                                    extra, tuple(sorted(xattrs.items())), content, mtime)
     return result
+
+
+def _platform_config(platform: str, layers: t.Sequence[bytes], config: t.Optional[t.Dict[str, t.Any]]) -> bytes:
+    parts = platform.split("/")
+    image_config: t.Dict[str, t.Any] = {"architecture": parts[1], "os": parts[0],
+                                        "config": config or {"Cmd": ["/bin/sh"]},
+                                        "rootfs": {"type": "layers", "diff_ids": [sha256(layer) for layer in layers]}}
+    if len(parts) > 2:
+        image_config["variant"] = parts[2]
+    return json.dumps(image_config).encode()
+
+
+def _write_manifest(layout: str, layers: t.Sequence[bytes], config_raw: bytes, level: int = 1) -> t.Dict[str, t.Any]:
+    descriptors = []
+    for layer in layers:
+        blob = gzip.compress(layer, compresslevel=level, mtime=0)
+        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": write_blob(layout, blob), "size": len(blob)})
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": write_blob(layout, config_raw), "size": len(config_raw)},
+                "layers": descriptors}
+    raw = json.dumps(manifest).encode()
+    return {"mediaType": manifest["mediaType"], "digest": write_blob(layout, raw), "size": len(raw),
+            "layers": descriptors}
+
+
+def write_multiplatform_layout(layout: str, images: t.Mapping[str, t.Sequence[bytes]],
+                               ref_name: str = "multi") -> t.Dict[str, t.Any]:
+    """An OCI layout whose ``ref_name`` is an image index with one image per platform (``{"linux/arm64": [tars]}``).
+
+    Returns {"index": digest, platform: {"manifest": digest, "diff_ids": [...], "layers": [...]}}.
+    """
+    os.makedirs(layout, exist_ok=True)
+    with open(os.path.join(layout, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    entries, result = [], {}
+    for platform, layers in images.items():
+        written = _write_manifest(layout, layers, _platform_config(platform, layers, None))
+        parts = platform.split("/")
+        desc = {"mediaType": written["mediaType"], "digest": written["digest"], "size": written["size"],
+                "platform": dict({"os": parts[0], "architecture": parts[1]},
+                                 **({"variant": parts[2]} if len(parts) > 2 else {}))}
+        entries.append(desc)
+        result[platform] = {"manifest": written["digest"], "diff_ids": [sha256(layer) for layer in layers],
+                            "layers": [d["digest"] for d in written["layers"]]}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+    raw = json.dumps(index).encode()
+    result["index"] = write_blob(layout, raw)
+    with open(os.path.join(layout, "index.json"), "w") as handle:
+        json.dump({"schemaVersion": 2, "manifests": [{
+            "mediaType": index["mediaType"], "digest": result["index"], "size": len(raw),
+            "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}, handle)
+    return result
+
+
+def write_single_layout(layout: str, layers: t.Sequence[bytes], ref_name: str = "latest", level: int = 1,
+                        platform: str = "linux/amd64",
+                        config: t.Optional[t.Dict[str, t.Any]] = None) -> t.Dict[str, t.Any]:
+    """An OCI layout holding one gzip image (``level`` 0 stores the layers uncompressed inside gzip)."""
+    os.makedirs(layout, exist_ok=True)
+    with open(os.path.join(layout, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    written = _write_manifest(layout, layers, _platform_config(platform, layers, config), level)
+    index_path = os.path.join(layout, "index.json")
+    entries = []
+    if os.path.exists(index_path):
+        with open(index_path) as handle:
+            entries = [e for e in json.load(handle)["manifests"]
+                       if e.get("annotations", {}).get("org.opencontainers.image.ref.name") != ref_name]
+    entries.append({"mediaType": written["mediaType"], "digest": written["digest"], "size": written["size"],
+                    "annotations": {"org.opencontainers.image.ref.name": ref_name}})
+    with open(index_path, "w") as handle:
+        json.dump({"schemaVersion": 2, "manifests": entries}, handle)
+    return {"manifest": written["digest"], "diff_ids": [sha256(layer) for layer in layers],
+            "layers": [d["digest"] for d in written["layers"]], "sizes": [d["size"] for d in written["layers"]]}
+
+
+def random_layer(seed: int, size: int, prefix: str = "data") -> bytes:
+    """A layer tar with one file of ``size`` incompressible bytes (deterministic for a seed)."""
+    import random
+    body = random.Random(seed).randbytes(size)
+    return tar_bytes([{"name": prefix + "/", "type": "dir"}, {"name": "%s/blob%d.bin" % (prefix, seed), "data": body}])

@@ -106,7 +106,8 @@ def cgroups(parent: t.Optional[str] = None) -> t.List[str]:
 STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/runtime"}
 # image_layers' store keeps its empty skeleton and lock file; any layer inside it still counts.
 STATE_INFRASTRUCTURE |= {"/var/lib/kernelbox/layers" + suffix for suffix in (
-    "", "/.lock", "/by-blob", "/by-blob/sha256", "/sha256", "/tmp")}
+    "", "/.lock", "/.writers", "/by-blob", "/by-blob/sha256", "/sha256", "/tmp", "/images", "/images/sha256",
+    "/downloads", "/downloads/sha256")}
 # The container role's default storage parent; each container's own directory inside it still counts.
 STATE_INFRASTRUCTURE.add("/var/lib/kernelbox/rootfs")
 
@@ -156,6 +157,10 @@ def iptables_rules() -> t.List[str]:
     return sorted(rules)
 
 
+# PIDs of daemons a session fixture runs for many tests and stops itself (the test registries).
+SHARED_DAEMONS: t.Set[int] = set()
+
+
 def stray_processes(exclude: t.Iterable[int] = ()) -> t.List[t.Tuple[int, str]]:
     """Processes re-parented to the sandbox (daemons, orphans) or left as children of this test process.
 
@@ -166,7 +171,7 @@ def stray_processes(exclude: t.Iterable[int] = ()) -> t.List[t.Tuple[int, str]]:
     sandbox = os.environ.get("KB_SANDBOX_PID")
     if sandbox:
         parents.add(int(sandbox))
-    skip = set(exclude) | {os.getpid()}
+    skip = set(exclude) | {os.getpid()} | SHARED_DAEMONS
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in skip:

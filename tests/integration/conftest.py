@@ -109,3 +109,10 @@ def _clean_up(before, after, strays):
         except OSError:
             pass
         subprocess.run(["rmdir", full], check=False)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """A real 3-layer image built with podman (whiteouts, an opaque directory), in every format image_layers reads."""
+    from harness import oci_images
+    return oci_images.build_with_podman(str(tmp_path_factory.mktemp("kbt-images")))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import typing as t
 
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import image_pull
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
@@ -18,16 +18,28 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
 ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
-    src=dict(type="path", required=True),
+    src=dict(type="path"),
+    name=dict(type="str"),
     format=dict(type="str", default="auto", choices=["auto"] + list(image_source.FORMATS)),
     reference=dict(type="str"),
-    platform=dict(type="str"),
     digest=dict(type="str"),
     store=dict(type="path", default=layer_store.DEFAULT_STORE),
     state=dict(type="str", default="present", choices=["present", "absent"]),
+    **image_pull.REGISTRY_OPTIONS,
+)
+MODULE_KWARGS: t.Dict[str, t.Any] = dict(
+    mutually_exclusive=[("src", "name")],
+    required_one_of=[("src", "name")],
+    required_together=image_pull.REGISTRY_TOGETHER,
+    supports_check_mode=True,
 )
 
-_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+def resource_for(params: t.Dict[str, t.Any], check_mode: bool) -> Resource:
+    """An image from a file on the target (``src``) or from a registry (``name``)."""
+    if params.get("name"):
+        return image_pull.RegistryImageResource(params, check_mode)
+    return ImageLayersResource(params, check_mode)
 
 
 def _size(value: t.Optional[int]) -> str:
@@ -51,10 +63,12 @@ class ImageLayersResource(Resource):
         if reason:
             raise ValidationError("store: %s cannot be the layer store: %s" % (self.store, reason))
         self.digest = image_manifest.normalise_digest(params["digest"]) if params["digest"] else None
-        self.platform = (params["platform"] or image_manifest.host_platform()).strip().lower()
-        if not _PLATFORM.fullmatch(self.platform):
-            raise ValidationError("platform: %r is not like linux/amd64 or linux/arm/v7" % params["platform"])
+        self.platform = image_pull.platform_option(params["platform"])
         self.reference = params["reference"] or None
+        if params.get("pull", "missing") != "missing" or params.get("username") or params.get("auth_file") \
+                or params.get("ca_path"):
+            raise ValidationError("pull, username, password, auth_file and ca_path are for images given by name "
+                                  "(from a registry), not for src")
 
     # --- read -----------------------------------------------------------------------------------
 

@@ -1,0 +1,281 @@
+# -*- coding: utf-8 -*-
+# Copyright: kernelbox.containers contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""image_layers ``name``: images pulled from a real registry (docker-registry 2.8) on loopback in the sandbox.
+
+The images are pushed with skopeo: the podman-built 3-layer image (whiteouts, an opaque directory) and a
+hand-made multi-platform index (amd64 + arm64).  Every request the module makes goes through a logging
+proxy, so "no network on the second run" and "one HEAD for pull: always" are counted, not assumed.
+"""
+
+import base64
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from harness import oci_images
+from harness.registry import FaultProxy, Registry
+
+
+def archive_diff_ids(oci_archive):
+    with tarfile.open(oci_archive) as tar:
+        def blob(digest):
+            return json.load(tar.extractfile("blobs/sha256/" + digest.split(":")[1]))
+        manifest = blob(json.load(tar.extractfile("index.json"))["manifests"][0]["digest"])
+        return blob(manifest["config"]["digest"])["rootfs"]["diff_ids"]
+
+
+def marker_layer(text):
+    return oci_images.tar_bytes([{"name": "etc/", "type": "dir"}, {"name": "etc/arch", "data": text.encode()}])
+
+
+@pytest.fixture(scope="session")
+def multi_layout(tmp_path_factory):
+    layout = str(tmp_path_factory.mktemp("kbt-multi") / "oci")
+    base = oci_images.tar_bytes([{"name": "etc/", "type": "dir"}, {"name": "etc/os-release", "data": b"kbt\n"}])
+    written = oci_images.write_multiplatform_layout(layout, {"linux/amd64": [base, marker_layer("amd64\n")],
+                                                             "linux/arm64/v8": [base, marker_layer("arm64\n")]})
+    return layout, written
+
+
+@pytest.fixture(scope="session")
+def plain(tmp_path_factory, images, multi_layout):
+    """A plain-HTTP registry holding kbt/img:latest (podman-built) and kbt/multi:latest (amd64 + arm64)."""
+    registry = Registry(str(tmp_path_factory.mktemp("kbt-reg-plain")), "plain")
+    try:
+        registry.push(images["oci_layout"], "kbt/img", "latest", source_tag="kbt")
+        registry.push(multi_layout[0], "kbt/multi", "latest", all_platforms=True, source_tag="multi")
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def proxy(plain):
+    front = FaultProxy(plain.port)
+    try:
+        yield front
+    finally:
+        front.close()
+
+
+def test_pull_verifies_unpacks_and_second_runs_stay_offline(ansible, images, plain, proxy, tmp_path):
+    store = str(tmp_path / "store")
+    name = "%s/kbt/img:latest" % proxy.host
+    args = {"name": name, "store": store}
+    served = plain.manifest_digest("kbt/img", "latest")
+    diff_ids = archive_diff_ids(images["oci_archive"])
+
+    planned = ansible.module("image_layers", args, check=True, diff=True)
+    assert planned.changed and not planned.failed, planned.result
+    assert planned["digest"] == served and not os.path.exists(os.path.join(store, "sha256"))
+    assert [a.split(" (")[0] for a in planned.actions] == [
+        "download and unpack layer %d/3 %s" % (i + 1, d) for i, d in enumerate(diff_ids)] + [
+        "record image %s as %s" % (planned["image"]["id"], name)]
+    assert planned.diff["before"]["image"] is None and planned.diff["after"]["digest"] == served
+    assert not [e for e in proxy.log if "/blobs/" in e["path"] and e["path"].endswith(tuple(
+        layer["digest"] for layer in planned["layers"]))], "check mode downloaded a layer"
+
+    first = ansible.module("image_layers", args)
+    assert first.changed and not first.failed, first.result
+    assert first["digest"] == served and [layer["diff_id"] for layer in first["layers"]] == diff_ids
+    paths = [os.path.join(store, "sha256", d.split(":")[1], "diff") for d in diff_ids]
+    assert first["lower"] == paths[::-1]
+    motd = os.lstat(os.path.join(paths[1], "etc", "motd"))
+    assert stat.S_ISCHR(motd.st_mode) and motd.st_rdev == os.makedev(0, 0)
+    assert os.getxattr(os.path.join(paths[1], "etc", "keep"), "trusted.overlay.opaque") == b"y"
+    assert first["process"]["args"] == ["/bin/sh", "-c", "cat app.txt"] and first["process"]["user"] == "1000:1000"
+    assert os.listdir(os.path.join(store, "downloads", "sha256")) == []  # blobs are deleted once unpacked
+    for layer in first["layers"]:  # each blob fetched exactly once, in full
+        assert [e["status"] for e in proxy.blob_requests(layer["digest"])] == [200]
+
+    # The same layers unpacked from the podman archive on disk: identical trees (an independent reference).
+    local = ansible.module("image_layers", {"src": images["oci_archive"], "store": str(tmp_path / "local")})
+    assert [layer["diff_id"] for layer in local["layers"]] == diff_ids
+    for pulled, unpacked in zip(first["lower"], local["lower"]):
+        assert oci_images.tree_snapshot(pulled) == oci_images.tree_snapshot(unpacked)
+
+    before = len(proxy.log)
+    again = ansible.module("image_layers", args)
+    assert not again.changed and again.actions == [] and again["digest"] == served
+    assert len(proxy.log) == before, "pull: missing went to the registry: %s" % proxy.log[before:]
+
+    always = ansible.module("image_layers", dict(args, pull="always"))
+    assert not always.changed and always["digest"] == served
+    assert [(e["method"], e["path"]) for e in proxy.log[before:]] == [("HEAD", "/v2/kbt/img/manifests/latest")]
+
+    pinned = ansible.module("image_layers", dict(args, digest="sha256:" + "0" * 64))
+    assert pinned.failed and "not the pinned sha256:000" in pinned.msg and not pinned.changed
+
+
+def test_tag_moves_to_a_new_image_and_never_stays_offline(ansible, plain, proxy, tmp_path, multi_layout):
+    """A pushed image over the tag: pull: always sees the new digest and pulls only its new layers."""
+    store = str(tmp_path / "store")
+    layout = str(tmp_path / "moving")
+    base = oci_images.tar_bytes([{"name": "etc/", "type": "dir"}, {"name": "etc/base", "data": b"base\n"}])
+    v1 = oci_images.write_single_layout(layout, [base, marker_layer("v1\n")], "v1")
+    v2 = oci_images.write_single_layout(layout, [base, marker_layer("v2\n")], "v2")
+    plain.push(layout, "kbt/moving", "current", source_tag="v1")
+    name = "%s/kbt/moving:current" % proxy.host
+    first = ansible.module("image_layers", {"name": name, "store": store, "pull": "always"})
+    assert first.changed and first["image"]["manifest_digest"] == v1["manifest"]
+    plain.push(layout, "kbt/moving", "current", source_tag="v2")
+    never = ansible.module("image_layers", {"name": name, "store": store, "pull": "never"})
+    assert not never.changed and never["digest"] == v1["manifest"]  # never asks nobody: still v1
+    moved = ansible.module("image_layers", {"name": name, "store": store, "pull": "always"})
+    assert moved.changed and moved["digest"] == v2["manifest"]
+    assert [a.split(" (")[0] for a in moved.actions] == [
+        "download and unpack layer 2/2 %s" % v2["diff_ids"][1], "record image %s as %s" % (moved["image"]["id"], name)]
+    assert "the tag %s is on image %s" % (name, first["image"]["id"]) in moved.actions[1]
+    with open(os.path.join(moved["lower"][0], "etc", "arch")) as handle:
+        assert handle.read() == "v2\n"
+    records = {}
+    for entry in os.listdir(os.path.join(store, "images", "sha256")):
+        with open(os.path.join(store, "images", "sha256", entry)) as handle:
+            record = json.load(handle)
+        records[record["id"]] = record
+    assert records[first["image"]["id"]]["dangling"] and records[first["image"]["id"]]["tags"] == {}
+    assert records[moved["image"]["id"]]["tags"] == {name: v2["manifest"]}
+    missing_tag = ansible.module("image_layers", {"name": name.replace("current", "nope"), "store": store,
+                                                  "pull": "never"})
+    assert missing_tag.failed and "is not in the layer store" in missing_tag.msg
+
+
+def test_multi_platform_index_picks_the_platform(ansible, plain, proxy, tmp_path, multi_layout):
+    store = str(tmp_path / "store")
+    _layout, written = multi_layout
+    name = "%s/kbt/multi:latest" % proxy.host
+    amd = ansible.module("image_layers", {"name": name, "store": store})
+    assert amd.changed and not amd.failed, amd.result
+    assert amd["digest"] == written["index"] and amd["image"]["manifest_digest"] == written["linux/amd64"]["manifest"]
+    assert amd["image"]["platform"] == "linux/amd64" and not amd.get("warnings")
+    with open(os.path.join(amd["lower"][0], "etc", "arch")) as handle:
+        assert handle.read() == "amd64\n"
+    arm = ansible.module("image_layers", {"name": name, "store": store, "platform": "linux/arm64"})
+    assert arm.changed and arm["image"]["manifest_digest"] == written["linux/arm64/v8"]["manifest"]
+    assert arm["image"]["platform"] == "linux/arm64/v8"
+    assert not arm.get("warnings")  # asked for by name: no warning, as with docker --platform
+    # the shared base layer was not fetched twice
+    base_blob = written["linux/amd64"]["layers"][0]
+    assert [e["status"] for e in proxy.blob_requests(base_blob)] == [200]
+    by_digest = ansible.module("image_layers", {"name": "%s/kbt/multi@%s" % (proxy.host, written["index"]),
+                                                "store": store})
+    assert not by_digest.failed and by_digest["image"]["platform"] == "linux/amd64"
+    wrong = ansible.module("image_layers", {"name": name, "store": store, "platform": "linux/s390x"})
+    assert wrong.failed and "no image for platform linux/s390x; it has linux/amd64, linux/arm64/v8" in wrong.msg
+
+
+def test_missing_manifest_and_repository_are_clear(ansible, plain, tmp_path):
+    store = str(tmp_path / "store")
+    tag = ansible.module("image_layers", {"name": "%s/kbt/img:nope" % plain.host, "store": store})
+    assert tag.failed and "manifest nope of %s/kbt/img not found" % plain.host in tag.msg
+    assert "MANIFEST_UNKNOWN" in tag.msg
+    repo = ansible.module("image_layers", {"name": "%s/kbt/nothing" % plain.host, "store": store})
+    assert repo.failed and "not found" in repo.msg and ("NAME_UNKNOWN" in repo.msg or "MANIFEST_UNKNOWN" in repo.msg)
+    assert not os.path.exists(store)
+
+
+def test_absent_takes_the_name_off(ansible, plain, tmp_path):
+    store = str(tmp_path / "store")
+    name = "%s/kbt/img:latest" % plain.host
+    pulled = ansible.module("image_layers", {"name": name, "store": store})
+    assert pulled.changed
+    gone = ansible.module("image_layers", {"name": name, "store": store, "state": "absent"})
+    assert gone.changed and gone.actions[0].startswith("remove image %s" % pulled["image"]["id"])
+    assert len(gone.actions) == 4 and not os.listdir(os.path.join(store, "sha256"))
+    assert not os.listdir(os.path.join(store, "images", "sha256"))
+    again = ansible.module("image_layers", {"name": name, "store": store, "state": "absent"})
+    assert not again.changed and not again.failed
+
+
+# --- TLS and authentication ----------------------------------------------------------------------
+
+def tasks_playbook(tasks):
+    body = [{"name": name, "kernelbox.containers.image_layers": args, "ignore_errors": True} for name, args in tasks]
+    return json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": body}], indent=1)
+
+
+def _registry(tmp_path_factory, mode, layout, repositories):
+    registry = Registry(str(tmp_path_factory.mktemp("kbt-reg-" + mode)), mode)
+    try:
+        for repository in repositories:
+            registry.push(layout, repository, "latest", all_platforms=True, source_tag="multi")
+    except BaseException:
+        registry.stop()
+        raise
+    return registry
+
+
+def test_tls_with_a_test_ca(ansible, tmp_path_factory, tmp_path, multi_layout):
+    registry = _registry(tmp_path_factory, "tls", multi_layout[0], ["kbt/multi"])
+    try:
+        name = "%s/kbt/multi:latest" % registry.host
+        runs = ansible.playbook(tasks_playbook([
+            ("untrusted", {"name": name, "store": str(tmp_path / "a")}),
+            ("with the CA", {"name": name, "store": str(tmp_path / "b"), "ca_path": registry.ca_path}),
+            ("insecure on request", {"name": name, "store": str(tmp_path / "c"), "validate_certs": False}),
+        ]))
+    finally:
+        registry.stop()
+    untrusted = runs.named("untrusted")
+    assert untrusted.failed and "TLS certificate verification failed" in untrusted.msg, untrusted.result
+    assert "give ca_path" in untrusted.msg and not os.path.exists(str(tmp_path / "a"))
+    for task in ("with the CA", "insecure on request"):
+        result = runs.named(task)
+        assert result.changed and not result.failed, result.result
+        assert result["image"]["source"] == "https://%s" % registry.host
+        assert result["digest"] == multi_layout[1]["index"]
+
+
+def test_basic_auth_and_auth_files(ansible, tmp_path_factory, tmp_path, multi_layout):
+    from harness.registry import PASSWORD, USER
+    registry = _registry(tmp_path_factory, "basic", multi_layout[0], ["kbt/multi"])
+    auth_file = str(tmp_path / "auth.json")
+    with open(auth_file, "w") as handle:
+        json.dump({"auths": {registry.host: {"auth": base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode())
+                                             .decode()}}}, handle)
+    name = "%s/kbt/multi:latest" % registry.host
+    try:
+        runs = ansible.playbook(tasks_playbook([
+            ("anonymous", {"name": name, "store": str(tmp_path / "a")}),
+            ("wrong password", {"name": name, "store": str(tmp_path / "a"), "username": USER,
+                                "password": "not-" + PASSWORD}),
+            ("login", {"name": name, "store": str(tmp_path / "b"), "username": USER, "password": PASSWORD}),
+            ("auth file", {"name": name, "store": str(tmp_path / "c"), "auth_file": auth_file}),
+        ]))
+    finally:
+        registry.stop()
+    anonymous = runs.named("anonymous")
+    assert anonymous.failed and "requires a login (Basic realm 'kbt-basic-realm')" in anonymous.msg
+    wrong = runs.named("wrong password")
+    assert wrong.failed and "HTTP 401" in wrong.msg and "credentials of %r" % USER in wrong.msg
+    for task in ("login", "auth file"):
+        assert runs.named(task).changed and not runs.named(task).failed, runs.named(task).result
+    assert PASSWORD not in runs.stdout + runs.stderr + json.dumps([r.result for r in runs.tasks])
+
+
+def test_token_flow_anonymous_and_with_login(ansible, tmp_path_factory, tmp_path, multi_layout):
+    from harness.registry import PASSWORD, USER
+    registry = _registry(tmp_path_factory, "token", multi_layout[0], ["kbt/multi", "private/multi"])
+    public, private = ("%s/%s:latest" % (registry.host, repo) for repo in ("kbt/multi", "private/multi"))
+    try:
+        runs = ansible.playbook(tasks_playbook([
+            ("anonymous token", {"name": public, "store": str(tmp_path / "a")}),
+            ("private anonymous", {"name": private, "store": str(tmp_path / "b")}),
+            ("private with login", {"name": private, "store": str(tmp_path / "b"), "username": USER,
+                                    "password": PASSWORD}),
+        ]))
+        tokens = list(registry.token_server.requests)
+    finally:
+        registry.stop()
+    assert runs.named("anonymous token").changed and not runs.named("anonymous token").failed
+    assert {"scope": "repository:kbt/multi:pull", "user": None, "service": "kbt-registry", "granted": True} in tokens
+    refused = runs.named("private anonymous")
+    assert refused.failed and "HTTP 401" in refused.msg and "needs a login" in refused.msg, refused.result
+    assert runs.named("private with login").changed and not runs.named("private with login").failed
+    assert {"scope": "repository:private/multi:pull", "user": USER, "service": "kbt-registry",
+            "granted": True} in tokens
