@@ -267,8 +267,12 @@ def write_single_layout(layout: str, layers: t.Sequence[bytes], ref_name: str = 
             "layers": [d["digest"] for d in written["layers"]], "sizes": [d["size"] for d in written["layers"]]}
 
 
-def random_layer(seed: int, size: int, prefix: str = "data") -> bytes:
-    """A layer tar with one file of ``size`` incompressible bytes (deterministic for a seed)."""
+def random_body(seed: int, size: int) -> bytes:
     import random
-    body = random.Random(seed).randbytes(size)
+    return random.Random(seed).randbytes(size)
+
+
+def random_layer(seed: int, size: int, prefix: str = "data") -> bytes:
+    """A layer tar with one file ``PREFIX/blobSEED.bin`` of ``random_body(seed, size)`` (incompressible)."""
+    body = random_body(seed, size)
     return tar_bytes([{"name": prefix + "/", "type": "dir"}, {"name": "%s/blob%d.bin" % (prefix, seed), "data": body}])

@@ -10,15 +10,18 @@ proxy, so "no network on the second run" and "one HEAD for pull: always" are cou
 """
 
 import base64
+import hashlib
 import json
 import os
 import stat
+import subprocess
 import tarfile
+import threading
 
 import pytest
 
 from harness import oci_images
-from harness.registry import FaultProxy, Registry
+from harness.registry import FaultProxy, Registry, wait_for
 
 
 def archive_diff_ids(oci_archive):
@@ -279,3 +282,112 @@ def test_token_flow_anonymous_and_with_login(ansible, tmp_path_factory, tmp_path
     assert runs.named("private with login").changed and not runs.named("private with login").failed
     assert {"scope": "repository:private/multi:pull", "user": USER, "service": "kbt-registry",
             "granted": True} in tokens
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_layout(tmp_path_factory):
+    """kbt/big: a small layer and a 24 MiB incompressible one; kbt/zeros: 64 MiB of zeros, gzip-compressed."""
+    layout = str(tmp_path_factory.mktemp("kbt-big") / "oci")
+    big = oci_images.write_single_layout(layout, [marker_layer("big\n"), oci_images.random_layer(7, 24 << 20)], "big")
+    zeros = oci_images.tar_bytes([{"name": "zeros.bin", "data": bytes(64 << 20)}])
+    flat = oci_images.write_single_layout(layout, [marker_layer("zeros\n"), zeros], "zeros", level=9)
+    return layout, big, flat
+
+
+def store_layers(store):
+    """diff_id -> marker of every layer directory in the store, read with json (an independent reader)."""
+    found = {}
+    folder = os.path.join(store, "sha256")
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        with open(os.path.join(folder, name, "layer.json")) as handle:
+            marker = json.load(handle)
+        assert marker["diff_id"] == "sha256:" + name and os.path.isdir(os.path.join(folder, name, "diff"))
+        found[marker["diff_id"]] = marker
+    return found
+
+
+def test_registry_killed_mid_blob_then_the_rerun_resumes(ansible, tmp_path_factory, tmp_path, big_layout):
+    layout, big, _zeros = big_layout
+    registry = Registry(str(tmp_path_factory.mktemp("kbt-reg-killed")), "plain")
+    proxy = FaultProxy(registry.port)
+    store = str(tmp_path / "store")
+    try:
+        registry.push(layout, "kbt/big", "latest", source_tag="big")
+        blob = big["layers"][1]
+        proxy.fault = {"digest": blob, "kind": "hold", "offset": 3 << 20}
+        args = {"name": "%s/kbt/big:latest" % proxy.host, "store": store, "timeout": 20}
+        outcome = {}
+        worker = threading.Thread(target=lambda: outcome.update(run=ansible.module("image_layers", args)))
+        worker.start()
+        wait_for(proxy.held.is_set, 300, "the download of the 24 MiB blob reaching 3 MiB")
+        registry.kill()
+        proxy.release.set()
+        worker.join(600)
+        first = outcome["run"]
+        assert first.failed and "the download broke off at" in first.msg, first.result
+        assert "kept in %s/downloads/sha256 for the next run to resume" % store in first.msg
+        partial = os.path.join(store, "downloads", "sha256", blob.split(":")[1] + ".partial")
+        kept = os.path.getsize(partial)
+        assert 3 << 20 <= kept < big["sizes"][1]
+        assert set(store_layers(store)) == {big["diff_ids"][0]}  # the complete small layer; never a partial one
+        registry.start()
+        proxy.fault = None
+        second = ansible.module("image_layers", args)
+        assert second.changed and not second.failed, second.result
+        resumed = [e for e in proxy.blob_requests(blob) if e["range"]]
+        assert resumed and resumed[-1]["range"] == "bytes=%d-" % kept and resumed[-1]["status"] == 206, proxy.log
+        assert resumed[-1]["sent"] == big["sizes"][1] - kept
+    finally:
+        proxy.close()
+        registry.stop()
+    assert set(store_layers(store)) == set(big["diff_ids"])
+    assert os.listdir(os.path.join(store, "downloads", "sha256")) == []
+    with open(os.path.join(second["lower"][0], "data", "blob7.bin"), "rb") as handle:
+        assert hashlib.sha256(handle.read()).digest() == hashlib.sha256(oci_images.random_body(7, 24 << 20)).digest()
+
+
+def test_corrupted_blob_is_refused_and_never_unpacked(ansible, plain, proxy, tmp_path, images):
+    store = str(tmp_path / "store")
+    diff_ids = archive_diff_ids(images["oci_archive"])
+    name = "%s/kbt/img:latest" % proxy.host
+    planned = ansible.module("image_layers", {"name": name, "store": store}, check=True)
+    victim = planned["layers"][2]
+    proxy.fault = {"digest": victim["digest"], "kind": "corrupt", "offset": 100}
+    bad = ansible.module("image_layers", {"name": name, "store": store})
+    assert bad.failed and "layer 3/3 %s of %s" % (victim["digest"], name) in bad.msg, bad.result
+    assert "does not match its digest" in bad.msg and "discarded and nothing was unpacked" in bad.msg
+    assert victim["diff_id"] not in store_layers(store) and set(store_layers(store)) <= set(diff_ids)
+    assert not [n for n in os.listdir(os.path.join(store, "downloads", "sha256")) if not n.endswith(".partial")]
+    assert not os.listdir(os.path.join(store, "tmp"))
+    proxy.fault = None
+    good = ansible.module("image_layers", {"name": name, "store": store})
+    assert good.changed and not good.failed and set(store_layers(store)) == set(diff_ids)
+
+
+def test_disk_full_in_the_store(ansible, plain, tmp_path, big_layout):
+    layout, big, zeros = big_layout
+    plain.push(layout, "kbt/big", "latest", source_tag="big")
+    plain.push(layout, "kbt/zeros", "latest", source_tag="zeros")
+    small = str(tmp_path / "small")
+    os.makedirs(small)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "kbt-full", small], check=True)
+    try:
+        store = os.path.join(small, "store")
+        runs = ansible.playbook(tasks_playbook([
+            ("download", {"name": "%s/kbt/big:latest" % plain.host, "store": store}),
+            ("unpack", {"name": "%s/kbt/zeros:latest" % plain.host, "store": store}),
+        ]))
+        layers = store_layers(store)
+        downloads = os.listdir(os.path.join(store, "downloads", "sha256"))
+        staging = os.listdir(os.path.join(store, "tmp"))
+    finally:
+        subprocess.run(["umount", small], check=True)
+    download, unpack = runs.named("download"), runs.named("unpack")
+    assert download.failed and "no space left on device in the layer store %s while downloading layer 2/2" % store \
+        in download.msg and "the partial download was removed" in download.msg, download.result
+    assert unpack.failed and "while unpacking layer 2/2 %s" % zeros["diff_ids"][1] in unpack.msg, unpack.result
+    assert "the partly unpacked layer was removed" in unpack.msg
+    assert set(layers) == {big["diff_ids"][0], zeros["diff_ids"][0]}  # only complete, verified layers
+    assert downloads == [] and staging == []

@@ -32,7 +32,6 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._kernel impor
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import auth, client, pull
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import reference as refs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.procfs import read_mountinfo
 
 REGISTRY_OPTIONS: t.Dict[str, t.Any] = dict(
     pull=dict(type="str", default="missing", choices=list(pull.POLICIES)),
@@ -184,7 +183,7 @@ class RegistryImageResource(Resource):
                          functools.partial(image_store.untag, self.store, record.id, t.cast(str, name)),
                          "state=absent; the image keeps its other tags: %s" % ", ".join(others))]
         users = image_store.layer_users(r for r in self.images if r.id != record.id)
-        mounted = read_mountinfo()
+        mounted = overlay.read_all_mounts()
         steps = [Step("remove image %s (%s)" % (record.id, name),
                       functools.partial(image_store.delete, self.store, record.id), "state=absent; its last name")]
         for diff_id in dict.fromkeys(record.diff_ids):
