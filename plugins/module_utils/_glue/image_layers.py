@@ -42,6 +42,26 @@ def resource_for(params: t.Dict[str, t.Any], check_mode: bool) -> Resource:
     return ImageLayersResource(params, check_mode)
 
 
+def is_file_image(image: str) -> bool:
+    """Whether a container's ``image`` names a file on the target (an absolute path) rather than a reference."""
+    return image.startswith("/")
+
+
+def resource_params(image: str, **options: t.Any) -> t.Dict[str, t.Any]:
+    """Every image_layers parameter, defaults filled in, for ``resource_for()`` called from another module.
+
+    ``image`` is a path (``src``) or a reference (``name``); ``options`` are any other image_layers
+    options (``store``, ``pull``, ``platform``, ``username``, ``password``, ``auth_file``, ``ca_path``...).
+    """
+    params = {key: spec.get("default") for key, spec in ARGUMENT_SPEC.items()}
+    params["src" if is_file_image(image) else "name"] = image
+    unknown = sorted(set(options) - set(ARGUMENT_SPEC))
+    if unknown:
+        raise ValidationError("unknown image option(s): %s" % ", ".join(unknown))
+    params.update({key: value for key, value in options.items() if value is not None})
+    return params
+
+
 def _size(value: t.Optional[int]) -> str:
     if value is None:
         return "size unknown"

@@ -276,26 +276,27 @@ class Repository:
         if self._scheme:
             return self._http.open(method, self._url(self._scheme, path), headers=full,
                                    unredirected_headers=["Authorization"], context=self._ssl_context())
-        first_error: t.Optional[BaseException] = None
+        failures: t.List[t.Tuple[str, BaseException]] = []
         for scheme in self._scheme_order:
             try:
                 response = self._http.open(method, self._url(scheme, path), headers=full,
                                            unredirected_headers=["Authorization"], context=self._ssl_context())
             except urllib.error.HTTPError as exc:
-                if scheme == "http" and isinstance(first_error, Exception) and exc.code == 400:
-                    exc.close()
-                    raise first_error from None  # an HTTPS-only server answering plain HTTP: the TLS error says more
+                if scheme == "http" and exc.code == 400 and len(self._scheme_order) > 1:
+                    failures.append((scheme, exc))  # a TLS server asked in plain HTTP ("HTTP request to an HTTPS server")
+                    continue
                 self._scheme = scheme
                 raise
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                if first_error is None:
-                    first_error = exc
                 if not _is_tls_or_connect_failure(exc):
                     raise
+                failures.append((scheme, exc))
                 continue
             self._scheme = scheme
             return response
-        raise t.cast(BaseException, first_error)
+        # Nothing answered: the HTTPS failure says more (a certificate problem, say) than plain HTTP's.
+        failures.sort(key=lambda failure: failure[0] != "https")
+        raise failures[0][1]
 
     def _url(self, scheme: str, path: str) -> str:
         return "%s://%s/v2/%s/%s" % (scheme, self.host, self.reference.repository, path)
