@@ -35,7 +35,7 @@ def run(ansible, playbook):
 def test_demo_converges_proves_a_ping_and_tears_down(ansible, cgroup_test_parent):
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
-                 "A veth pair per namespace, eth0 inside, the host end on the bridge", "Unpack the image layers",
+                 "A veth pair per namespace, eth0 inside, the host end on the bridge", "Pull or unpack the image layers",
                  "Mount the root filesystem under a private writable layer", "The container process"):
         assert [name for name in first.changed_tasks if name.endswith(task)], (task, first.changed_tasks)
     started = [task for task in first.tasks if task.task.endswith("The container process")]
