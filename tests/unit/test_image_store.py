@@ -60,3 +60,27 @@ def test_damaged_or_foreign_records_are_ignored(tmp_path):
     with open(os.path.join(folder, "c" * 64 + ".json"), "w") as handle:
         json.dump(dict(record(A).to_json()), handle)  # its id does not match its name
     assert [r.id for r in image_store.list_images(store)] == [A]
+
+
+def _layer(diff_id, images=(), mounts=(), size=10):
+    return image_store.StoredLayer(diff_id, "present", size, list(images), list(mounts))
+
+
+def test_prune_plan_keeps_what_overlays_and_images_use():
+    base, v1_top, v2_top, orphan, mounted_orphan = ("sha256:" + c * 64 for c in "12345")
+    old = image_store.ImageRecord(id=A, layers=[{"diff_id": base}, {"diff_id": v1_top}], config={}, dangling=True)
+    new = image_store.ImageRecord(id=B, layers=[{"diff_id": base}, {"diff_id": v2_top}], config={}, tags={TAG: B})
+    layers = {base: _layer(base, [A, B]), v1_top: _layer(v1_top, [A]), v2_top: _layer(v2_top, [B]),
+              orphan: _layer(orphan), mounted_orphan: _layer(mounted_orphan, mounts=["/m"])}
+    left = [image_store.Leftover("downloads/sha256/x.partial", 5, "an interrupted download")]
+    plan = image_store.prune_plan([old, new], layers, left, remove_all=False)
+    assert [r.id for r, _why in plan.images] == [A]
+    assert [layer.diff_id for layer, _why in plan.layers] == [v1_top, orphan]
+    assert plan.kept == [(mounted_orphan, ["/m"])] and plan.space == 25
+    everything = image_store.prune_plan([old, new], layers, [], remove_all=True)
+    assert [r.id for r, _why in everything.images] == [A, B]
+    assert [layer.diff_id for layer, _why in everything.layers] == [base, v1_top, v2_top, orphan]
+    layers[v1_top].mounts = ["/c"]  # the dangling image's layer is mounted: the image and all its layers stay
+    held = image_store.prune_plan([old, new], layers, [], remove_all=True)
+    assert [r.id for r, _why in held.images] == [B]
+    assert [layer.diff_id for layer, _why in held.layers] == [v2_top, orphan]

@@ -42,6 +42,7 @@ IMAGES = "images"
 DOWNLOADS = "downloads"
 WRITERS_LOCK = ".writers"
 MAX_RECORD = 8 << 20
+ALGORITHMS = ("sha256", "sha512")
 
 
 @dataclass
@@ -183,6 +184,12 @@ def write(store: str, root_fd: int, record: ImageRecord) -> None:
         os.close(folder)
 
 
+def remove_record(store: str, image_id: str) -> None:
+    """Forget an image (its layers stay until removed or pruned)."""
+    with layer_store.locked(store):
+        delete(store, image_id)
+
+
 def delete(store: str, image_id: str) -> None:
     try:
         os.unlink(_record_path(store, image_id))
@@ -223,14 +230,17 @@ def save(store: str, record: ImageRecord) -> t.List[str]:
 
 
 def _merged(current: t.Optional[ImageRecord], new: ImageRecord) -> ImageRecord:
+    """``new`` over ``current``: names are added; the rest stays as first recorded (the same config means the
+    same image, but a file and a registry may compress its layers differently: no flapping between them)."""
     if current is None:
         return ImageRecord(**{**new.__dict__, "tags": dict(new.tags), "digests": sorted(set(new.digests))})
     tags = dict(current.tags)
     tags.update(new.tags)
-    return ImageRecord(id=new.id, layers=new.layers, config=new.config, platform=new.platform or current.platform,
-                       manifest_digest=new.manifest_digest or current.manifest_digest, tags=tags,
+    return ImageRecord(id=current.id, layers=current.layers, config=current.config,
+                       platform=current.platform or new.platform,
+                       manifest_digest=current.manifest_digest or new.manifest_digest, tags=tags,
                        digests=sorted(set(current.digests) | set(new.digests)),
-                       source=new.source or current.source, registry_url=new.registry_url or current.registry_url,
+                       source=current.source or new.source, registry_url=current.registry_url or new.registry_url,
                        dangling=current.dangling and not tags, recorded_at=current.recorded_at)
 
 
@@ -267,12 +277,25 @@ def layer_users(images: t.Iterable[ImageRecord]) -> t.Dict[str, t.List[str]]:
     return users
 
 
-@contextmanager
-def writers(store: str, exclusive: bool = False, timeout: float = layer_store.LOCK_TIMEOUT) -> t.Iterator[None]:
-    """Held shared by every pull and unpack for its whole run, exclusive by a prune.
+class SharedWriters:
+    """The writers lock held shared across several steps (``acquire`` ... ``release``); the lock goes with the
+    file descriptor, so a run that dies in between releases it too."""
 
-    A prune must not remove a layer a concurrent pull has unpacked but not yet recorded in an image.
-    """
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.fd: t.Optional[int] = None
+
+    def acquire(self) -> None:
+        if self.fd is None:
+            self.fd = _lock_writers(self.store, exclusive=False, timeout=layer_store.LOCK_TIMEOUT)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+def _lock_writers(store: str, exclusive: bool, timeout: float) -> int:
     root = layer_store.open_root(store)  # creates the store (0700) if needed, without following symlinks
     try:
         fd = os.open(WRITERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=root)
@@ -283,12 +306,192 @@ def writers(store: str, exclusive: bool = False, timeout: float = layer_store.LO
         while True:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                break
+                return fd
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise KernelboxError("the layer store %s stayed busy (%s) for %d s" % (
                         store, "a pull or unpack is running" if exclusive else "a prune is running", timeout))
                 time.sleep(0.2)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextmanager
+def writers(store: str, exclusive: bool = False, timeout: float = layer_store.LOCK_TIMEOUT) -> t.Iterator[None]:
+    """Held shared by every pull and unpack for its whole run, exclusive by a prune.
+
+    A prune must not remove a layer a concurrent pull has unpacked but not yet recorded in an image.
+    """
+    fd = _lock_writers(store, exclusive, timeout)
+    try:
         yield
     finally:
         os.close(fd)
+
+
+# --- inventory and pruning ------------------------------------------------------------------------
+
+@dataclass
+class StoredLayer:
+    diff_id: str
+    status: str  # layer_store.PRESENT or PARTIAL
+    size: t.Optional[int]  # the uncompressed tar's size, from the marker
+    images: t.List[str] = field(default_factory=list)  # IDs of the images that use it
+    mounts: t.List[str] = field(default_factory=list)  # overlays that have it as a lower layer
+
+
+@dataclass
+class Leftover:
+    path: str  # relative to the store
+    size: int
+    why: str
+
+
+def stored_layers(store: str) -> t.List[str]:
+    """diff_ids of every layer directory in the store, complete or not."""
+    found = []
+    for algorithm in ALGORITHMS:
+        try:
+            names = sorted(os.listdir(os.path.join(store, algorithm)))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            try:
+                found.append(image_manifest.normalise_digest("%s:%s" % (algorithm, name)))
+            except ValueError:
+                continue
+    return found
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def leftovers(store: str) -> t.List[Leftover]:
+    """Interrupted downloads (kept for a resume) and interrupted unpacks: never layers, removable by a prune."""
+    found = []
+    for algorithm in ALGORITHMS:
+        folder = os.path.join(store, DOWNLOADS, algorithm)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            size = os.lstat(os.path.join(folder, name)).st_size
+            found.append(Leftover(os.path.join(DOWNLOADS, algorithm, name), size,
+                                  "an interrupted download" if name.endswith(".partial") else "a download not unpacked"))
+    staging = os.path.join(store, "tmp")
+    for name in sorted(os.listdir(staging)) if os.path.isdir(staging) else []:
+        found.append(Leftover(os.path.join("tmp", name), _tree_size(os.path.join(staging, name)),
+                              "an interrupted unpack"))
+    return found
+
+
+def inventory(store: str, images: t.Sequence[ImageRecord],
+              lower_users: t.Callable[[str], t.List[str]]) -> t.Dict[str, StoredLayer]:
+    """Every layer in the store, with its size, the images that use it and the overlays that mount it.
+
+    ``lower_users(layer_directory)`` names the overlay mount points that have the layer as a lower.
+    """
+    layers: t.Dict[str, StoredLayer] = {}
+    for diff_id in stored_layers(store):
+        state = layer_store.status(store, diff_id)
+        marker = layer_store.read_marker(store, diff_id) or {}
+        size = marker.get("size") if state == layer_store.PRESENT else None
+        layers[diff_id] = StoredLayer(diff_id, state, size if isinstance(size, int) else None,
+                                      mounts=lower_users(layer_store.layer_path(store, diff_id)))
+    for record in images:
+        for diff_id in dict.fromkeys(record.diff_ids):
+            if diff_id in layers:
+                layers[diff_id].images.append(record.id)
+    return layers
+
+
+@dataclass
+class PrunePlan:
+    images: t.List[t.Tuple[ImageRecord, str]]  # (image, why it goes)
+    layers: t.List[t.Tuple[StoredLayer, str]]
+    kept: t.List[t.Tuple[str, t.List[str]]]  # (diff_id, the overlays using it) that would otherwise go
+    leftovers: t.List[Leftover]
+
+    @property
+    def space(self) -> int:
+        return sum(layer.size or 0 for layer, _why in self.layers) + sum(left.size for left in self.leftovers)
+
+
+def prune_plan(images: t.Sequence[ImageRecord], layers: t.Mapping[str, StoredLayer],
+               left: t.Sequence[Leftover], remove_all: bool) -> PrunePlan:
+    """What a prune removes: dangling images (with ``remove_all``, every image no overlay uses), then every
+    layer no remaining image uses, and the leftovers.  Nothing an overlay uses is ever removed."""
+    def mounted(record: ImageRecord) -> t.List[str]:
+        points = set()
+        for diff_id in record.diff_ids:
+            points.update(layers[diff_id].mounts if diff_id in layers else [])
+        return sorted(points)
+
+    doomed: t.List[t.Tuple[ImageRecord, str]] = []
+    for record in images:
+        if mounted(record):
+            continue
+        if record.dangling:
+            doomed.append((record, "dangling: its tags moved to newer images"))
+        elif remove_all:
+            doomed.append((record, "all=true and no overlay uses its layers"))
+    gone = {record.id for record, _why in doomed}
+    plan = PrunePlan(doomed, [], [], list(left))
+    for diff_id, layer in sorted(layers.items()):
+        users = [image_id for image_id in layer.images if image_id not in gone]
+        if users:
+            continue
+        if layer.mounts:
+            plan.kept.append((diff_id, list(layer.mounts)))
+            continue
+        why = "no image uses it" if layer.status == layer_store.PRESENT else \
+            "partially unpacked, and no image uses it"
+        plan.layers.append((layer, why))
+    return plan
+
+
+def remove_unused_image(store: str, image_id: str, remove_all: bool,
+                        lower_users: t.Callable[[str], t.List[str]]) -> bool:
+    """Remove an image record if it is still prunable (dangling, or any image with ``remove_all``, and unmounted)."""
+    with writers(store, exclusive=True):
+        record = load(store, image_id)
+        if record is None or not (record.dangling or remove_all):
+            return False
+        if any(lower_users(layer_store.layer_path(store, diff_id)) for diff_id in record.diff_ids):
+            return False
+        with layer_store.locked(store):
+            delete(store, image_id)
+        return True
+
+
+def remove_unused_layer(store: str, diff_id: str, lower_users: t.Callable[[str], t.List[str]]) -> bool:
+    """Remove a layer unless an image or an overlay took it up meanwhile; False when it stayed.
+
+    Holds the writers lock exclusively: no pull or unpack is between unpacking and recording a layer.
+    """
+    with writers(store, exclusive=True):
+        if any(diff_id in record.diff_ids for record in list_images(store)):
+            return False
+        if lower_users(layer_store.layer_path(store, diff_id)):
+            return False
+        layer_store.remove_layer(store, diff_id)
+        return True
+
+
+def remove_leftover(store: str, leftover: Leftover) -> None:
+    """Remove an interrupted download (no pull is running: writers lock) or unpack (store lock)."""
+    if leftover.path.startswith(DOWNLOADS + "/"):
+        with writers(store, exclusive=True):
+            try:
+                os.unlink(os.path.join(store, leftover.path))
+            except FileNotFoundError:
+                pass
+        return
+    with layer_store.locked(store):
+        layer_store.clean_staging(store)

@@ -157,7 +157,7 @@ def locked(store: str, timeout: float = LOCK_TIMEOUT) -> t.Iterator[int]:
         os.close(root)
 
 
-def _clean_staging(store: str) -> t.List[str]:
+def clean_staging(store: str) -> t.List[str]:
     """Remove what interrupted runs left in tmp/ (only called with the lock held)."""
     tmp = os.path.join(store, "tmp")
     try:
@@ -189,7 +189,7 @@ def unpack_layer(store: str, layer: image_source.Layer, diff_id: t.Optional[str]
     layer.  The marker has ``"unpacked": true`` when this call did the work.
     """
     with locked(store) as root:
-        _clean_staging(store)
+        clean_staging(store)
         if diff_id and status(store, diff_id) == PRESENT:
             return dict(read_marker(store, diff_id) or {}, unpacked=False)
         tmp_path = os.path.join(store, "tmp")

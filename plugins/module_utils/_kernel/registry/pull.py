@@ -267,8 +267,8 @@ def _resolve(store: str, ref: reference.Reference, policy: str, platform: str, r
               for index, (desc, diff_id) in enumerate(zip(layer_descs, diff_ids))]
     found = image_store.ImageRecord(
         id=image_id, config=config, platform=image_platform, manifest_digest=manifest.digest,
-        layers=[{"diff_id": l.diff_id, "digest": l.digest, "size": l.size, "media_type": l.media_type}
-                for l in layers])
+        layers=[{"diff_id": item.diff_id, "digest": item.digest, "size": item.size, "media_type": item.media_type}
+                for item in layers])
     record = _wanted_record(ref, found, top.digest, repository)
     result = PullPlan(store, ref, policy, top.digest, manifest.digest, image_id, config, image_platform, layers,
                       record, image_store.needs_save(images, record), "registry", repository)
