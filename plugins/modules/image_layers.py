@@ -94,8 +94,8 @@ options:
   state:
     description:
       - V(present) unpacks (and for O(name) downloads) the layers that are not in the store yet.
-      - V(absent) with O(src) removes this image's layers from the store. It is refused while an overlay uses one
-        of them. Other images that share a layer have to unpack it again.
+      - V(absent) with O(src) removes this image's record and its layers from the store, except the layers another
+        recorded image uses. It is refused while an overlay uses one of them.
       - V(absent) with O(name) takes the name off the store, and with its last tag the image and the layers no
         other image uses. It never uses the network.
     type: str

@@ -23,11 +23,6 @@ import pytest
 from harness import oci_images
 
 
-@pytest.fixture(scope="session")
-def images(tmp_path_factory):
-    return oci_images.build_with_podman(str(tmp_path_factory.mktemp("kbt-images")))
-
-
 def archive_diff_ids(oci_archive):
     """diff_ids of an OCI archive, read with tarfile and json only (independent of the module)."""
     with tarfile.open(oci_archive) as tar:
@@ -67,9 +62,12 @@ def test_real_image_unpacks_verifies_and_mounts(ansible, images, work):
     first = ansible.module("image_layers", args)
     assert first.changed and not first.failed, first.result
     diff_ids = archive_diff_ids(images["oci_archive"])
+    config_digest = first["image"]["config_digest"]
     assert [layer["diff_id"] for layer in first["layers"]] == diff_ids and len(diff_ids) == 3
+    assert first.actions[3] == "record image %s (localhost/kbt-img:latest) (no record of image %s)" % (
+        config_digest, config_digest)
     assert [a.split(" (")[0].rsplit(" into ", 1)[0] for a in first.actions] == [
-        "unpack layer %d/3 %s" % (i + 1, d) for i, d in enumerate(diff_ids)]
+        "unpack layer %d/3 %s" % (i + 1, d) for i, d in enumerate(diff_ids)] + ["record image %s" % config_digest]
     paths = [os.path.join(store, "sha256", d.split(":")[1], "diff") for d in diff_ids]
     assert first["lower"] == paths[::-1]  # topmost first, for overlay_rootfs
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o700
@@ -114,7 +112,8 @@ def test_real_image_unpacks_verifies_and_mounts(ansible, images, work):
     assert refused.failed and "is a lower layer of the overlay at %s" % merged in refused.msg
     assert runs.named("unmount").changed
     removed = runs.named("remove")
-    assert removed.changed and removed.actions == ["remove layer %s (state=absent)" % d for d in diff_ids]
+    assert removed.changed and removed.actions == ["remove layer %s (state=absent)" % d for d in diff_ids] + [
+        "remove image %s (%s) from the store's records (state=absent)" % (config_digest, images["oci_archive"])]
     assert not any(os.path.exists(p) for p in paths) and removed["lower"] == []
     assert not runs.named("remove again").changed and not runs.named("remove again").failed
 
@@ -150,7 +149,8 @@ def test_check_mode_diff_and_partial_layer_redone(ansible, images, work, host_st
     args = {"src": images["docker_archive"], "store": store}
     before = host_state()
     planned = ansible.module("image_layers", args, check=True, diff=True)
-    assert planned.changed and len(planned.actions) == 3 and not os.path.exists(store)
+    assert planned.changed and len(planned.actions) == 4 and not os.path.exists(store)
+    assert planned.actions[3].startswith("record image %s" % planned["image"]["config_digest"])
     assert host_state() == before
     assert all(entry.endswith(" absent") for entry in planned.diff["before"]["layers"])
     assert all(entry.endswith(" present") for entry in planned.diff["after"]["layers"])

@@ -14,7 +14,8 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue import 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
-    image_manifest, image_source, layer_store, mounts, overlay)
+    image_manifest, image_source, image_store, layer_store, mounts, overlay)
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import reference as refs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
 ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
@@ -71,6 +72,11 @@ def _size(value: t.Optional[int]) -> str:
     return "%d B" % value
 
 
+def _after(first: t.Callable[[], t.Any], then: t.Callable[[], t.Any]) -> None:
+    first()
+    then()
+
+
 class ImageLayersResource(Resource):
     """The layers of one local image, unpacked into a content-addressed store."""
 
@@ -105,7 +111,30 @@ class ImageLayersResource(Resource):
         if self.image.platform and not image_manifest.platform_matches(self.platform, self.image.platform):
             self.warnings.append("the image is for %s, not %s: its programs may not run here"
                                  % (self.image.platform, self.platform))
-        return {"store": self.store, "layers": [self._layer_state(i) for i in range(len(self.image.layers))]}
+        self.record = self._wanted_record()
+        self.images = image_store.list_images(self.store)
+        return self._state()
+
+    def _state(self) -> t.Dict[str, t.Any]:
+        recorded = image_store.load(self.store, self.record.id)
+        return {"store": self.store, "image": recorded.id if recorded else None,
+                "layers": [self._layer_state(i) for i in range(len(self.image.layers))]}
+
+    def _wanted_record(self) -> image_store.ImageRecord:
+        """The store's record of this image: ID = config digest (a rootfs tarball's own digest), named by the
+        image's reference when that is a full one (``localhost/web:latest``; skopeo's bare ``kbt`` is not)."""
+        image = self.image
+        image_id = image.config_digest or t.cast(str, image.layers[0].digest)
+        tags: t.Dict[str, t.Optional[str]] = {}
+        if image.reference and refs.looks_like_reference(image.reference):
+            ref = refs.parse(image.reference)
+            if ref.tagged:
+                tags[ref.tagged] = image.manifest_digest
+        layers = [{"diff_id": diff_id, "digest": layer.digest, "size": layer.size, "media_type": layer.media_type}
+                  for layer, diff_id in zip(image.layers, self.diff_ids)]
+        return image_store.ImageRecord(id=image_id, layers=layers, config=image.config or {},
+                                       platform=image.platform, manifest_digest=image.manifest_digest, tags=tags,
+                                       source=image.source)
 
     def _rootfs_ids(self, layer: image_source.Layer) -> str:
         """A plain tarball has no config: hash it (cheap), and hash its content only the first time."""
@@ -132,10 +161,33 @@ class ImageLayersResource(Resource):
     # --- desired and plan -----------------------------------------------------------------------
 
     def desired(self, current: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
-        wanted = layer_store.PRESENT if self.params["state"] == "present" else layer_store.ABSENT
-        return {"store": self.store, "layers": [dict(entry, status=wanted) for entry in current["layers"]]}
+        present = self.params["state"] == "present"
+        wanted = layer_store.PRESENT if present else layer_store.ABSENT
+        shared = self._shared_layers() if not present else set()
+        return {"store": self.store, "image": self.record.id if present else None,
+                "layers": [dict(entry, status=entry["status"] if entry["diff_id"] in shared else wanted)
+                           for entry in current["layers"]]}
+
+    def _shared_layers(self) -> t.Set[str]:
+        """Layers another recorded image uses: state=absent leaves them."""
+        return set(image_store.layer_users(r for r in self.images if r.id != self.record.id))
 
     def plan(self, current: t.Dict[str, t.Any], desired: t.Dict[str, t.Any]) -> t.List[Step]:
+        steps = self._layer_steps(current, desired)
+        return self._hold_writers(steps + self._record_steps(current))
+
+    def _hold_writers(self, steps: t.List[Step]) -> t.List[Step]:
+        """The store's writers lock, shared, from the first step to the last: a prune cannot take layers
+        this run unpacked before its last step records the image that uses them."""
+        if not steps:
+            return steps
+        holder = image_store.SharedWriters(self.store)
+        first, last = steps[0], steps[-1]
+        steps[0] = Step(first.what, functools.partial(_after, holder.acquire, first.apply), first.why)
+        steps[-1] = Step(steps[-1].what, functools.partial(_after, steps[-1].apply, holder.release), last.why)
+        return steps
+
+    def _layer_steps(self, current: t.Dict[str, t.Any], desired: t.Dict[str, t.Any]) -> t.List[Step]:
         steps = []
         count = len(self.image.layers)
         mounted = None
@@ -162,6 +214,19 @@ class ImageLayersResource(Resource):
                                   functools.partial(layer_store.remove_layer, self.store, diff_id), "state=absent"))
         return steps
 
+    def _record_steps(self, current: t.Dict[str, t.Any]) -> t.List[Step]:
+        """Recorded last, once every layer is in (an image whose layer was refused is not recorded)."""
+        if self.params["state"] == "absent":
+            if current["image"] is None:
+                return []
+            return [Step("remove image %s (%s) from the store's records" % (self.record.id, self.image.source),
+                         functools.partial(image_store.remove_record, self.store, self.record.id), "state=absent")]
+        reasons = image_store.needs_save(self.images, self.record)
+        if not reasons:
+            return []
+        return [Step("record image %s (%s)" % (self.record.id, ", ".join(sorted(self.record.tags)) or self.image.source),
+                     functools.partial(image_store.save, self.store, self.record), "; ".join(reasons))]
+
     def _unpack(self, index: int) -> None:
         marker = layer_store.unpack_layer(self.store, self.image.layers[index], self.diff_ids[index])
         if marker.get("skipped"):
@@ -173,12 +238,13 @@ class ImageLayersResource(Resource):
     def refresh(self, current: t.Any, acted: bool) -> t.Any:
         if not acted:
             return current
-        return {"store": self.store, "layers": [self._layer_state(i) for i in range(len(self.image.layers))]}
+        return self._state()
 
     def diff_view(self, state: t.Any) -> t.Any:
         if not state:
             return {}
-        return {"store": state["store"], "layers": ["%s %s" % (e["diff_id"], e["status"]) for e in state["layers"]]}
+        return {"store": state["store"], "image": state.get("image"),
+                "layers": ["%s %s" % (e["diff_id"], e["status"]) for e in state["layers"]]}
 
     def result(self, state: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
         image = self.image

@@ -185,7 +185,7 @@ class RegistryImageResource(Resource):
         users = image_store.layer_users(r for r in self.images if r.id != record.id)
         mounted = overlay.read_all_mounts()
         steps = [Step("remove image %s (%s)" % (record.id, name),
-                      functools.partial(image_store.delete, self.store, record.id), "state=absent; its last name")]
+                      functools.partial(image_store.remove_record, self.store, record.id), "state=absent; its last name")]
         for diff_id in dict.fromkeys(record.diff_ids):
             if layer_store.status(self.store, diff_id) == layer_store.ABSENT:
                 continue
