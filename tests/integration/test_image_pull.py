@@ -419,3 +419,93 @@ def test_the_container_role_runs_an_image_by_reference(ansible, plain, tmp_path,
     container = run.named("log")["containers"][0]
     assert container["state"] == "running" and "app=app uid=1000" in container["log"]["tail"], container["log"]
     assert run.named("image gone").changed and os.listdir(os.path.join(store, "sha256")) == []
+
+
+# --- the store's life cycle: image_info and image_prune ------------------------------------------
+
+def test_info_and_prune_keep_what_overlays_use(ansible, plain, images, tmp_path):
+    """Dangling images after a tag moved, a file image, leftovers; prune keeps whatever a mounted overlay uses."""
+    store = str(tmp_path / "store")
+    layout = str(tmp_path / "moving")
+    base = oci_images.tar_bytes([{"name": "etc/", "type": "dir"}, {"name": "etc/base", "data": b"base\n"}])
+    v1 = oci_images.write_single_layout(layout, [base, marker_layer("v1\n")], "v1")
+    v2 = oci_images.write_single_layout(layout, [base, marker_layer("v2\n")], "v2")
+    plain.push(layout, "kbt/prune", "current", source_tag="v1")
+    name = "%s/kbt/prune:current" % plain.host
+    first = ansible.module("image_layers", {"name": name, "store": store})
+    assert first.changed, first.result
+    plain.push(layout, "kbt/prune", "current", source_tag="v2")
+    rootfs = {"lower": first["lower"], "upper": str(tmp_path / "upper"), "work": str(tmp_path / "work"),
+              "merged": str(tmp_path / "merged")}
+    v2_rootfs = dict(rootfs, upper=str(tmp_path / "upper2"), work=str(tmp_path / "work2"),
+                     merged=str(tmp_path / "merged2"))
+    partial = os.path.join(store, "downloads", "sha256", "ab" * 32 + ".partial")
+    tasks = [
+        ("tag moves", "image_layers", {"name": name, "store": store, "pull": "always"}),
+        ("file image", "image_layers", {"src": images["rootfs_tar"], "store": store}),
+        ("mount v1", "overlay_rootfs", rootfs),
+        ("info", "image_info", {"store": store}),
+        ("info by name", "image_info", {"store": store, "name": ["%s/kbt/prune:current" % plain.host,
+                                                                 "%s/kbt/none:1" % plain.host]}),
+        ("prune while v1 is mounted", "image_prune", {"store": store}),
+        ("unmount v1", "overlay_rootfs", dict(rootfs, state="absent")),
+        ("leftover", "ansible.builtin.copy", {"dest": partial, "content": "interrupted", "mode": "0600"}),
+        ("prune check", "image_prune", {"store": store}),
+        ("prune", "image_prune", {"store": store}),
+        ("prune again", "image_prune", {"store": store}),
+        ("mount v2", "overlay_rootfs", dict(v2_rootfs, lower="{{ v2_lower }}")),
+        ("forget v2", "ansible.builtin.file", {"path": os.path.join(store, "images", "sha256",
+                                                                    "{{ v2_id[7:] }}.json"), "state": "absent"}),
+        ("prune all", "image_prune", {"store": store, "all": True}),
+        ("unmount v2", "overlay_rootfs", dict(v2_rootfs, state="absent")),
+        ("prune all again", "image_prune", {"store": store, "all": True}),
+        ("info at the end", "image_info", {"store": store}),
+    ]
+    body = []
+    for task, module, args in tasks:
+        fqcn = module if "." in module else "kernelbox.containers." + module
+        entry = {"name": task, fqcn: args, "ignore_errors": True}
+        if task == "tag moves":
+            entry["register"] = "moved"
+        if task == "prune check":
+            entry["check_mode"] = True
+        body.append(entry)
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": body,
+             "vars": {"v2_lower": "{{ moved.lower }}", "v2_id": "{{ moved.image.id }}"}}]
+    runs = ansible.playbook(json.dumps(play, indent=1))
+    assert not runs.failed_tasks, runs.stdout[-4000:]
+    moved = runs.named("tag moves")
+    v1_id, v2_id = first["image"]["id"], moved["image"]["id"]
+    file_id = runs.named("file image")["image"]["config_digest"] or runs.named("file image")["layers"][0]["digest"]
+    info = {image["id"]: image for image in runs.named("info")["images"]}
+    assert set(info) == {v1_id, v2_id, file_id}
+    assert info[v1_id]["dangling"] and info[v1_id]["tags"] == [] and info[v1_id]["in_use"] == [rootfs["merged"]]
+    assert info[v2_id]["tags"] == [name] and info[v2_id]["complete"]
+    assert info[v2_id]["in_use"] == [rootfs["merged"]]  # through the base layer it shares with v1
+    assert info[file_id]["source"] == images["rootfs_tar"] and not info[file_id]["dangling"]
+    layers = {layer["diff_id"]: layer for layer in runs.named("info")["layers"]}
+    assert sorted(layers[v1["diff_ids"][0]]["images"]) == sorted([v1_id, v2_id])  # the shared base
+    assert [image["id"] for image in runs.named("info by name")["images"]] == [v2_id]
+
+    held = runs.named("prune while v1 is mounted")
+    assert not held.changed and held["images"] == [] and held["layers"] == []
+    check = runs.named("prune check")
+    assert check.changed and check["images"] == [v1_id] and check["layers"] == [v1["diff_ids"][1]]
+    assert check["leftovers"] == ["downloads/sha256/%s.partial" % ("ab" * 32)]
+    assert check.actions[0] == "remove image %s (%s) (dangling: its tags moved to newer images)" % (
+        v1_id, "%s/kbt/prune@%s" % (plain.host, v1["manifest"]))
+    pruned = runs.named("prune")
+    assert pruned.changed and pruned["images"] == [v1_id] and pruned["layers"] == [v1["diff_ids"][1]]
+    assert pruned["space_reclaimed"] > 0 and pruned.actions == check.actions
+    assert not runs.named("prune again").changed
+
+    everything = runs.named("prune all")
+    assert everything.changed and everything["images"] == [file_id]
+    assert sorted(everything["kept"], key=lambda k: k["diff_id"]) == sorted(
+        [{"diff_id": d, "in_use": [v2_rootfs["merged"]]} for d in v2["diff_ids"]], key=lambda k: k["diff_id"])
+    assert any("is a lower layer of the overlay at %s" % v2_rootfs["merged"] in w
+               for w in everything.get("warnings", []))
+    final = runs.named("prune all again")
+    assert final.changed and sorted(final["layers"]) == sorted(v2["diff_ids"])
+    end = runs.named("info at the end")
+    assert end["images"] == [] and end["layers"] == [] and end["leftovers"] == []
