@@ -44,3 +44,13 @@ def test_garbage_collection_keeps_current_and_in_use(tmp_path):
     removed = materialise.collect_garbage([os.path.join(root, "bbbb")], layout)
     assert removed == [os.path.join(root, "aaaa")]
     assert sorted(os.listdir(root)) == sorted(["bbbb", "current", os.path.basename(code)])
+
+
+def test_listed_closure_is_what_the_imports_reach():
+    """CLOSURE saves every run from computing the supervisor's imports; it must be exactly what they reach."""
+    computed = {name[len(materialise.PACKAGE) + 1:] for name in materialise.closure()}
+    listed = set(materialise.CLOSURE)
+    assert computed == listed, (
+        "update CLOSURE in _runtime/supervise/materialise.py: add %s, remove %s"
+        % (sorted(computed - listed) or "nothing", sorted(listed - computed) or "nothing"))
+    assert materialise.listed_sources() == materialise.closure()
