@@ -362,7 +362,8 @@ options:
       max_size:
         description:
           - When the log passes this size it moves to C(container.log.1) (replacing the older one) and starts
-            again; C(0) means no cap. Checked every second.
+            again; C(0) means no cap. The supervisor writes the file from a pipe that is the container's stdout and
+            stderr, so the cap holds as it is written, and rotation renames, never copies.
           - Default C(10M) for a new container; an existing one keeps its setting when this is not given.
         type: str
       tail_lines:

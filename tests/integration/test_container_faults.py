@@ -16,7 +16,7 @@ import socket
 import time
 
 from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
-from harness.containers import alive, cgroup_parent, leaf_path, proc_stat, supervisor_pids, wait_until
+from harness.containers import alive, cgroup_parent, leaf_path, log_text, proc_stat, supervisor_pids, wait_until
 
 START_POINTS = ["locked", "persisted", "materialised", "supervisor", "start-sent", "started",
                 "supervisor-starting", "supervisor-cgroup", "supervisor-launched"]
@@ -111,9 +111,21 @@ def _raw_request(request):
     return json.loads(data)
 
 
+def _runs_of_numbers(text):
+    """The counter lines of the log, one list per run of the container (each run counts from 1)."""
+    runs = []
+    for line in text.splitlines():
+        if line.isdigit():
+            if line == "1" or not runs:
+                runs.append([])
+            runs[-1].append(int(line))
+    return runs
+
+
 def test_supervisor_upgrade_keeps_parenthood_and_death_loses_only_exit_codes(ansible, busybox_rootfs, containers):
     name = containers("kbt-sup")
-    args = {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sleep", "1000"], "stop_timeout": 0.5,
+    counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"
+    args = {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sh", "-c", counter], "stop_timeout": 0.5,
             "cgroup": {"parent": cgroup_parent()}}
     first = ansible.module("container_process", args)
     assert first.changed and not first.failed, first.result
@@ -145,13 +157,18 @@ def test_supervisor_upgrade_keeps_parenthood_and_death_loses_only_exit_codes(ans
     pid, sup = second["pid"], second["supervisor"]["pid"]
     os.kill(sup, signal.SIGKILL)
     assert wait_until(lambda: not alive(sup), 5)
-    time.sleep(0.2)
+    last_before = _runs_of_numbers(log_text(name))[-1][-1]
+    time.sleep(1.0)  # the container writes on into its pipe, which nobody reads now
     assert alive(pid, second["starttime"]) and int(proc_stat(pid)[1]) != sup
     adopt = ansible.module("container_process", args)
     assert adopt.changed and adopt.actions == [
         "start a supervisor for container %s (it runs, but the supervisor that started it is gone)" % name]
     assert adopt["pid"] == pid and adopt["supervisor"]["pid"] not in (None, sup)
     assert not ansible.module("container_process", args).changed
+    # What it wrote while no supervisor ran waited in the pipe: the new supervisor drains it, nothing is lost.
+    assert wait_until(lambda: _runs_of_numbers(log_text(name))[-1][-1] > last_before + 20, 30)
+    runs = _runs_of_numbers(log_text(name))
+    assert len(runs) == 2 and all(run == list(range(1, len(run) + 1)) for run in runs), [r[-3:] for r in runs]
     # Its exit status now goes to init: the stop works, the exit code is unknown and says why.
     stopped = ansible.module("container_process", dict(args, state="stopped"))
     assert stopped.changed and not alive(pid)

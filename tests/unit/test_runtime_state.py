@@ -188,17 +188,18 @@ def test_backoff_doubles_and_caps():
     assert restart.next_streak(0, None) == 1
 
 
-def test_log_rotation_keeps_one_old_file(tmp_path):
+def test_legacy_log_rotation_keeps_one_old_file(tmp_path):
+    """A container started by an older supervisor holds its log file itself (O_APPEND)."""
     path = str(tmp_path / "c.log")
-    fd = logs.open_for_container(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(fd, b"".join(b"line %d\n" % i for i in range(100)))
-    assert logs.rotate_if_needed(path, 100)
-    assert os.path.getsize(path) == 0 and os.path.exists(path + ".1")
+    assert logs.rotate_legacy(path, 100)
+    assert os.path.getsize(path) == 0 and os.path.getsize(path + ".1") == 100  # the last 100 bytes only
     os.write(fd, b"after\n")  # the container's O_APPEND fd continues at the new end
     os.close(fd)
     assert open(path).read() == "after\n"
     assert logs.tail(path, 3) == ["line 98", "line 99", "after"]
-    assert not logs.rotate_if_needed(path, 100) and not logs.rotate_if_needed(path, 0)
+    assert not logs.rotate_legacy(path, 100) and not logs.rotate_legacy(path, 0)
     logs.remove(path)
     assert os.listdir(str(tmp_path)) == []
 

@@ -95,7 +95,8 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
                 log: t.Union[str, int], fault: t.Optional[str] = None) -> t.Dict[str, t.Any]:
     """In this process: leaf, log, launch.start(); the Launched fields, or raise.
 
-    ``log`` is the log file's path, or an fd already open for stdout and stderr (the journal).
+    ``log`` is the path of the log FIFO the supervisor drains, or an fd already
+    open for stdout and stderr (the journal's stream socket, with systemd).
     """
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
@@ -132,9 +133,11 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
     return {"pid": launched.pid, "starttime": launched.starttime, "namespaces": dict(launched.namespaces)}
 
 
-def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]], log_path: str,
+def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]], log_fifo: str,
           fault: t.Optional[str] = None) -> t.Tuple[t.Optional[t.Dict[str, t.Any]], t.Optional[t.Dict[str, t.Any]]]:
     """Start a container through a launcher child: (launched fields, None) or (None, error).
+
+    The container's stdout and stderr are ``log_fifo``, which the caller drains (logs.Sink).
 
     The caller must be a child subreaper (it inherits the init) and reap with waitpid().
     """
@@ -143,7 +146,7 @@ def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         try:
-            return {"ok": launch_here(config, placement, log_path, fault)}
+            return {"ok": launch_here(config, placement, log_fifo, fault)}
         except BaseException as exc:  # reported as data: the supervisor must learn the step and errno
             return {"error": describe_error(exc, "launch")}
 

@@ -13,14 +13,17 @@ demand; it exits as soon as it supervises nothing.
 
 It runs from a copy of the runtime code under /var/lib/kernelbox/runtime
 (see materialise.py), never from the module's AnsiballZ payload, which is
-deleted when the module exits.  Failure modes (README "Lifecycle and
-supervision"): if it dies, the containers keep running (their stdout and
-stderr are the log file itself, not a pipe to us) and are re-parented to
-init; the next module run starts a new supervisor, which adopts them by PID
-and start time and watches them through pidfds, but an exit in between, or
-of an adopted container, has no exit code (``exit_note`` says why).  An
-upgrade re-executes the daemon in place: same PID, still the parent and
-subreaper, so nothing is lost.
+deleted when the module exits.  Each container's stdout and stderr are a
+FIFO the supervisor drains into its log file (logs.py): one chunk per
+container per turn of the loop, so a flood starves no one.  Failure modes
+(README "Lifecycle and supervision"): if it dies, the containers keep
+running (their FIFO holds what they write, then blocks them; it never
+breaks) and are re-parented to init; the next module run starts a new
+supervisor, which adopts them by PID and start time, watches them through
+pidfds and opens their FIFOs again, but an exit in between, or of an
+adopted container, has no exit code (``exit_note`` says why).  An upgrade
+re-executes the daemon in place: same PID, still the parent and subreaper,
+so nothing is lost.
 """
 
 from __future__ import annotations
@@ -82,10 +85,13 @@ class _Entry:
         self.timer: t.Optional[t.Tuple[str, float, int]] = None
         self.waiters: t.List[socket.socket] = []      # stop requests waiting for the exit
         self.start_after_exit: t.List[t.Tuple[socket.socket, t.Optional[str]]] = []
+        self.sink: t.Optional[logs.Sink] = None        # the container's output pipe, drained into its log
 
     def set_settings(self, settings: state.Settings) -> None:
         self.settings = settings
         self.policy = restart.parse(settings.restart_policy)
+        if self.sink is not None:
+            self.sink.set_max_size(settings.log_max_size)
 
 
 class Supervisor:
@@ -115,9 +121,51 @@ class Supervisor:
 
     def note(self, entry: _Entry, text: str) -> None:
         try:
-            logs.append_line(state.paths(entry.name, self.layout).log_file, text)
+            if entry.sink is not None:
+                entry.sink.note(text)
+            else:
+                logs.append_line(state.paths(entry.name, self.layout).log_file, text)
         except OSError:
             pass
+
+    # --- logs --------------------------------------------------------------------
+
+    def open_sink(self, entry: _Entry, fresh: bool) -> t.Optional[str]:
+        """Attach to the container's FIFO (a new one when ``fresh``); its path, or None if there is none."""
+        self.close_sink(entry)
+        where = state.paths(entry.name, self.layout)
+        fifo = logs.fifo_path(where.run_dir)
+        try:
+            if fresh:
+                logs.make_fifo(fifo)
+            entry.sink = logs.Sink(where.log_file, fifo, entry.settings.log_max_size)
+        except OSError:
+            return None  # adopted from an older supervisor: the container holds its log file itself
+        self.selector.register(entry.sink, selectors.EVENT_READ, ("log", entry))
+        return fifo
+
+    def close_sink(self, entry: _Entry, drain: bool = False) -> None:
+        sink, entry.sink = entry.sink, None
+        if sink is None:
+            return
+        self.selector.unregister(sink)
+        try:
+            if drain:
+                sink.drain()
+        except OSError:
+            pass
+        sink.close()
+
+    def _pump(self, entry: _Entry) -> None:
+        sink = entry.sink
+        if sink is None:
+            return
+        try:
+            sink.pump()
+        except OSError:  # the disk is full, say: drop this chunk, keep serving
+            pass
+        if sink.ended:  # no writer left: select would report it readable forever
+            self.close_sink(entry)
 
     def schedule(self, entry: _Entry, kind: str, when: float) -> None:
         self._seq += 1
@@ -164,6 +212,8 @@ class Supervisor:
                         pass
                 elif kind == "accept":
                     self._accept()
+                elif kind == "log":
+                    self._pump(entry)
                 elif kind == "pidfd":
                     self._adopted_exit(entry)
             self.reap()
@@ -191,9 +241,10 @@ class Supervisor:
         if self.entries and now >= self.next_rotate:
             self.next_rotate = now + ROTATE_EVERY
             for entry in list(self.entries.values()):
+                if entry.sink is not None:
+                    continue  # ours: capped as it is written
                 try:
-                    logs.rotate_if_needed(state.paths(entry.name, self.layout).log_file,
-                                          entry.settings.log_max_size)
+                    logs.rotate_legacy(state.paths(entry.name, self.layout).log_file, entry.settings.log_max_size)
                 except OSError:
                     pass
 
@@ -231,6 +282,7 @@ class Supervisor:
         entry.timer = None
         ran_for = time.monotonic() - entry.started_mono if entry.started_mono is not None else None
         entry.started_mono = None
+        self.close_sink(entry, drain=True)
         if launch_error is None:
             rt.status = state.EXITED
             rt.exit_code = 128 + sig if sig is not None else code
@@ -311,9 +363,13 @@ class Supervisor:
         self.save(entry)
         _fault("supervisor-starting", fault)
         placement = dict(settings.cgroup) if settings.cgroup.get("path") else None
-        launched, error = engine.start(current.config, placement, state.paths(entry.name, self.layout).log_file,
-                                       fault=fault)
+        fifo = self.open_sink(entry, fresh=True)
+        if fifo is None:
+            return {"step": "log", "errno": None, "msg": "cannot make the log pipe in %s"
+                    % state.paths(entry.name, self.layout).run_dir}
+        launched, error = engine.start(current.config, placement, fifo, fault=fault)
         if error is not None:
+            self.close_sink(entry)
             return error
         _fault("supervisor-launched", fault)
         rt.pid = launched["pid"]
@@ -352,6 +408,8 @@ class Supervisor:
             if rt.status == state.RESTARTING:
                 self.schedule(entry, "restart", rt.next_restart_at or time.monotonic())
                 continue
+            if rt.status in (state.RUNNING, state.STOPPING):
+                self.open_sink(entry, fresh=False)  # what it wrote meanwhile waits in the pipe
             stat = state.read_stat(rt.pid) if rt.pid else None
             if stat is not None and stat.starttime == rt.starttime and stat.ppid == me:
                 pass  # our child (we re-executed for an upgrade): waitpid() will tell us its exit
