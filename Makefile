@@ -11,7 +11,7 @@ export KB_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: demo teardown status test deps install unit sanity integration vm bench clean
+.PHONY: demo teardown status test deps install unit sanity docs-lint docs integration vm bench clean
 
 ## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
 demo: install
@@ -44,6 +44,14 @@ unit: install
 
 sanity: install
 	tests/run-sanity
+
+## make docs-lint: antsibull-docs lint-collection-docs --plugin-docs (a stage of make test)
+docs-lint: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs .
+
+## make docs: the HTML documentation (modules, filter, roles, docs/*.md) under .build/docs/build/html, offline
+docs: install
+	tools/build-docs
 
 integration: install
 	tests/sandbox --python $(PY) $(VENV)/bin/pytest -q tests/integration
