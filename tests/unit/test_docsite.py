@@ -26,12 +26,16 @@ def _toctree_entries():
 
 def test_every_page_has_a_stub_and_every_stub_a_page():
     assert _topics("*.md"), "no docs/*.md pages found"
-    assert _topics("*.md") == _topics("docsite/rst/*.rst"), "run tools/build-docs stubs"
+    pages, stubs = _topics("*.md"), _topics("docsite/rst/*.rst")
+    assert pages == stubs, ("pages without a stub: %s, stubs without a page: %s; run `tools/build-docs stubs` (and "
+                            "list new pages in docs/docsite/extra-docs.yml)" % (sorted(set(pages) - set(stubs)),
+                                                                                 sorted(set(stubs) - set(pages))))
 
 
 def test_every_page_is_in_the_index_once():
     entries = _toctree_entries()
-    assert sorted(entries) == _topics("*.md"), "add each docs/<topic>.md to docs/docsite/extra-docs.yml once"
+    assert sorted(entries) == _topics("*.md"), ("each docs/<topic>.md goes into docs/docsite/extra-docs.yml once "
+                                                "(a section's toctree); listed: %s" % sorted(entries))
 
 
 def test_stub_titles_match_their_pages():
