@@ -27,9 +27,9 @@ def _toctree_entries():
 def test_every_page_has_a_stub_and_every_stub_a_page():
     assert _topics("*.md"), "no docs/*.md pages found"
     pages, stubs = _topics("*.md"), _topics("docsite/rst/*.rst")
-    assert pages == stubs, ("pages without a stub: %s, stubs without a page: %s; run `tools/build-docs stubs` (and "
-                            "list new pages in docs/docsite/extra-docs.yml)" % (sorted(set(pages) - set(stubs)),
-                                                                                 sorted(set(stubs) - set(pages))))
+    missing, orphans = sorted(set(pages) - set(stubs)), sorted(set(stubs) - set(pages))
+    assert pages == stubs, ("pages without a stub: %s, stubs without a page: %s; run `tools/build-docs stubs` "
+                            "(and list new pages in docs/docsite/extra-docs.yml)" % (missing, orphans))
 
 
 def test_every_page_is_in_the_index_once():
