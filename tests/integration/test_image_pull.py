@@ -322,6 +322,9 @@ def test_registry_killed_mid_blob_then_the_rerun_resumes(ansible, tmp_path_facto
         worker = threading.Thread(target=lambda: outcome.update(run=ansible.module("image_layers", args)))
         worker.start()
         wait_for(proxy.held.is_set, 300, "the download of the 24 MiB blob reaching 3 MiB")
+        # The small layer is downloaded beside it: kill the registry only once all of it has been sent.
+        wait_for(lambda: [e for e in proxy.blob_requests(big["layers"][0]) if e["sent"] == big["sizes"][0]], 300,
+                 "the proxy sending the whole small layer")
         registry.kill()
         proxy.release.set()
         worker.join(600)
@@ -331,7 +334,8 @@ def test_registry_killed_mid_blob_then_the_rerun_resumes(ansible, tmp_path_facto
         partial = os.path.join(store, "downloads", "sha256", blob.split(":")[1] + ".partial")
         kept = os.path.getsize(partial)
         assert 3 << 20 <= kept < big["sizes"][1]
-        assert set(store_layers(store)) == {big["diff_ids"][0]}  # the complete small layer; never a partial one
+        # The complete small layer; never a partial one.
+        assert set(store_layers(store)) == {big["diff_ids"][0]}, (os.listdir(os.path.dirname(partial)), proxy.log)
         registry.start()
         proxy.fault = None
         second = ansible.module("image_layers", args)

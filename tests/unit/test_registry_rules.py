@@ -5,6 +5,7 @@
 """Image references, auth challenges, auth files and platform choice (pure logic, no network)."""
 import base64
 import json
+import threading
 
 import pytest
 
@@ -191,3 +192,41 @@ def test_plan_changes_describe_layers_and_record():
          "not in the store"),
         ("record image sha256:%s as 127.0.0.1:5000/kbt/img:1" % ("5" * 64), "no record of image x")]
     assert plan.lower == ["/s/sha256/%s/diff" % h for h in ("4" * 64, "4" * 64, "2" * 64)]
+
+
+def test_a_blob_verified_after_another_download_failed_is_still_unpacked(monkeypatch):
+    """The race behind leftovers in downloads/: one download fails, another finishes before it sees the stop."""
+    ref = refs.parse("127.0.0.1:5000/kbt/img:1")
+    gzip = "application/vnd.oci.image.layer.v1.tar+gzip"
+    layers = [pull.PlannedLayer(i, "sha256:" + c * 64, "sha256:" + d * 64, 10, gzip, "absent")
+              for i, (c, d) in enumerate((("1", "2"), ("3", "4"), ("5", "6")))]
+    plan = pull.PullPlan("/s", ref, "missing", DIGEST, DIGEST, "sha256:" + "7" * 64, {}, "linux/amd64", layers,
+                         None, [], "registry", repository=object())
+    failed = threading.Event()
+    unpacked = []
+
+    class Downloads:
+        def __init__(self, store):
+            self.closed = False
+
+        def fetch(self, pulled, layer, stop):
+            if layer.index == 0:
+                failed.set()
+                raise ImageError("layer 1 broke off")
+            assert failed.wait(10)
+            if layer.index == 1:
+                assert stop.wait(10)  # past its last stop check when the failure was seen: it completes
+                return "verified"
+            stop.wait(10)
+            raise pull.Stopped()
+
+        def unpack(self, pulled, layer, name):
+            unpacked.append((layer.index, name))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(pull, "Downloads", Downloads)
+    with pytest.raises(ImageError, match="layer 1 broke off"):
+        pull.fetch_layers(plan, concurrency=3)
+    assert unpacked == [(1, "verified")] and plan.fetched == ["sha256:" + "4" * 64]

@@ -297,7 +297,13 @@ def ensure(store: str, name: str, policy: str = "missing", options: t.Optional[P
 
 
 def fetch_layers(pulled: PullPlan, concurrency: int = 3) -> None:
-    """Download the missing layers concurrently and unpack each as soon as its blob is verified."""
+    """Download the missing layers concurrently and unpack each as soon as its blob is verified.
+
+    After the first failure nothing new starts and the running downloads stop at their next chunk (keeping
+    their bytes for a resume), but a blob verified meanwhile is still unpacked: a download can finish
+    between the failure and the stop, and its verified blob must not stay behind in downloads/.  The first
+    failure is raised once every download has ended.
+    """
     missing = pulled.missing
     if not missing:
         return
@@ -305,22 +311,32 @@ def fetch_layers(pulled: PullPlan, concurrency: int = 3) -> None:
         raise ImageError("%s: %d layers are missing and no registry was asked" % (pulled.reference, len(missing)))
     downloads = Downloads(pulled.store)
     stop = threading.Event()
+    failures: t.List[Exception] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(missing)))) as pool:
             futures = {pool.submit(downloads.fetch, pulled, layer, stop): layer for layer in missing}
             try:
                 for future in as_completed(futures):
-                    layer = futures[future]
-                    name = future.result()
-                    downloads.unpack(pulled, layer, name)
-                    pulled.fetched.append(layer.diff_id)
+                    try:
+                        layer = futures[future]
+                        downloads.unpack(pulled, layer, future.result())
+                        pulled.fetched.append(layer.diff_id)
+                    except Exception as exc:  # raised below, once the other downloads have ended
+                        failures.append(exc)
+                        _stop(stop, futures)
             except BaseException:
-                stop.set()
-                for future in futures:
-                    future.cancel()
+                _stop(stop, futures)
                 raise
     finally:
         downloads.close()
+    if failures:
+        raise failures[0]
+
+
+def _stop(stop: threading.Event, futures: t.Iterable[t.Any]) -> None:
+    stop.set()
+    for future in futures:
+        future.cancel()
 
 
 class Stopped(Exception):
@@ -366,6 +382,8 @@ class Downloads:
             _lock_file(fd, "the download of %s" % layer.digest, stop)
             if _exists(folder, hexpart):
                 return hexpart  # another run finished it while we waited
+            if not _names(folder, partial, fd):
+                return self.fetch(pulled, layer, stop)  # the run we waited for removed its download: afresh
             try:
                 self._download(pulled, layer, fd, algorithm, stop)
             except OSError as exc:
@@ -376,9 +394,13 @@ class Downloads:
                         "partial download was removed: free space (image_prune removes unused layers) and run again"
                         % (self.store, layer.index + 1, len(pulled.layers), layer.digest, pulled.reference),
                         errno=exc.errno)
+                _drop_if_empty(folder, partial, fd)
                 raise
             except layer_unpack.DigestMismatch:
                 _unlink(folder, partial)
+                raise
+            except BaseException:  # stopped, or the registry's answer: what was received is kept for a resume
+                _drop_if_empty(folder, partial, fd)
                 raise
             os.rename(partial, hexpart, src_dir_fd=folder, dst_dir_fd=folder)
             return hexpart
@@ -436,18 +458,14 @@ class Downloads:
                 os.ftruncate(fd, 0)
                 hasher, offset = hashlib.new(hasher.name), 0
             os.lseek(fd, offset, os.SEEK_SET)
-            while True:
+            # Never more than the manifest's size (the digest covers exactly that); a blob whose bytes have all
+            # arrived is not stopped, only verified.
+            while offset < size:
                 if stop.is_set():
                     raise Stopped()
-                chunk = response.read(CHUNK)
+                chunk = response.read(min(CHUNK, size - offset))
                 if not chunk:
                     break
-                if offset + len(chunk) > size:
-                    os.ftruncate(fd, 0)
-                    raise layer_unpack.DigestMismatch(
-                        "layer %d/%d %s of %s: the registry sent more than the %d bytes the manifest says; the "
-                        "download was discarded" % (layer.index + 1, len(pulled.layers), layer.digest,
-                                                    pulled.reference, size))
                 view = memoryview(chunk)
                 while view:
                     written = os.write(fd, view)
@@ -527,6 +545,22 @@ def _exists(folder: int, name: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def _names(folder: int, name: str, fd: int) -> bool:
+    """Whether ``name`` in ``folder`` is still the file open as ``fd`` (not removed or replaced meanwhile)."""
+    try:
+        named = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _drop_if_empty(folder: int, name: str, fd: int) -> None:
+    """A download that failed or stopped before its first byte leaves nothing to resume: no empty file stays."""
+    if os.fstat(fd).st_size == 0:
+        _unlink(folder, name)
 
 
 def _unlink(folder: int, name: str) -> None:
