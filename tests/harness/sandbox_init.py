@@ -6,6 +6,10 @@
 
 * mounts tmpfs on /run, /var/lib and /tmp (private mount namespace: the host never sees them,
   and nothing a killed module or test leaves in them outlives the run);
+* binds back, over those tmpfs, what the run needs from below them: the checkout, the virtualenv,
+  the installed collection tree and the current directory (a clone under /tmp works), plus any
+  directory listed in $KB_SANDBOX_KEEP (colon-separated).  Each is held by an O_PATH fd before the
+  tmpfs hides it and bound from that fd, so the bind is the very directory, whatever path it has;
 * brings up lo in the sandbox network namespace;
 * becomes a child subreaper, so every process a test leaves behind (daemons
   included) is re-parented here; after the command ends, any survivor is a
@@ -26,7 +30,9 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 TEST_CGROUP_TOP = "kbtest"  # shared by every run's parent; see the docstring
-MS_NOSUID, MS_NODEV = 2, 4
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 2, 4, 4096, 16384
+# Fresh, private, empty: what tests write to the machine's scratch and state directories stays in the sandbox.
+SCRATCH = (("/run", b"mode=0755"), ("/var/lib", b"mode=0755"), ("/tmp", b"mode=1777"))
 
 
 def main(argv):
@@ -34,11 +40,11 @@ def main(argv):
         print("usage: sandbox_init.py CMD [ARGS...]", file=sys.stderr)
         return 2
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    for target, mode in (("/run", b"mode=0755"), ("/var/lib", b"mode=0755"), ("/tmp", b"mode=1777")):
-        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, mode) != 0:
-            print("sandbox: cannot mount tmpfs on %s: %s" % (target, os.strerror(ctypes.get_errno())),
-                  file=sys.stderr)
-            return 2
+    try:
+        _mount_scratch(libc, _paths_to_keep(argv))
+    except OSError as exc:
+        print("sandbox: %s" % exc, file=sys.stderr)
+        return 2
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("sandbox: cannot become a subreaper", file=sys.stderr)
@@ -61,6 +67,41 @@ def main(argv):
               "outside the test parent" % (root_controls, _cgroup_root_subtree_control()), file=sys.stderr)
         return status or 1
     return status
+
+
+def _paths_to_keep(argv):
+    """Directories the run needs that a scratch tmpfs would hide: the checkout, the virtualenv, the collection
+    tree, the current directory, the command, and $KB_SANDBOX_KEEP; outermost only, each as a real path."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    wanted = [os.path.dirname(os.path.dirname(here)), sys.prefix, os.getcwd()]
+    wanted += [os.environ[name] for name in ("KB_VENV", "KB_COLLECTIONS_PATH") if os.environ.get(name)]
+    if os.sep in argv[0]:
+        wanted.append(os.path.dirname(os.path.abspath(argv[0])))
+    wanted += [path for path in os.environ.get("KB_SANDBOX_KEEP", "").split(":") if path]
+    real = sorted({os.path.realpath(path) for path in wanted if os.path.isdir(path)})
+    return [path for path in real if not any(path.startswith(outer + "/") for outer in real if outer != path)]
+
+
+def _mount_scratch(libc, keep):
+    """tmpfs on each scratch directory, then every kept directory below it bound back at its own path."""
+    cwd = os.getcwd()
+    held = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            for path in keep if any(path.startswith(top + "/") for top, _mode in SCRATCH)]
+    try:
+        for target, mode in SCRATCH:
+            if libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, mode) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, "cannot mount tmpfs on %s: %s" % (target, os.strerror(err)))
+        for path, fd in held:
+            os.makedirs(path, exist_ok=True)
+            if libc.mount(("/proc/self/fd/%d" % fd).encode(), path.encode(), None, MS_BIND | MS_REC, None) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, "cannot bind %s back over the scratch tmpfs: %s" % (path, os.strerror(err)))
+    finally:
+        for _path, fd in held:
+            os.close(fd)
+    if any(cwd == path or cwd.startswith(path + "/") for path, _fd in held):
+        os.chdir(cwd)  # the bound directory, not the hidden one the process still stood in
 
 
 def _wait_for(child):
