@@ -205,3 +205,11 @@ def host_state(detailed: bool = True) -> t.Dict[str, t.Any]:
         "state_files": state_files(),
         "iptables": iptables_rules(),
     }
+
+
+def cgroups_to_remove(before: t.Dict[str, t.Any], after: t.Dict[str, t.Any], parent: str) -> t.List[str]:
+    """The groups a leaking test left that the suite may remove: new ones strictly below the run's test parent,
+    deepest first.  Groups new beside the test parent (``cgroup_root_children``) are never among them: on a
+    shared host they may be another workload's."""
+    new = set(after["cgroups"]) - set(before["cgroups"])
+    return sorted((path for path in new if path.startswith(parent + "/")), key=lambda path: (-len(path), path))
