@@ -38,6 +38,18 @@ def collections_path() -> str:
     return path
 
 
+def _text(output: t.Union[None, str, bytes]) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-6000:]
+    except OSError:
+        return ""
+
+
 @dataclass
 class TaskResult:
     task: str
@@ -125,8 +137,13 @@ class Ansible:
         with tempfile.NamedTemporaryFile(prefix="kb-record-", suffix=".jsonl", delete=False) as handle:
             record = handle.name
         try:
-            proc = subprocess.run(self.wrapper + argv, env=self._env(record), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, timeout=timeout, check=False)
+            try:
+                proc = subprocess.run(self.wrapper + argv, env=self._env(record), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise AssertionError("%s did not finish within %gs; tasks finished so far:\n%s\nstdout:\n%s\n"
+                                     "stderr:\n%s" % (shlex.join(argv[:1] + argv[-1:]), timeout, _read(record),
+                                                       _text(exc.stdout)[-6000:], _text(exc.stderr)[-3000:]))
             with open(record, encoding="utf-8") as reader:
                 tasks = [json.loads(line) for line in reader if line.strip()]
         finally:

@@ -2,7 +2,8 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The suite's own machinery: the leak check's clean-up plan (tests/harness/snapshot.py)."""
+"""The suite's own machinery: per-test timeouts (tests/conftest.py) and the leak check's clean-up plan
+(tests/harness/snapshot.py)."""
 
 from harness import snapshot
 
@@ -20,3 +21,7 @@ def test_nothing_new_nothing_removed():
     state = {"cgroups": ["kbtest/7"], "cgroup_root_children": []}
     assert snapshot.cgroups_to_remove(state, state, "kbtest/7") == []
 
+
+def test_every_test_has_a_timeout(request):
+    marker = request.node.get_closest_marker("timeout")
+    assert marker is not None and marker.args[0] > 0 and marker.kwargs.get("method") == "signal", marker
