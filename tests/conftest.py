@@ -48,6 +48,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("timeout") is not None:
             continue
-        stage = os.path.relpath(str(item.fspath), tests).split(os.sep)[0]
+        stage = os.path.relpath(str(item.fspath), tests).split(os.sep, maxsplit=1)[0]
         if stage in TIMEOUTS:
             item.add_marker(pytest.mark.timeout(TIMEOUTS[stage], method="signal"))

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import typing as t
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ HARNESS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HARNESS))
 
 
-def venv_bin(name: str) -> str:
-    """A tool from the project's virtualenv (the one make test created), else from PATH."""
-    candidate = os.path.join(os.environ.get("KB_VENV", os.path.join(REPO, ".venv")), "bin", name)
+def venv_bin(name: str, venv: t.Optional[str] = None) -> str:
+    """A tool from ``venv``, by default the project's virtualenv (the one make test created), else from PATH."""
+    candidate = os.path.join(venv or os.environ.get("KB_VENV", os.path.join(REPO, ".venv")), "bin", name)
     return candidate if os.path.exists(candidate) else name
 
 
@@ -38,8 +39,11 @@ def collections_path() -> str:
     return path
 
 
-def _text(output: t.Union[None, str, bytes]) -> str:
-    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+def _tail(handle: t.IO[bytes], limit: t.Optional[int] = None) -> str:
+    """The text written to ``handle`` (a temporary file), or its last ``limit`` characters."""
+    handle.seek(0)
+    text = handle.read().decode(errors="replace")
+    return text[-limit:] if limit else text
 
 
 def _read(path: str) -> str:
@@ -110,11 +114,13 @@ class Ansible:
     """Runs ansible / ansible-playbook against localhost with a chosen target interpreter."""
 
     def __init__(self, python: str, extra_env: t.Optional[t.Dict[str, str]] = None,
-                 wrapper: t.Sequence[str] = ()) -> None:
-        """``wrapper``: a command that runs ansible as its arguments (a mount namespace set up first, say)."""
+                 wrapper: t.Sequence[str] = (), venv: t.Optional[str] = None) -> None:
+        """``wrapper``: a command that runs ansible as its arguments (a mount namespace set up first, say);
+        ``venv``: the virtualenv whose ansible runs (default: the project's)."""
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.wrapper = list(wrapper)
+        self.venv = venv
 
     def _env(self, record: str) -> t.Dict[str, str]:
         env = dict(os.environ)
@@ -133,28 +139,41 @@ class Ansible:
         env.update(self.extra_env)
         return env
 
-    def _run(self, argv: t.List[str], timeout: float) -> t.Tuple[subprocess.CompletedProcess, t.List[TaskResult]]:
+    def _run(self, argv: t.List[str], timeout: t.Optional[float]
+             ) -> t.Tuple[subprocess.CompletedProcess, t.List[TaskResult]]:
+        """Run ansible; its output goes to files, so whatever ends the wait (``timeout``, the test's own timeout,
+        ^C) still leaves the evidence: the tasks finished so far and the last output, written to stderr (pytest
+        shows it with the failure) before the exception goes on."""
         with tempfile.NamedTemporaryFile(prefix="kb-record-", suffix=".jsonl", delete=False) as handle:
             record = handle.name
         try:
-            try:
-                proc = subprocess.run(self.wrapper + argv, env=self._env(record), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, timeout=timeout, check=False)
-            except subprocess.TimeoutExpired as exc:
-                raise AssertionError("%s did not finish within %gs; tasks finished so far:\n%s\nstdout:\n%s\n"
-                                     "stderr:\n%s" % (shlex.join(argv[:1] + argv[-1:]), timeout, _read(record),
-                                                       _text(exc.stdout)[-6000:], _text(exc.stderr)[-3000:]))
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                proc = subprocess.Popen(self.wrapper + argv, env=self._env(record), stdout=out, stderr=err)
+                try:
+                    returncode = proc.wait(timeout)
+                except BaseException as exc:
+                    proc.kill()
+                    proc.wait()
+                    why = "after %gs" % timeout if isinstance(exc, subprocess.TimeoutExpired) else type(exc).__name__
+                    shown = (shlex.join(argv[:1] + argv[-1:]), why, _read(record), _tail(out, 6000), _tail(err, 3000))
+                    evidence = "%s was stopped (%s) before it finished; tasks finished so far:\n%s\nstdout:\n%s\n" \
+                               "stderr:\n%s\n" % shown
+                    if isinstance(exc, subprocess.TimeoutExpired):
+                        raise AssertionError(evidence)
+                    sys.stderr.write(evidence)
+                    raise
+                completed = subprocess.CompletedProcess(argv, returncode, _tail(out), _tail(err))
             with open(record, encoding="utf-8") as reader:
                 tasks = [json.loads(line) for line in reader if line.strip()]
         finally:
             os.unlink(record)
-        return proc, [TaskResult(task["task"], task["status"], task["result"]) for task in tasks]
+        return completed, [TaskResult(task["task"], task["status"], task["result"]) for task in tasks]
 
     def module(self, name: str, args: t.Optional[t.Dict[str, t.Any]] = None, check: bool = False,
-               diff: bool = False, timeout: float = 300) -> TaskResult:
+               diff: bool = False, timeout: t.Optional[float] = None) -> TaskResult:
         """Run one module ad hoc: ``ansible localhost -m kernelbox.containers.NAME -a JSON``."""
         fqcn = name if "." in name else "kernelbox.containers." + name
-        argv = [venv_bin("ansible"), "localhost", "-i", "localhost,", "-c", "local",
+        argv = [venv_bin("ansible", self.venv), "localhost", "-i", "localhost,", "-c", "local",
                 "-e", "ansible_python_interpreter=%s" % self.python,
                 "-m", fqcn, "-a", json.dumps(args or {})]
         if check:
@@ -168,7 +187,7 @@ class Ansible:
         return tasks[0]
 
     def playbook(self, playbook: str, extra_vars: t.Optional[t.Dict[str, t.Any]] = None, check: bool = False,
-                 diff: bool = False, timeout: float = 900, tags: t.Optional[str] = None,
+                 diff: bool = False, timeout: t.Optional[float] = None, tags: t.Optional[str] = None,
                  inventory: t.Optional[str] = None) -> PlaybookRun:
         """Run a playbook given as a path or as YAML text, against localhost (or ``inventory``)."""
         cleanup = None
@@ -176,7 +195,7 @@ class Ansible:
             with tempfile.NamedTemporaryFile("w", prefix="kb-play-", suffix=".yml", delete=False) as handle:
                 handle.write(playbook)
                 cleanup = playbook = handle.name
-        argv = [venv_bin("ansible-playbook"), "-i", inventory or "localhost,", "-c", "local",
+        argv = [venv_bin("ansible-playbook", self.venv), "-i", inventory or "localhost,", "-c", "local",
                 "-e", "ansible_python_interpreter=%s" % self.python]
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]

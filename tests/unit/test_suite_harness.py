@@ -5,6 +5,8 @@
 """The suite's own machinery: per-test timeouts (tests/conftest.py) and the leak check's clean-up plan
 (tests/harness/snapshot.py)."""
 
+import pytest
+
 from harness import snapshot
 
 
@@ -25,3 +27,13 @@ def test_nothing_new_nothing_removed():
 def test_every_test_has_a_timeout(request):
     marker = request.node.get_closest_marker("timeout")
     assert marker is not None and marker.args[0] > 0 and marker.kwargs.get("method") == "signal", marker
+
+
+def test_a_playbook_that_outlives_its_timeout_fails_with_its_output(monkeypatch, tmp_path):
+    from harness import ansible_runner
+    monkeypatch.setattr(ansible_runner, "collections_path", lambda: str(tmp_path))
+    runner = ansible_runner.Ansible("python3")
+    with pytest.raises(AssertionError) as info:
+        runner._run(["sh", "-c", "echo TASK [slow one]; echo warned >&2; exec sleep 60"], timeout=2)  # pylint: disable=protected-access
+    text = str(info.value)
+    assert "after 2s" in text and "TASK [slow one]" in text and "warned" in text, text
