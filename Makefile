@@ -8,10 +8,13 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/kernelbox-containers-$(VERSION).tar.gz
 export KB_VENV := $(abspath $(VENV))
 export KB_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
+# The demo's own virtualenv, with only what `make demo` installs: tests/integration/test_demo.py runs the demo from it.
+DEMO_VENV := $(BUILD)/demo-venv
+export KB_DEMO_VENV := $(abspath $(DEMO_VENV))
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: demo teardown status test deps install unit sanity docs-lint docs integration vm bench clean
+.PHONY: demo teardown status test deps demo-venv install unit sanity docs-lint docs integration vm bench clean
 
 ## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
 demo: install
@@ -25,11 +28,20 @@ status: install
 	ANSIBLE_CALLBACK_RESULT_FORMAT=yaml $(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/status.yml
 
 ## make test: the whole suite (unit, sanity, integration in a sandbox, pure cgroup v2 VM)
-test: install
+test: install demo-venv
 	tests/run-all
 
+# What tools/install-deps installs: `make demo` (and teardown, status) only what the demo needs, everything else
+# what the tests need (qemu, a kernel image, the reference runtimes, linters).  A target's profile is inherited
+# by its prerequisites (install, deps).
+DEPS_PROFILE := test
+demo teardown status: DEPS_PROFILE := demo
+
 deps:
-	tools/install-deps
+	tools/install-deps $(DEPS_PROFILE)
+
+demo-venv:
+	KB_VENV=$(KB_DEMO_VENV) tools/install-deps demo
 
 ## build the collection tarball and install it where every test and the demo load it from
 install: deps
@@ -53,7 +65,7 @@ docs-lint: install
 docs: install
 	tools/build-docs
 
-integration: install
+integration: install demo-venv
 	tests/sandbox --python $(PY) $(VENV)/bin/pytest -q tests/integration
 
 vm: install

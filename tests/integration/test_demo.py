@@ -2,19 +2,37 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""playbooks/demo.yml and teardown.yml, exactly as `make demo` runs them, inside the sandbox."""
+"""playbooks/demo.yml and teardown.yml, exactly as `make demo` runs them, inside the sandbox.
+
+They run from the virtualenv that `tools/install-deps demo` fills (requirements-demo.txt only, no test
+tooling), which `make test` prepares at .build/demo-venv: the demo must work with what `make demo` installs.
+"""
 
 import os
 
 import pytest
 
-from harness import net
-from harness.ansible_runner import REPO
+from harness import net, snapshot
+from harness.ansible_runner import REPO, Ansible
 
 PREFIX = "kbtd"  # the demo's names, moved under the test prefix
 PLAYBOOKS = os.path.join(REPO, "playbooks")
 INVENTORY = os.path.join(PLAYBOOKS, "inventory.ini")
 PING_TASK = "Prove it - each namespace pings the next one across the bridge"
+DEMO_VENV = os.environ.get("KB_DEMO_VENV", os.path.join(REPO, ".build", "demo-venv"))
+# What the demo makes beyond its own names, shared by every container on a host: teardown removes them once no
+# container is left.
+SHARED = ("/var/lib/kernelbox/runtime", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/layers", "/run/kernelbox")
+
+
+@pytest.fixture(scope="module")
+def demo_ansible():
+    """Ansible from the demo's own virtualenv, with its Python as the target (as playbooks/inventory.ini says)."""
+    if not os.path.isfile(os.path.join(DEMO_VENV, ".deps-demo-stamp")):
+        raise RuntimeError("no demo virtualenv at %s: make test prepares it (KB_VENV=%s tools/install-deps demo)"
+                           % (DEMO_VENV, DEMO_VENV))
+    assert not os.path.exists(os.path.join(DEMO_VENV, "bin", "pytest")), "%s holds the test tooling" % DEMO_VENV
+    return Ansible(os.path.join(DEMO_VENV, "bin", "python"), venv=DEMO_VENV)
 
 
 @pytest.fixture(autouse=True)
@@ -23,16 +41,23 @@ def clean_network():
     net.remove_test_objects(PREFIX)
 
 
+def demo_parent():
+    """The containers' parent group, below the run's test parent (the host's kernelbox group stays untouched)."""
+    return os.environ["KB_TEST_CGROUP_PARENT"] + "/" + PREFIX
+
+
 def run(ansible, playbook):
-    # The containers' cgroups go below the test run's parent group (the host's kernelbox group stays untouched).
     result = ansible.playbook(os.path.join(PLAYBOOKS, playbook),
-                              extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": os.environ["KB_TEST_CGROUP_PARENT"]},
+                              extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent()},
                               inventory=INVENTORY)
     assert result.rc == 0 and not result.failed_tasks, result.stdout + result.stderr
     return result
 
 
-def test_demo_converges_proves_a_ping_and_tears_down(ansible, cgroup_test_parent):
+def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_parent):
+    ansible = demo_ansible
+    kept = set(os.listdir("/var/lib/kernelbox")) - {"runtime", "containers", "layers"} \
+        if os.path.isdir("/var/lib/kernelbox") else set()
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
                  "A veth pair per namespace, eth0 inside, the host end on the bridge", "Pull or unpack the image layers",
@@ -56,9 +81,34 @@ def test_demo_converges_proves_a_ping_and_tears_down(ansible, cgroup_test_parent
     assert second.changed_tasks == [], [(t.task, t.actions) for t in second.tasks if t.changed]
     assert all("1 packets received" in ping["stdout"] for ping in second.named(PING_TASK)["results"])
 
+    parent = os.path.join(snapshot.cgroup2_root(), demo_parent())
+    assert os.path.isdir(parent) and all(os.path.exists(path) for path in SHARED)
     run(ansible, "teardown.yml")
     assert not os.path.exists("/var/lib/%s" % PREFIX)
     assert not [n for n in net.link_names() if n.startswith(PREFIX)]
     assert not [n for n in net.netns_names() if n.startswith(PREFIX)]
+    # Everything else the demo made: its containers' parent group, the runtime copy, the state directories and
+    # the emptied layer store; /var/lib/kernelbox itself unless it holds what was there before the demo.
+    assert not os.path.exists(parent), os.listdir(parent)
+    assert [path for path in SHARED if os.path.exists(path)] == []
+    if kept:
+        assert set(os.listdir("/var/lib/kernelbox")) == kept
+    else:
+        assert not os.path.exists("/var/lib/kernelbox"), os.listdir("/var/lib/kernelbox")
     again = run(ansible, "teardown.yml")
     assert again.changed_tasks == []
+
+
+def test_teardown_on_a_host_without_the_demo_changes_and_writes_nothing(demo_ansible):
+    """In a fresh mount namespace with empty /run and /var/lib (a host that never ran the demo), teardown reports
+    no change and leaves no kernelbox directory behind (a lock directory, say)."""
+    check = ('"$@"; rc=$?; for dir in /run/kernelbox /var/lib/kernelbox; do '
+             '[ ! -e "$dir" ] || { echo "left behind: $dir" >&2; find "$dir" >&2; exit 99; }; done; exit $rc')
+    fresh = Ansible(demo_ansible.python, venv=DEMO_VENV, wrapper=[
+        "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        "mount -t tmpfs kbtd-run /run && mount -t tmpfs kbtd-lib /var/lib && " + check, "kbtd"])
+    result = fresh.playbook(os.path.join(PLAYBOOKS, "teardown.yml"),
+                            extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent()},
+                            inventory=INVENTORY)
+    assert result.rc == 0 and not result.failed_tasks, result.stdout + result.stderr
+    assert result.changed_tasks == [], result.changed_tasks

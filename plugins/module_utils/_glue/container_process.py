@@ -97,12 +97,18 @@ class ContainerResource(Resource):
     # --- read --------------------------------------------------------------------
 
     def read(self) -> t.Optional[t.Dict[str, t.Any]]:
-        if not self.check_mode:
+        if not self.check_mode and not (self.state == "absent" and self._no_trace()):
             self.lock = kbstate.lock(self.name, self.layout).acquire()
             lifecycle.fault("locked")
         self.container = kbstate.load(self.name, self.layout)
         self.backend = self._backend(self.container.settings.supervisor if self.container.settings else None)
         return self._view(self.container)
+
+    def _no_trace(self) -> bool:
+        """Nothing on disk under this name: absent has nothing to do, and writes nothing (not even the lock's
+        directory, so a second teardown changes nothing)."""
+        where = kbstate.paths(self.name, self.layout)
+        return not any(os.path.lexists(path) for path in (where.run_dir, where.lib_dir, where.lock_file))
 
     def _view(self, container: kbstate.Container) -> t.Optional[t.Dict[str, t.Any]]:
         if not container.exists:
