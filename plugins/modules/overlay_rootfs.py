@@ -117,7 +117,7 @@ EXAMPLES = r"""
     merged: /var/lib/kernelbox/rootfs/web/merged
     options:
       nodev: true
-      index: off
+      index: false
 
 - name: Two hand-made layers, read-only; /srv/layers/app wins over /srv/layers/base
   kernelbox.containers.overlay_rootfs:
