@@ -14,6 +14,12 @@ while further tasks of a module already used in the run cost seconds: put a
 file's scenarios into one playbook (a module-scoped fixture), and prove limits
 by enforcement, never by reading them back.
 
+Waits are for events, never for a time that assumes a fast CPU: on a busy host,
+TCG runs ten times slower still (one playbook's first task took over 600 s under
+a load of 13).  Playbooks have no timeout of their own; each test's timeout
+(tests/conftest.py) bounds it, and the host side (tests/vm/run) streams the
+output and each failure's traceback as they come.
+
 To add tests, drop a ``tests/vm/test_*.py`` here; these fixtures are all it needs.
 Function-scoped fixtures have a module-scoped twin (``module_parent``,
 ``module_spawn``) so that a file can set up all its scenarios in one
@@ -56,7 +62,12 @@ VM_PARENT = "kbvm"
 REQUIRED_CONTROLLERS = {"cpu", "cpuset", "io", "memory", "pids"}
 
 
+_CONFIG = []  # the pytest config, for the terminal reporter
+_SHOWN = {}  # traceback text -> the test that showed it first
+
+
 def pytest_configure(config):
+    _CONFIG.append(config)
     if os.geteuid() != 0 or os.environ.get("KB_VM") != "1":
         raise pytest.UsageError("tests/vm runs inside the VM as root: use tests/vm/run (make test does)")
     fstype = None
@@ -73,6 +84,28 @@ def pytest_configure(config):
         raise pytest.UsageError("the VM kernel lacks cgroup v2 controllers %s" % sorted(missing))
 
 
+def pytest_runtest_logreport(report):
+    """Write each failure's traceback the moment it happens, into the output the host streams and into
+    failures.log of the results directory: a VM killed later (a stage timeout) still shows what failed."""
+    if not report.failed:
+        return
+    kind = "FAILED" if report.when == "call" else "ERROR"
+    if report.longreprtext in _SHOWN:  # a module fixture's error, raised again for each of its tests
+        text = "%s %s (%s): the same error as %s\n" % (kind, report.nodeid, report.when, _SHOWN[report.longreprtext])
+    else:
+        _SHOWN[report.longreprtext] = report.nodeid
+        text = "%s %s (%s):\n%s\n" % (kind, report.nodeid, report.when, report.longreprtext)
+    terminal = _CONFIG[0].pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
+    if terminal is not None:
+        terminal.write_line("")
+        terminal.write_line(text)
+        terminal.flush()
+    results = os.environ.get("KB_VM_RESULTS")
+    if results:
+        with open(os.path.join(results, "failures.log"), "a") as handle:
+            handle.write(text + "\n")
+
+
 @pytest.fixture(scope="session")
 def ansible():
     return Ansible(venv_bin("python"))
@@ -80,7 +113,7 @@ def ansible():
 
 @pytest.fixture(scope="session")
 def playbook(ansible):
-    def run(tasks, check=False, diff=False, timeout=600):
+    def run(tasks, check=False, diff=False, timeout=None):
         play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
         return ansible.playbook(json.dumps(play, indent=1), check=check, diff=diff, timeout=timeout)
     return run
@@ -120,7 +153,7 @@ def _remove_tree(rel):
             handle.write("1")
     except OSError:
         pass
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 300  # a wait for the event: it returns as soon as the group is empty
     while "populated 1" in _read(rel, "cgroup.events") and time.monotonic() < deadline:
         time.sleep(0.05)
     for dirpath, _dirs, _files in os.walk(top, topdown=False):
@@ -188,7 +221,7 @@ class Helper:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def finish(self, timeout=120):
+    def finish(self, timeout=1200):
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, err
 

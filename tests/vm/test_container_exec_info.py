@@ -54,7 +54,7 @@ def scenario(playbook, module_parent, state_dirs):
         {"name": "sleeper", "kernelbox.containers.container_exec": {
             "name": NAME, "command": ["sh", "-c", "sleep 600 >/dev/null 2>&1 &"]}},
         {"name": "info", "kernelbox.containers.container_info": {"name": NAME, "cpu_sample": 0.5}},
-    ], timeout=900)
+    ])
     failed = [(item.task, item.result.get("msg"), item.result) for item in run.tasks if item.status == "failed"]
     assert not failed and len(run.tasks) == 4, (failed, run.rc, run.stderr[-3000:])
     files = {}
