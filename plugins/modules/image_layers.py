@@ -37,7 +37,11 @@ description:
     targets are kept as they are: a container resolves them inside its own root. Other C(trusted.overlay.*) and
     C(user.overlay.*) xattrs in a layer are dropped so an image cannot steer overlayfs."
   - Ownership (numeric), modes including setuid bits, timestamps, xattrs, device nodes and fifos are preserved.
-    The store root is mode 0700, so host users cannot reach setuid programs or device nodes in the layers.
+    Sparse files (GNU or PAX sparse entries) keep their holes. The store root is mode 0700, so host users cannot
+    reach setuid programs or device nodes in the layers.
+  - A layer larger than O(max_layer_size), a truncated or corrupt compressed stream, or a full disk fails the task
+    with a message naming the layer (the blob or tarball). A store the task had to create is removed again when
+    nothing could be unpacked into it.
   - A layer is unpacked into a staging directory, verified, synced, given a completion marker and renamed into
     place. A layer directory without a valid marker (a crash, hands-on damage) is unpacked again, and staging
     directories left by interrupted runs are removed. A layer already in the store is left alone.
@@ -91,6 +95,15 @@ options:
         35 layers with the default store.
     type: path
     default: /var/lib/kernelbox/layers
+  max_layer_size:
+    description:
+      - The largest a layer may be, as a size such as V(16G) or V(512M), or bytes; V(0) means no limit.
+      - Checked against the size a manifest declares for the blob, against the uncompressed tar while it is read
+        (a gzip bomb is refused after this many bytes, not when the disk is full), and against the sizes its
+        entries declare (holes of sparse files included). The task fails naming the layer, and nothing of it is
+        kept.
+    type: str
+    default: 16G
   state:
     description:
       - V(present) unpacks (and for O(name) downloads) the layers that are not in the store yet.
@@ -183,6 +196,11 @@ EXAMPLES = r"""
 - name: A plain rootfs tarball becomes one layer
   kernelbox.containers.image_layers:
     src: /srv/images/alpine-minirootfs.tar.gz
+
+- name: An image from an untrusted source, with a tighter bound on each layer's size
+  kernelbox.containers.image_layers:
+    src: /srv/incoming/tool.oci.tar
+    max_layer_size: 2G
 """
 
 RETURN = r"""

@@ -251,6 +251,93 @@ def test_hostile_and_corrupt_layers_are_refused(ansible, work):
     assert os.listdir(os.path.join(store, "tmp")) == []
 
 
+class _Zeros:
+    """A file object of ``size`` zero bytes, read in pieces (for a decompression bomb)."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, size=-1):
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        self.left -= size
+        return b"\0" * size
+
+
+def _rootfs_tarball(path, files, compression=""):
+    with tarfile.open(path, "w:" + compression) as tar:
+        for name, size in files:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, _Zeros(size))
+    return path
+
+
+def _sparse_tarball(path, size, fmt):
+    """GNU tar's own sparse entry: ``size`` bytes, data only at the start and the end."""
+    src = path + ".src"
+    os.makedirs(src)
+    with open(os.path.join(src, "hole"), "wb") as handle:
+        handle.write(b"start")
+        handle.truncate(size)
+        handle.seek(size - 3)
+        handle.write(b"end")
+    subprocess.run(["tar", "--sparse", "--format=" + fmt, "-C", src, "-cf", path, "hole"], check=True)
+    return path
+
+
+def test_bombs_sparse_files_and_damaged_tarballs(ansible, work):
+    """Sparse entries stay holes; a layer past max_layer_size (expanding, or declared) and a damaged compressed
+    tarball fail with a message naming the file, before the disk fills, and leave no store behind."""
+    images = os.path.join(work, "images")
+    os.makedirs(images)
+    good = _rootfs_tarball(os.path.join(images, "good.tar"), [("etc/ok", 3)])
+    with open(good, "rb") as handle:
+        plain = handle.read()
+    damaged = {}
+    for kind, module in (("gz", gzip), ("xz", __import__("lzma")), ("bz2", __import__("bz2"))):
+        packed = module.compress(plain)
+        damaged["truncated " + kind] = (packed[:len(packed) // 2], "truncated or corrupt")
+        broken = bytearray(packed)
+        broken[len(broken) // 2:len(broken) // 2 + 8] = b"\xff" * 8
+        damaged["corrupt " + kind] = (bytes(broken), "")
+    cases = {
+        "sparse gnu": (_sparse_tarball(os.path.join(images, "sparse-gnu.tar"), 100 << 20, "gnu"), None, ""),
+        "sparse pax": (_sparse_tarball(os.path.join(images, "sparse-pax.tar"), 100 << 20, "posix"), None, ""),
+        "gzip bomb": (_rootfs_tarball(os.path.join(images, "bomb.tar.gz"), [("zeros", 64 << 20)], "gz"), "16M",
+                      "bomb.tar.gz in %s expands to more than 16777216 bytes uncompressed (max_layer_size)" % images),
+        "declared": (_sparse_tarball(os.path.join(images, "huge.tar"), 2 << 30, "gnu"), "1G",
+                     "huge.tar in %s is larger than max_layer_size (1073741824 bytes): its entries declare more "
+                     "than 1073741824 bytes (hole is 2147483648 bytes)" % images),
+    }
+    for name, (data, fragment) in damaged.items():
+        path = os.path.join(images, name.replace(" ", "-") + ".tar." + name.split()[-1])
+        with open(path, "wb") as handle:
+            handle.write(data)
+        cases[name] = (path, None, "%s in %s cannot be decompressed" % (os.path.basename(path), images))
+    tasks = []
+    for name, (path, limit, _fragment) in cases.items():
+        args = {"src": path, "store": os.path.join(work, "store-" + name.replace(" ", "-"))}
+        if limit:
+            args["max_layer_size"] = limit
+        tasks.append((name, "image_layers", args))
+    runs = ansible.playbook(tasks_playbook(tasks))
+    for name in ("sparse gnu", "sparse pax"):
+        result = runs.named(name)
+        assert result.changed and not result.failed, (name, result.result)
+        hole = os.path.join(result["lower"][0], "hole")
+        info = os.stat(hole)
+        assert info.st_size == 100 << 20 and info.st_blocks * 512 <= 1 << 20, (name, info)  # holes kept as holes
+        with open(hole, "rb") as handle:
+            assert handle.read(5) == b"start" and handle.seek((100 << 20) - 3) and handle.read() == b"end"
+    for name, (path, _limit, fragment) in cases.items():
+        if name.startswith("sparse"):
+            continue
+        result = runs.named(name)
+        assert result.failed and not result.changed and fragment in result.msg, (name, result.msg)
+        assert "Traceback" not in result.msg and "module_stderr" not in result.result, (name, result.result)
+        assert not os.path.exists(os.path.join(work, "store-" + name.replace(" ", "-"))), name  # no skeleton
+
+
 def test_bad_inputs_fail_early(ansible, images, work):
     store = os.path.join(work, "store")
     pinned = "sha256:" + "0" * 64

@@ -25,6 +25,7 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     reference=dict(type="str"),
     digest=dict(type="str"),
     store=dict(type="path", default=layer_store.DEFAULT_STORE),
+    max_layer_size=dict(type="str", default="16G"),
     state=dict(type="str", default="present", choices=["present", "absent"]),
     **image_pull.REGISTRY_OPTIONS,
 )
@@ -95,16 +96,22 @@ class ImageLayersResource(Resource):
                 or params.get("ca_path"):
             raise ValidationError("pull, username, password, auth_file and ca_path are for images given by name "
                                   "(from a registry), not for src")
+        self.limit = int(validate.size_bytes(params["max_layer_size"], "max_layer_size")) or None
+        self.fresh_store = False
 
     # --- read -----------------------------------------------------------------------------------
 
     def read(self) -> t.Dict[str, t.Any]:
+        self.fresh_store = not os.path.lexists(self.store)
         src = os.path.realpath(self.src)  # the input may be reached through a symlink; it is only read
         if not os.path.exists(src):
             raise ValidationError("src: %s does not exist" % self.src)
         self.image = image_source.open_image(src, self.params["format"], self.reference, self.platform)
         self.diff_ids: t.List[str] = []
         for layer in self.image.layers:
+            if self.limit is not None and layer.size is not None and layer.size > self.limit:
+                raise KernelboxError("%s is %s bytes, more than max_layer_size (%s bytes); refusing it"
+                                     % (layer.where, layer.size, self.limit))
             self.diff_ids.append(self._rootfs_ids(layer) if self.image.format == "rootfs-tar"
                                  else t.cast(str, layer.diff_id))
         self._check_pin()
@@ -142,7 +149,7 @@ class ImageLayersResource(Resource):
         known = layer_store.diff_id_of_blob(self.store, layer.digest)
         if known:
             return known
-        _digest, diff_id = layer_store.blob_and_diff_id(layer)
+        _digest, diff_id = layer_store.blob_and_diff_id(layer, self.limit)
         return diff_id
 
     def _check_pin(self) -> None:
@@ -185,7 +192,17 @@ class ImageLayersResource(Resource):
         first, last = steps[0], steps[-1]
         steps[0] = Step(first.what, functools.partial(_after, holder.acquire, first.apply), first.why)
         steps[-1] = Step(steps[-1].what, functools.partial(_after, steps[-1].apply, holder.release), last.why)
-        return steps
+        return [Step(step.what, functools.partial(self._or_undo, step.apply, holder), step.why) for step in steps]
+
+    def _or_undo(self, apply: t.Callable[[], t.Any], holder: t.Any) -> None:
+        """A failing step: let go of the store, and a store this run made holds nothing: remove it again."""
+        try:
+            apply()
+        except BaseException:
+            holder.release()
+            if self.fresh_store:
+                layer_store.remove_skeleton(self.store)
+            raise
 
     def _layer_steps(self, current: t.Dict[str, t.Any], desired: t.Dict[str, t.Any]) -> t.List[Step]:
         steps = []
@@ -228,7 +245,7 @@ class ImageLayersResource(Resource):
                      functools.partial(image_store.save, self.store, self.record), "; ".join(reasons))]
 
     def _unpack(self, index: int) -> None:
-        marker = layer_store.unpack_layer(self.store, self.image.layers[index], self.diff_ids[index])
+        marker = layer_store.unpack_layer(self.store, self.image.layers[index], self.diff_ids[index], self.limit)
         if marker.get("skipped"):
             self.warnings.append("layer %s: not reproduced exactly: %s"
                                  % (marker.get("diff_id"), "; ".join(marker["skipped"])))

@@ -181,34 +181,62 @@ def _refuse_if_mounted(store: str, diff_id: str, doing: str) -> None:
                              % (doing, diff_id, ", ".join(m.info.mount_point for m in users)))
 
 
-def unpack_layer(store: str, layer: image_source.Layer, diff_id: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+def unpack_layer(store: str, layer: image_source.Layer, diff_id: t.Optional[str] = None,
+                 limit: t.Optional[int] = None) -> t.Dict[str, t.Any]:
     """Unpack ``layer`` into the store unless it is there already; returns its marker.
 
     ``diff_id`` is the expected uncompressed digest (from the image config, or
     computed beforehand for a plain tarball); the blob digest comes from the
     layer.  The marker has ``"unpacked": true`` when this call did the work.
+    ``limit`` bounds the layer's uncompressed size (layer_unpack.unpack).  A
+    store this call created is removed again when the layer is refused: a
+    refused image leaves no empty skeleton behind.
     """
-    with locked(store) as root:
-        clean_staging(store)
-        if diff_id and status(store, diff_id) == PRESENT:
-            return dict(read_marker(store, diff_id) or {}, unpacked=False)
-        tmp_path = os.path.join(store, "tmp")
-        tmp_fd = _real_fd(tmp_path, create=True)
-        try:
-            staged, marker = _stage(tmp_fd, tmp_path, layer, diff_id)
+    fresh = not os.path.lexists(store)
+    try:
+        with locked(store) as root:
+            clean_staging(store)
+            if diff_id and status(store, diff_id) == PRESENT:
+                return dict(read_marker(store, diff_id) or {}, unpacked=False)
+            tmp_path = os.path.join(store, "tmp")
+            tmp_fd = _real_fd(tmp_path, create=True)
             try:
-                done = _commit(store, root, tmp_fd, staged, marker["diff_id"])
-            except BaseException:
-                mounts.remove_tree_at(tmp_fd, staged, os.path.join(tmp_path, staged))
-                raise
-        finally:
-            os.close(tmp_fd)
-        _record_blob(store, root, marker["digest"], marker["diff_id"])
-        return dict(read_marker(store, marker["diff_id"]) or marker, unpacked=done)
+                staged, marker = _stage(tmp_fd, tmp_path, layer, diff_id, limit)
+                try:
+                    done = _commit(store, root, tmp_fd, staged, marker["diff_id"])
+                except BaseException:
+                    mounts.remove_tree_at(tmp_fd, staged, os.path.join(tmp_path, staged))
+                    raise
+            finally:
+                os.close(tmp_fd)
+            _record_blob(store, root, marker["digest"], marker["diff_id"])
+            return dict(read_marker(store, marker["diff_id"]) or marker, unpacked=done)
+    except BaseException:
+        if fresh:
+            remove_skeleton(store)
+        raise
 
 
-def _stage(tmp_fd: int, tmp_path: str, layer: image_source.Layer,
-           diff_id: t.Optional[str]) -> t.Tuple[str, t.Dict[str, t.Any]]:
+_SKELETON = {".lock", ".writers", "tmp"}
+
+
+def remove_skeleton(store: str) -> None:
+    """Remove a store that holds nothing but its lock files and an empty tmp/ (a refused image's first run
+    made them); a store with anything else in it stays."""
+    try:
+        names = set(os.listdir(store))
+        if not names <= _SKELETON or (os.path.isdir(os.path.join(store, "tmp"))
+                                      and os.listdir(os.path.join(store, "tmp"))):
+            return
+        for name in sorted(names):
+            mounts.remove_tree(os.path.join(store, name))
+        os.rmdir(store)
+    except OSError:
+        pass  # another run may have started using it meanwhile: then it is not ours to remove
+
+
+def _stage(tmp_fd: int, tmp_path: str, layer: image_source.Layer, diff_id: t.Optional[str],
+           limit: t.Optional[int] = None) -> t.Tuple[str, t.Dict[str, t.Any]]:
     """Unpack into a fresh 0700 directory under tmp/, verify, sync and mark it; removed again on any failure."""
     staging = tempfile.mkdtemp(prefix=(diff_id or "sha256:unknown").split(":")[1][:16] + ".", dir=tmp_path)
     name = os.path.basename(staging)
@@ -219,7 +247,8 @@ def _stage(tmp_fd: int, tmp_path: str, layer: image_source.Layer,
             diff_fd = os.open(DIFF, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=staging_fd)
             try:
                 with layer.open() as raw:
-                    stats = layer_unpack.unpack(raw, diff_fd, layer.digest, diff_id, layer.size, layer.where)
+                    stats = layer_unpack.unpack(raw, diff_fd, layer.digest, diff_id, layer.size, layer.where,
+                                                limit=limit)
                 libc.syncfs(diff_fd)  # one writeback for the whole layer, before the marker says "complete"
             finally:
                 os.close(diff_fd)
@@ -307,7 +336,8 @@ def blob_digest(layer: image_source.Layer) -> str:
         return reader.digest
 
 
-def blob_and_diff_id(layer: image_source.Layer) -> t.Tuple[str, str]:
-    """(blob digest, diff_id) of a layer blob, read once without writing anything."""
+def blob_and_diff_id(layer: image_source.Layer, limit: t.Optional[int] = None) -> t.Tuple[str, str]:
+    """(blob digest, diff_id) of a layer blob, read once without writing anything (at most ``limit`` bytes
+    uncompressed)."""
     with layer.open() as raw:
-        return layer_stream.digests(raw)
+        return layer_stream.digests(raw, layer.where, limit)

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import threading
 import typing as t
+import zlib
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -35,19 +36,28 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
-class HashingReader:
-    """A read-only stream that hashes and counts what passes through it."""
+class TooLarge(KernelboxError):
+    """More bytes came out of a stream than its ``limit`` allows (a decompression bomb, say)."""
 
-    def __init__(self, raw: t.Any, algorithm: str = "sha256") -> None:
+
+class HashingReader:
+    """A read-only stream that hashes and counts what passes through it; past ``limit`` bytes, TooLarge."""
+
+    def __init__(self, raw: t.Any, algorithm: str = "sha256", limit: t.Optional[int] = None) -> None:
         self.raw = raw
         self.hash = hashlib.new(algorithm)
         self.algorithm = algorithm
         self.count = 0
+        self.limit = limit
 
     def read(self, size: int = -1) -> bytes:
+        if self.limit is not None and (size is None or size < 0):
+            size = COPY_CHUNK  # never one unbounded read past the limit
         data = self.raw.read(size)
         self.hash.update(data)
         self.count += len(data)
+        if self.limit is not None and self.count > self.limit:
+            raise TooLarge("more than %d bytes" % self.limit)
         return data
 
     def readable(self) -> bool:
@@ -160,16 +170,37 @@ def close(stream: t.Any) -> None:
         stream.close()
 
 
-def digests(raw: t.Any) -> t.Tuple[str, str]:
-    """(digest as stored, diff_id) of a layer blob, computed without unpacking it."""
+# What the standard library's decompressors raise on a damaged or truncated stream (gzip.BadGzipFile and bz2's
+# "Invalid data stream" are OSErrors without an errno; a real I/O error has one).
+DAMAGED = (EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def damaged(exc: BaseException) -> bool:
+    return isinstance(exc, DAMAGED) and not (isinstance(exc, OSError) and exc.errno is not None)
+
+
+def digests(raw: t.Any, where: str = "the layer", limit: t.Optional[int] = None) -> t.Tuple[str, str]:
+    """(digest as stored, diff_id) of a layer blob, computed without unpacking it.
+
+    ``limit`` bounds the uncompressed bytes (a gzip bomb is refused, not hashed
+    for hours); a damaged stream raises KernelboxError naming ``where``.
+    """
     outer = HashingReader(raw)
     head = outer.read(8)
-    stream = decompressed(PeekReader(outer, head), detect_compression(head))
-    inner = HashingReader(stream)
+    compression = detect_compression(head)
+    stream = decompressed(PeekReader(outer, head), compression)
+    inner = HashingReader(stream, limit=limit)
     try:
         inner.drain()
         outer.drain()
+    except TooLarge:
+        raise TooLarge("%s expands to more than %d bytes uncompressed (max_layer_size); refusing it"
+                       % (where, t.cast(int, limit)))
+    except DAMAGED as exc:
+        if not damaged(exc):
+            raise
+        raise KernelboxError("%s cannot be decompressed (%s): it is truncated or corrupt (%s)"
+                             % (where, compression, exc))
     finally:
-        if isinstance(stream, ZstdProcess):
-            stream.close()
+        close(stream)
     return outer.digest, inner.digest

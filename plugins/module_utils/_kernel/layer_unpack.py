@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import base64
 import errno
-import lzma
 import os
 import stat
 import tarfile
 import typing as t
-import zlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -152,9 +150,11 @@ _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class _Extractor:
     """Writes tar members under ``root_fd``; never resolves a path except component by component, O_NOFOLLOW."""
 
-    def __init__(self, root_fd: int, stats: UnpackStats) -> None:
+    def __init__(self, root_fd: int, stats: UnpackStats, limit: t.Optional[int] = None) -> None:
         self.root = root_fd
         self.stats = stats
+        self.limit = limit
+        self.declared = 0  # the sum of the entries' sizes, holes of sparse files included
         self.dirs: t.Dict[t.Tuple[str, ...], int] = {}
         self.dir_times: t.Dict[t.Tuple[str, ...], int] = {}
 
@@ -226,6 +226,11 @@ class _Extractor:
         parts = tuple(member_parts(member.name))
         self.stats.entries += 1
         self._trim_cache()
+        if member.isreg():
+            self.declared += member.size
+            if self.limit is not None and self.declared > self.limit:
+                raise layer_stream.TooLarge("its entries declare more than %d bytes (%s is %d bytes)"
+                                            % (self.limit, member.name, member.size))
         if not (0 <= member.uid < _NO_ID and 0 <= member.gid < _NO_ID):
             raise UnsafeLayer("layer entry %s has uid/gid %d/%d, which Linux cannot store"
                               % (member.name, member.uid, member.gid))
@@ -288,14 +293,10 @@ class _Extractor:
                      dir_fd=parent)
         try:
             source = tar.extractfile(member)
-            if source is not None:
-                while True:
-                    chunk = source.read(layer_stream.COPY_CHUNK)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+            if source is not None and member.sparse is not None:
+                _copy_sparse(source, fd, member)
+            elif source is not None:
+                _copy(source, fd)
             self._set_owner_mode(fd, member)
             self._set_xattrs_fd(fd, member)
             mtime = int(member.mtime * 1e9)
@@ -401,22 +402,59 @@ class _Extractor:
             os.utime(fd, ns=(mtime, mtime))
 
 
+def _copy(source: t.Any, fd: int) -> None:
+    while True:
+        chunk = source.read(layer_stream.COPY_CHUNK)
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _copy_sparse(source: t.Any, fd: int, member: tarfile.TarInfo) -> None:
+    """A sparse entry (GNU or PAX): only its data runs are written, at their offsets; the holes stay holes.
+
+    Reads go to tarfile's unbuffered member file: a buffered read-ahead would
+    move the (forward-only) stream past the next run, and seeking a hole reads
+    nothing at all.
+    """
+    raw = getattr(source, "raw", source)
+    for offset, length in member.sparse or ():
+        raw.seek(offset)
+        left = length
+        while left > 0:
+            chunk = raw.read(min(layer_stream.COPY_CHUNK, left))
+            if not chunk:
+                raise UnsafeLayer("sparse entry %s ends before its data (%d bytes missing at offset %d)"
+                                  % (member.name, left, offset + length - left))
+            view = memoryview(chunk)
+            position = offset + length - left
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+            left -= len(chunk)
+    os.ftruncate(fd, member.size)
+
+
 def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
            expected_diff_id: t.Optional[str] = None, expected_size: t.Optional[int] = None,
-           where: str = "layer") -> UnpackStats:
+           where: str = "layer", limit: t.Optional[int] = None) -> UnpackStats:
     """Unpack the layer blob readable from ``raw`` into the empty directory ``root_fd``.
 
     The digests are checked after the last byte; on a mismatch DigestMismatch
     is raised and the caller must throw the directory away (it is a staging
-    directory, never the final one).
+    directory, never the final one).  ``limit`` bounds both the uncompressed
+    tar and the sizes its entries declare (sparse holes included): a layer
+    past it is refused, naming ``where``, before the disk fills.
     """
     algorithm = (expected_digest or "sha256:").split(":", 1)[0]
     outer = layer_stream.HashingReader(raw, algorithm)
     head = outer.read(8)
     stats = UnpackStats(compression=layer_stream.detect_compression(head))
     stream = layer_stream.decompressed(layer_stream.PeekReader(outer, head), stats.compression)
-    inner = layer_stream.HashingReader(stream, (expected_diff_id or "sha256:").split(":", 1)[0])
-    extractor = _Extractor(root_fd, stats)
+    inner = layer_stream.HashingReader(stream, (expected_diff_id or "sha256:").split(":", 1)[0], limit=limit)
+    extractor = _Extractor(root_fd, stats, limit)
     problem = ""
     try:
         try:
@@ -425,12 +463,22 @@ def unpack(raw: t.Any, root_fd: int, expected_digest: t.Optional[str] = None,
                     extractor.add(member, tar)
             extractor.finish()
             inner.drain()
+        except layer_stream.TooLarge as exc:
+            raise layer_stream.TooLarge("%s is larger than max_layer_size (%d bytes): %s; refusing it"
+                                        % (where, t.cast(int, limit), exc))
         except tarfile.TarError as exc:
             problem = "%s is not a valid tar stream: %s" % (where, exc)
-        except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None:
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, "no space left on the layer store's filesystem while unpacking %s "
+                              "(%d entries, %d bytes of tar read)" % (where, stats.entries, inner.count))
+            if not layer_stream.damaged(exc):
                 raise  # a real I/O error while writing, not a damaged stream
-            problem = "%s cannot be decompressed (%s): %s" % (where, stats.compression, exc)
+            problem = "%s cannot be decompressed (%s): it is truncated or corrupt (%s)" % (where, stats.compression,
+                                                                                           exc)
+        except layer_stream.DAMAGED as exc:
+            problem = "%s cannot be decompressed (%s): it is truncated or corrupt (%s)" % (where, stats.compression,
+                                                                                           exc)
         outer.drain()  # the whole blob is hashed even when its content was bad: a digest mismatch is the root cause
     finally:
         extractor.close()
