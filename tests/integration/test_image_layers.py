@@ -338,6 +338,27 @@ def test_bombs_sparse_files_and_damaged_tarballs(ansible, work):
         assert not os.path.exists(os.path.join(work, "store-" + name.replace(" ", "-"))), name  # no skeleton
 
 
+def test_a_full_store_is_refused_cleanly(ansible, work):
+    """A layer that does not fit: the message names the layer, the staging directory is gone, nothing partial
+    stays, and the same image goes in once there is room."""
+    src = os.path.join(work, "random.tar")
+    with tarfile.open(src, "w") as tar:
+        info = tarfile.TarInfo("blob")
+        info.size = 4 << 20
+        tar.addfile(info, open("/dev/urandom", "rb"))
+    store = os.path.join(work, "store")
+    os.makedirs(store)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "kbt-full-store", store], check=True)
+    full = ansible.module("image_layers", {"src": src, "store": store})
+    assert full.failed and not full.changed, full.result
+    assert ("no space left on the layer store's filesystem while unpacking random.tar in %s" % work) in full.msg
+    assert os.listdir(os.path.join(store, "tmp")) == [] and not os.path.exists(os.path.join(store, "sha256"))
+    subprocess.run(["mount", "-o", "remount,size=16m", store], check=True)
+    roomy = ansible.module("image_layers", {"src": src, "store": store})
+    assert roomy.changed and not roomy.failed, roomy.result
+    assert os.path.getsize(os.path.join(roomy["lower"][0], "blob")) == 4 << 20
+
+
 def test_bad_inputs_fail_early(ansible, images, work):
     store = os.path.join(work, "store")
     pinned = "sha256:" + "0" * 64
