@@ -338,6 +338,30 @@ def test_bombs_sparse_files_and_damaged_tarballs(ansible, work):
         assert not os.path.exists(os.path.join(work, "store-" + name.replace(" ", "-"))), name  # no skeleton
 
 
+@pytest.mark.parametrize("point", ["layer-staged", "layer-committed"])
+def test_sigkill_while_unpacking_converges(ansible, images, work, point):
+    """The module SIGKILLed with a layer staged (not in place yet) or in place (not recorded yet): the next run
+    cleans the staging area, finishes, and the one after changes nothing."""
+    store = os.path.join(work, "store")
+    args = {"src": images["oci_archive"], "store": store}
+    play = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "killed", "kernelbox.containers.image_layers": args, "environment": {"KERNELBOX_TEST_FAULT": point},
+         "ignore_errors": True},
+        {"name": "converge", "kernelbox.containers.image_layers": args},
+        {"name": "again", "kernelbox.containers.image_layers": args}]}], indent=1)
+    run = ansible.playbook(play)
+    assert run.tasks, run.stdout + run.stderr
+    assert run.named("killed").failed, run.named("killed").result
+    converge, again = run.named("converge"), run.named("again")
+    assert not converge.failed and converge.changed, converge.result
+    # staged: the first layer was never in place, so all three go in; committed: it was, the other two go in
+    assert len(converge.actions) == (3 if point == "layer-staged" else 2), converge.actions
+    assert not again.changed and [entry["status"] for entry in again["layers"]] == ["present"] * 3
+    assert os.listdir(os.path.join(store, "tmp")) == []
+    assert sorted(os.listdir(os.path.join(store, "sha256"))) == sorted(
+        d.split(":")[1] for d in archive_diff_ids(images["oci_archive"]))
+
+
 def test_a_full_store_is_refused_cleanly(ansible, work):
     """A layer that does not fit: the message names the layer, the staging directory is gone, nothing partial
     stays, and the same image goes in once there is room."""

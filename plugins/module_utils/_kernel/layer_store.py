@@ -27,6 +27,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import stat
 import tempfile
 import time
@@ -45,6 +46,12 @@ DIFF = "diff"
 SCHEMA = 1
 PRESENT, PARTIAL, ABSENT = "present", "partial", "absent"
 LOCK_TIMEOUT = 1800.0
+FAULT_ENV = "KERNELBOX_TEST_FAULT"  # tests only: SIGKILL this process at a named point (layer-staged, ...)
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def layer_path(store: str, diff_id: str) -> str:
@@ -202,6 +209,7 @@ def unpack_layer(store: str, layer: image_source.Layer, diff_id: t.Optional[str]
             tmp_fd = _real_fd(tmp_path, create=True)
             try:
                 staged, marker = _stage(tmp_fd, tmp_path, layer, diff_id, limit)
+                _fault("layer-staged")
                 try:
                     done = _commit(store, root, tmp_fd, staged, marker["diff_id"])
                 except BaseException:
@@ -209,6 +217,7 @@ def unpack_layer(store: str, layer: image_source.Layer, diff_id: t.Optional[str]
                     raise
             finally:
                 os.close(tmp_fd)
+            _fault("layer-committed")
             _record_blob(store, root, marker["digest"], marker["diff_id"])
             return dict(read_marker(store, marker["diff_id"]) or marker, unpacked=done)
     except BaseException:
