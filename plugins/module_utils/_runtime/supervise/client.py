@@ -29,8 +29,12 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime impo
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
-SPAWN_TIMEOUT = 30.0
-EXIT_WAIT = 10.0
+# Bounds on waits for an event (the daemon listens, answers, upgrades, exits): each returns as soon as it happens,
+# so they are sized for a slow machine under load (a supervisor took over 30 s to start in a TCG VM at a load of
+# 19), never for a fast CPU.
+SPAWN_TIMEOUT = 300.0
+HELLO_TIMEOUT = 60.0
+EXIT_WAIT = 60.0
 ATTEMPTS = 5
 
 
@@ -100,7 +104,7 @@ class Client:
         """A live supervisor running our code: spawned or upgraded when needed."""
         for _attempt in range(ATTEMPTS):
             try:
-                hello = call({"op": "hello"}, timeout=10.0, layout=self.layout)
+                hello = call({"op": "hello"}, timeout=HELLO_TIMEOUT, layout=self.layout)
             except SupervisorUnavailable:
                 self.spawn()
                 continue
@@ -114,13 +118,13 @@ class Client:
 
     def _upgrade(self, hello: t.Dict[str, t.Any]) -> None:
         try:
-            call({"op": "upgrade", "code": self.code_dir}, timeout=10.0, layout=self.layout)
+            call({"op": "upgrade", "code": self.code_dir}, timeout=HELLO_TIMEOUT, layout=self.layout)
         except SupervisorUnavailable:
             return
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                now = call({"op": "hello"}, timeout=10.0, layout=self.layout)
+                now = call({"op": "hello"}, timeout=HELLO_TIMEOUT, layout=self.layout)
             except SupervisorUnavailable:
                 return
             if os.path.realpath(now.get("code", "")) == os.path.realpath(self.code_dir):
@@ -163,7 +167,7 @@ class Client:
 def running_supervisor(layout: state.Layout = state.DEFAULT_LAYOUT) -> t.Optional[t.Dict[str, t.Any]]:
     """The hello of the running supervisor, or None; never starts one (check mode, info)."""
     try:
-        return call({"op": "hello"}, timeout=10.0, layout=layout)
+        return call({"op": "hello"}, timeout=HELLO_TIMEOUT, layout=layout)
     except SupervisorUnavailable:
         return None
 
