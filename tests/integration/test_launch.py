@@ -383,3 +383,15 @@ def test_extra_devices_are_the_hosts_nodes(rootfs):
     result = run(spec.validate())
     assert result.output.splitlines() == ["character special file %x:%x" % (os.major(host.st_rdev),
                                                                             os.minor(host.st_rdev)), "1"]
+
+
+def test_loopback_is_up_in_a_new_network_namespace(rootfs):
+    # runc brings lo up; without it 127.0.0.1 is unreachable and /etc/hosts' localhost is useless.
+    script = ("cat /sys/class/net/lo/operstate /sys/class/net/lo/flags; "
+              "httpd -p 127.0.0.1:8081 -h /tmp; "
+              "wget -O- http://127.0.0.1:8081/ 2>&1")
+    result = run(shell(rootfs, script))
+    lines = result.output.split("\n")
+    assert int(lines[1], 16) & 0x1, result.output  # IFF_UP
+    # busybox httpd (it listens before it daemonises) answers 404 for the empty /tmp: HTTP over lo works.
+    assert "404" in result.output, result.output

@@ -21,7 +21,8 @@ The order of steps is the issue's.  Usually one process does it all (the
     uid_map, setgroups, gid_map
     oom_score_adj (and cgroup.procs <- init where clone3 cannot: kernels before 5.7)
     G ----------------------------------->  setresuid(0), unshare(mnt, net, ipc, uts, cgroup),
-                                            / rslave, attach the rootfs, mounts, devices,
+                                            lo up (a new netns), / rslave, attach the rootfs,
+                                            mounts, devices,
                                             /etc files, pivot_root, sysctl, masked and
                                             read-only paths, hostname, cwd, rlimits,
                                             capabilities, no_new_privs, seccomp, fds

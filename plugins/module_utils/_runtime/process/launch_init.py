@@ -32,7 +32,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.proc
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import protect
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process.inroot import StepFailure
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, netdev
 
 # OCI namespace type -> (clone flag, name under /proc/PID/ns)
 NAMESPACES = {
@@ -180,6 +180,9 @@ def _enter_remaining_namespaces(plan: Plan, flags: int) -> None:
         _step("user namespace", os.setresuid, 0, 0, 0)
     if flags:
         _step("namespaces", libc.unshare, flags)
+    if flags & libc.CLONE_NEWNET:
+        # A new network namespace has only lo, and it is down: runc brings it up, so 127.0.0.1 works.
+        _step("loopback", netdev.link_up, "lo")
     if flags & libc.CLONE_NEWNS:
         # First, before any mount: nothing made in here may propagate to the host.
         _step("mounts", libc.mount, None, "/", None, libc.MS_REC | libc.MS_SLAVE)
