@@ -35,6 +35,9 @@ class Step:
     what: str
     apply: t.Callable[[], t.Any]
     why: str = ""
+    # A step that stands for several (a stage planned again just before it acts) lists what it
+    # actually did here, as it goes; ``actions`` then shows those instead of ``description``.
+    done_as: t.Optional[t.List[str]] = None
 
     @property
     def description(self) -> str:
@@ -89,6 +92,10 @@ class Resource:
         """What ``--diff`` shows for a state; by default the state itself."""
         return state if state is not None else {}
 
+    def diff(self, current: t.Any, desired: t.Any) -> t.Dict[str, t.Any]:
+        """``--diff``'s before and after; override to show the two views in the light of each other."""
+        return {"before": self.diff_view(current), "after": self.diff_view(desired)}
+
 
 def changed_keys(before: t.Optional[t.Mapping[str, t.Any]], after: t.Optional[t.Mapping[str, t.Any]]) -> t.List[str]:
     """Keys whose values differ, sorted; a key missing on one side counts as different."""
@@ -121,13 +128,17 @@ def execute(resource: Resource) -> Outcome:
         current = resource.read()
         desired = resource.desired(current)
         steps = resource.plan(current, desired)
-        diff = {"before": resource.diff_view(current), "after": resource.diff_view(desired)}
+        diff = resource.diff(current, desired)
         if resource.check_mode:
             return Outcome(bool(steps), [s.description for s in steps], diff,
                            resource.result(current), resource.warnings)
         for step in steps:
-            step.apply()
-            done.append(step.description)
+            try:
+                step.apply()
+            except BaseException:
+                done.extend(step.done_as or [])  # the parts of a composite step that did finish
+                raise
+            done.extend([step.description] if step.done_as is None else step.done_as)
         final = resource.refresh(current, bool(steps))
         failure = resource.failure(final)
         return Outcome(bool(steps), done, diff, resource.result(final), resource.warnings,
