@@ -372,9 +372,10 @@ options:
         default: 20
   restart_policy:
     description:
-      - V(no), V(on-failure) (restart after a non-zero exit or a signal), V(on-failure:N) (at most N restarts), or
-        V(always). Restarts wait an exponential back-off from 100 ms up to 30 s, which starts over after a run of
-        10 s or more.
+      - V(no), V(on-failure) (restart after a non-zero exit or a signal), V(on-failure:N) (at most N restarts),
+        V(always), or V(unless-stopped) (restarts like V(always); the C(container) module also keeps a container a
+        task stopped from starting at boot). Restarts wait an exponential back-off from 100 ms up to 30 s, which
+        starts over after a run of 10 s or more.
       - Default V(no) for a new container; an existing one keeps its policy when this is not given.
       - Changing it does not restart the container.
     type: str

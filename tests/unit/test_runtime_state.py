@@ -153,13 +153,14 @@ def test_zombie_is_not_alive():
 @pytest.mark.parametrize("text, name, retries", [
     ("no", "no", None), ("always", "always", None), ("on-failure", "on-failure", None),
     ("on-failure:3", "on-failure", 3), (" ON-FAILURE:0 ", "on-failure", 0), (None, "no", None),
+    ("unless-stopped", "unless-stopped", None),
 ])
 def test_restart_policy_parse(text, name, retries):
     policy = restart.parse(text)
     assert (policy.name, policy.max_retries) == (name, retries)
 
 
-@pytest.mark.parametrize("text", ["sometimes", "always:3", "on-failure:-1", "on-failure:x", "unless-stopped"])
+@pytest.mark.parametrize("text", ["sometimes", "always:3", "on-failure:-1", "on-failure:x", "unless-stopped:2"])
 def test_restart_policy_refused(text):
     with pytest.raises(ValueError):
         restart.parse(text)
@@ -169,6 +170,8 @@ def test_restart_policy_refused(text):
     ("no", 1, False, 0, False, False),
     ("always", 0, False, 5, False, True),
     ("always", 1, False, 0, True, False),          # a stop request is never undone
+    ("unless-stopped", 0, False, 3, False, True),  # restarts like always (boot start is the difference)
+    ("unless-stopped", 1, False, 0, True, False),
     ("on-failure", 0, False, 0, False, False),
     ("on-failure", 1, False, 99, False, True),
     ("on-failure", None, False, 0, False, True),    # launch failure / unknown exit counts as failure

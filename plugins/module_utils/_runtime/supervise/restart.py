@@ -4,7 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """PRIVATE to kernelbox.containers: the restart policy, as pure decisions.
 
-``no | on-failure[:N] | always``, as Docker spells them.  A restart waits an
+``no | on-failure[:N] | always | unless-stopped``, as Docker spells them.
+``unless-stopped`` restarts like ``always``; the difference is at boot,
+where the container module starts it only if no task stopped it.  A restart waits an
 exponential back-off (100 ms, doubling, at most 30 s), which starts over when
 the previous run lasted at least 10 s.  A requested stop is never undone.
 """
@@ -19,12 +21,12 @@ BASE_DELAY = 0.1
 MAX_DELAY = 30.0
 RESET_AFTER = 10.0   # a run this long counts as healthy: the back-off starts over
 
-_POLICY = re.compile(r"(?P<name>no|always|on-failure)(?::(?P<retries>[0-9]+))?")
+_POLICY = re.compile(r"(?P<name>no|always|unless-stopped|on-failure)(?::(?P<retries>[0-9]+))?")
 
 
 @dataclass(frozen=True)
 class Policy:
-    name: str                           # no | on-failure | always
+    name: str                           # no | on-failure | always | unless-stopped
     max_retries: t.Optional[int] = None  # on-failure only; None = unlimited
 
     def __str__(self) -> str:
@@ -34,13 +36,14 @@ class Policy:
 
 
 def parse(text: t.Any) -> Policy:
-    """'no', 'always', 'on-failure', 'on-failure:3' -> Policy; raises ValueError with the reason."""
+    """'no', 'always', 'unless-stopped', 'on-failure', 'on-failure:3' -> Policy; raises ValueError."""
     raw = str(text).strip().lower() if text is not None else "no"
     if raw in ("", "none", "false"):
         raw = "no"
     match = _POLICY.fullmatch(raw)
     if not match:
-        raise ValueError("%r is not a restart policy; use no, on-failure, on-failure:N or always" % (text,))
+        raise ValueError("%r is not a restart policy; use no, on-failure, on-failure:N, always or unless-stopped"
+                         % (text,))
     retries = match.group("retries")
     if retries is not None and match.group("name") != "on-failure":
         raise ValueError("%r: only on-failure takes a retry count" % (text,))
@@ -57,7 +60,7 @@ def should_restart(policy: Policy, exit_code: t.Optional[int], killed_by_signal:
     """
     if stop_requested or policy.name == "no":
         return False
-    if policy.name == "always":
+    if policy.name in ("always", "unless-stopped"):
         return True
     failed = killed_by_signal or exit_code is None or exit_code != 0
     if not failed:

@@ -85,7 +85,7 @@ def render_unit(name: str, settings: state.Settings, python: str, code_root: str
     entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
     unit = ["# Written by kernelbox.containers (container_process); changes are overwritten.",
             "[Unit]", "Description=kernelbox container %s" % name, "After=network.target"]
-    restart_setting = policy.name
+    restart_setting = "always" if policy.name == "unless-stopped" else policy.name
     if policy.name == "on-failure" and policy.max_retries is not None:
         # systemd counts the automatic restarts against the burst (NRestarts ends equal to it): N restarts.
         if policy.max_retries == 0:
