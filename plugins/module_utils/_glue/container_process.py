@@ -18,7 +18,7 @@ import os
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options as options
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_spec
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_report, container_spec
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
@@ -48,7 +48,7 @@ class ContainerResource(Resource):
         p = self.params
         self.name = validate.container_name(p["name"])
         self.state = p["state"]
-        self.lock: t.Optional[kbstate.NameLock] = None
+        self.lock: t.Optional[kbstate.NameLock] = getattr(self, "lock", None)
         self.recreated_keys: t.List[str] = []
         self.created_now = False
         self.removed = False
@@ -97,7 +97,8 @@ class ContainerResource(Resource):
     # --- read --------------------------------------------------------------------
 
     def read(self) -> t.Optional[t.Dict[str, t.Any]]:
-        if not self.check_mode and not (self.state == "absent" and self._no_trace()):
+        # A caller that holds the name lock already passes it; absent with nothing on disk takes none.
+        if not self.check_mode and self.lock is None and not (self.state == "absent" and self._no_trace()):
             self.lock = kbstate.lock(self.name, self.layout).acquire()
             lifecycle.fault("locked")
         self.container = kbstate.load(self.name, self.layout)
@@ -487,43 +488,8 @@ class ContainerResource(Resource):
         container = getattr(self, "container", None) or kbstate.load(self.name, self.layout)
         if not hasattr(self, "backend"):
             self.backend = self._backend(container.settings.supervisor if container.settings else None)
-        runtime = container.runtime if container.exists else None
-        settings = container.settings if container.exists else None
-        where = kbstate.paths(self.name, self.layout)
-        running = container.process() is not None
-        out: t.Dict[str, t.Any] = {
-            "name": self.name,
-            "exists": container.exists,
-            "status": (runtime.status if runtime else ("created" if container.exists else "absent")),
-            "running": running,
-            "pid": runtime.pid if runtime and running else None,
-            "starttime": runtime.starttime if runtime and running else None,
-            "started_at": runtime.started_at if runtime else None,
-            "exited_at": runtime.exited_at if runtime else None,
-            "exit_code": runtime.exit_code if runtime else None,
-            "exit_signal": runtime.exit_signal if runtime else None,
-            "exit_note": runtime.exit_note if runtime else None,
-            "restart_count": runtime.restart_count if runtime else 0,
-            "error": runtime.error if runtime else None,
-            "namespaces": runtime.namespaces if runtime and running else {},
-            "supervisor": dict(runtime.supervisor or {}, kind=settings.supervisor if settings else None)
-            if runtime else {"kind": settings.supervisor if settings else None},
-            "restart_policy": settings.restart_policy if settings else None,
-            "enabled": settings.enabled if settings else False,
-            "cgroup": (settings.cgroup.get("path") if settings else None),
-            "config_digest": settings.digest if settings else None,
-            "config": container.config if container.exists else None,
-            "recreate_keys": list(self.recreated_keys),
-            "log_path": where.log_file if container.exists and self.backend.kind == "kernelbox" else None,
-            "log_tail": self.backend.log_tail(self.name, self.tail_lines) if container.exists else [],
-            "wait_for": self.wait_result,
-        }
-        if container.exists and self.backend.kind == "systemd":
-            shown = self.backend.show(self.name)
-            if shown.get("NRestarts", "").isdigit():
-                out["restart_count"] = int(shown["NRestarts"])
-            out["supervisor"]["unit"] = systemd.unit_name(self.name)
-        return out
+        return container_report.report(container, self.layout, self.tail_lines, self.recreated_keys,
+                                       self.wait_result, kind=self.backend.kind)
 
     # --- session end -------------------------------------------------------------
 
