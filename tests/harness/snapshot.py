@@ -103,7 +103,8 @@ def cgroups(parent: t.Optional[str] = None) -> t.List[str]:
 
 # Infrastructure that stays when no container does, as /run/netns does: the empty state
 # directories, and the supervisor's code copy (content-addressed; boot start needs it).
-STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/runtime"}
+STATE_INFRASTRUCTURE = {"/run/kernelbox/containers", "/var/lib/kernelbox/containers", "/var/lib/kernelbox/runtime",
+                        "/var/lib/kernelbox/allocations"}
 # image_layers' store keeps its empty skeleton and lock file; any layer inside it still counts.
 STATE_INFRASTRUCTURE |= {"/var/lib/kernelbox/layers" + suffix for suffix in (
     "", "/.lock", "/.writers", "/by-blob", "/by-blob/sha256", "/sha256", "/tmp", "/images", "/images/sha256",

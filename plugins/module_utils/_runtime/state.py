@@ -10,6 +10,8 @@ Layout (``FORMAT = 1``)::
         config.json         the OCI runtime spec the container runs (root only: it holds env)
         container.json      lifecycle settings: digest of config.json, enabled, restart policy,
                             stop signal and timeout, log cap, cgroup (path, owned, limits), supervisor
+        definition.json     the container module's options as its tasks gave them (merged), and the
+                            facts its no-change path checks (absent for container_process containers)
         container.log       stdout and stderr (kernelbox supervisor), capped; container.log.1 is the old one
         etc/                generated hosts, hostname and resolv.conf, bind-mounted read-only
     /run/kernelbox/containers/NAME/        runtime, gone at reboot
@@ -42,7 +44,6 @@ import time
 import typing as t
 from dataclasses import asdict, dataclass, field, fields
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -102,6 +103,10 @@ class Paths:
     @property
     def settings_file(self) -> str:
         return os.path.join(self.lib_dir, "container.json")
+
+    @property
+    def definition_file(self) -> str:
+        return os.path.join(self.lib_dir, "definition.json")
 
     @property
     def log_file(self) -> str:
@@ -505,6 +510,19 @@ def save_persistent(name: str, config: t.Dict[str, t.Any], settings: Settings,
     write_json_atomic(where.settings_file, settings.to_json())
 
 
+def load_definition(name: str, layout: Layout = DEFAULT_LAYOUT) -> t.Optional[t.Dict[str, t.Any]]:
+    """definition.json: the container as the ``container`` module's tasks described it (None: never written)."""
+    path = paths(name, layout).definition_file
+    data = read_json(path)
+    if data is not None:
+        _check_format(data, path)
+    return data
+
+
+def save_definition(name: str, record: t.Mapping[str, t.Any], layout: Layout = DEFAULT_LAYOUT) -> None:
+    write_json_atomic(paths(name, layout).definition_file, dict(record, format=FORMAT))
+
+
 def save_settings(name: str, settings: Settings, layout: Layout = DEFAULT_LAYOUT) -> None:
     write_json_atomic(paths(name, layout).settings_file, settings.to_json())
 
@@ -538,4 +556,5 @@ def remove_tree(path: str) -> None:
     if inside:
         raise KernelboxError("refusing to remove %s: %s is mounted inside it; unmount it first (for an overlay "
                              "root: kernelbox.containers.overlay_rootfs state=unmounted)" % (top, inside[0]))
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts  # only to remove
     mounts.remove_tree(top)  # fd-based, never follows a symlink nor crosses a mount
