@@ -28,6 +28,10 @@ description:
   - B(Check mode predicts), also on a fresh host where no layer, overlay or network namespace exists yet, and for
     the removal of a running container. C(--diff) shows the definition before and after; a long list that did not
     change shows as its count and digest.
+  - "B(A job.) With O(detach=false) the container is a job: the task runs it to completion and returns its RV(rc),
+    RV(stdout) and RV(stderr) like M(ansible.builtin.command). A job that exited 0 runs once per definition: a
+    later task with the same options reports its recorded result and does not run it again (O(restart=true) does);
+    a job that failed runs again."
   - B(The no-change path.) A task whose options match the stored definition reads that definition, the state files
     and a few kernel facts (the process by PID and start time, the overlay mount, the network namespace's inode and
     the veth's ifindex) and returns, without loading the image or any netlink library.
@@ -52,7 +56,8 @@ options:
   state:
     description:
       - V(started) creates the container if needed and makes sure it runs. As with docker_container and
-        podman_container, a container that exited is started again.
+        podman_container, a container that exited is started again (a job, O(detach=false), runs once per
+        definition instead, as long as it succeeds).
       - V(stopped) creates it if needed without starting it, or stops it.
       - V(present) creates it if needed without starting it, and leaves a running one running (a change of
         definition recreates it as it was, running or not).
@@ -210,7 +215,11 @@ options:
   detach:
     description:
       - V(true) (the default) leaves the container running in the background under its supervisor.
-      - V(false), a job run to completion, is refused in this version (the task fails with a clear message).
+      - V(false) makes it a job. The task itself runs it to completion (at most O(wait_timeout) seconds, then
+        everything in its cgroup is killed) and returns RV(rc), RV(stdout) and RV(stderr) like
+        M(ansible.builtin.command), keeping at most 1 MiB of each (RV(stdout_dropped) and RV(stderr_dropped) count
+        the rest); a non-zero RV(rc) fails the task. It runs once per definition while it succeeds;
+        O(restart=true) runs it again. A job takes no O(restart_policy) and no O(healthcheck).
     type: bool
   read_only:
     description: Mount the container's root filesystem read-only; default V(false).
@@ -266,7 +275,7 @@ options:
     type: bool
     default: false
   wait_timeout:
-    description: Seconds O(state=healthy) waits for the health check.
+    description: Seconds O(state=healthy) waits for the health check, and a job (O(detach=false)) may run.
     type: float
     default: 300
   keep_volumes:
@@ -318,6 +327,14 @@ EXAMPLES = r"""
     network: kb0
     ip: 10.88.0.20
     env_file: /etc/api/env
+
+- name: A one-shot job; its output comes back like command's
+  kernelbox.containers.container:
+    name: migrate
+    image: /srv/images/api.oci.tar
+    command: [/app/migrate, --apply]
+    detach: false
+  register: migration
 
 - name: Stop it (the name alone is enough)
   kernelbox.containers.container:
@@ -410,6 +427,44 @@ log_tail:
   returned: always
   type: list
   elements: str
+rc:
+  description: A job's exit code (C(-N) when a signal N killed it).
+  returned: with O(detach=false)
+  type: int
+stdout:
+  description: What a job wrote to its standard output (at most 1 MiB).
+  returned: with O(detach=false)
+  type: str
+stderr:
+  description: What a job wrote to its standard error (at most 1 MiB).
+  returned: with O(detach=false)
+  type: str
+stdout_lines:
+  description: RV(stdout) split into lines.
+  returned: with O(detach=false)
+  type: list
+  elements: str
+stderr_lines:
+  description: RV(stderr) split into lines.
+  returned: with O(detach=false)
+  type: list
+  elements: str
+stdout_dropped:
+  description: Bytes of standard output beyond the 1 MiB kept, read and dropped.
+  returned: with O(detach=false)
+  type: int
+stderr_dropped:
+  description: Bytes of standard error beyond the 1 MiB kept, read and dropped.
+  returned: with O(detach=false)
+  type: int
+start:
+  description: When the job started.
+  returned: with O(detach=false)
+  type: str
+end:
+  description: When the job ended.
+  returned: with O(detach=false)
+  type: str
 actions:
   description: The steps taken (or, in check mode, that would be taken), each with its reason.
   returned: always

@@ -306,3 +306,40 @@ def test_bad_input_fails_early_naming_the_option_and_changes_nothing(ansible, wa
         assert result.failed and not result.changed, (extra, result.result)
         assert text in result.msg, (extra, result.msg)
     assert not os.path.exists("/var/lib/kernelbox/containers/" + other)
+
+
+def test_a_job_runs_to_completion_once_and_returns_its_output(ansible, warm_image, made):
+    name = made("kbt-c6")
+    args = dict(name=name, image=warm_image, detach=False,
+                command=["/bin/sh", "-c", "echo out; echo err >&2; hostname"])
+    first = container(ansible, **args)
+    assert first.changed and not first.failed, first.result
+    assert (first["rc"], first["stdout"], first["stderr"]) == (0, "out\n%s\n" % name, "err\n"), first.result
+    assert first["status"] == "exited" and first["exit_code"] == 0 and not first["running"]
+    # It ran once for this definition: the same task, or one with the name alone, reports it and does not run it.
+    for again in (container(ansible, **args), container(ansible, name=name)):
+        assert not again.changed and again.actions == [] and again["stdout_lines"] == ["out", name], again.result
+    rerun = container(ansible, name=name, restart=True)
+    assert rerun.changed and rerun["rc"] == 0 and rerun["start"] != first["start"], rerun.result
+
+    # A failing job fails the task like command does, and runs again on the next task.
+    failing = container(ansible, name=name, command="sh -c 'echo boom; exit 3'")
+    assert failing.failed and failing.msg == "non-zero return code" and failing["rc"] == 3, failing.result
+    assert failing["stdout"] == "boom\n" and failing.changed
+    retried = container(ansible, name=name)
+    assert retried.failed and retried.changed and retried["rc"] == 3, retried.result
+
+    # Output is bounded (1 MiB kept, the rest counted), and so is the wait.
+    flood = container(ansible, name=name, wait_timeout=3,
+                      command="sh -c 'head -c 3000000 /dev/zero | tr \"\\\\0\" x; sleep 600'")
+    assert flood.failed and "killed after wait_timeout" in flood.msg and flood["rc"] == -9, flood.result
+    assert len(flood["stdout"]) == 1 << 20 and flood["stdout_dropped"] == 3000000 - (1 << 20)
+
+    # Detached, a container that exited is started again by a task with the name alone, as docker_container
+    # and podman_container do with state=started.
+    detached = container(ansible, name=name, detach=True, command="true", wait_timeout=300)
+    assert detached.changed and not detached.failed, detached.result
+    exited = container(ansible, name=name, state="stopped")
+    assert exited["status"] == "exited" and exited["exit_code"] == 0, exited.result
+    started = container(ansible, name=name)
+    assert started.changed and started.actions == ["start container %s (exited with code 0)" % name], started.result

@@ -112,10 +112,8 @@ class ContainerTask(Resource):
         if self.given.get("ports"):
             raise ValidationError("ports: publishing ports needs the collection's NAT support, which this version "
                                   "does not have yet; reach the container at its bridge address instead")
-        for option, present in (("healthcheck", self.given.get("healthcheck") is not None),
-                                ("detach", self.given.get("detach") is False)):
-            if present:  # landing in the next step of this module's work
-                raise ValidationError("%s: not supported by this version of the container module yet" % option)
+        if self.given.get("healthcheck") is not None:  # landing in the next step of this module's work
+            raise ValidationError("healthcheck: not supported by this version of the container module yet")
         image = self.given.get("image")
         if image is not None and not image.startswith("/"):
             raise ValidationError("image: %r is a registry reference; this version reads local images only: give "
@@ -154,6 +152,11 @@ class ContainerTask(Resource):
                                   % self.name)
         if self.state == "healthy" and not merged.get("healthcheck"):
             raise ValidationError("state=healthy: container %s has no healthcheck; give healthcheck" % self.name)
+        if not defn.value(merged, "detach"):
+            clash = [key for key in ("healthcheck", "restart_policy") if defn.value(merged, key) not in (None, "no")]
+            if clash or self.state == "healthy":
+                raise ValidationError("detach=false: a job runs once to completion, so it takes no %s"
+                                      % (clash[0] if clash else "state=healthy"))
         self.changed_options = defn.changed_options(self.stored, merged)
         container_facts.read_inputs(self)
         self.fast = self._unchanged(current["status"])
@@ -238,6 +241,10 @@ class ContainerTask(Resource):
         return container_facts.facts_hold(self, self.record.get("facts") or {})
 
     def _status_holds(self, status: str) -> bool:
+        if self.state == "started" and not defn.value(self.merged, "detach"):
+            runtime, settings = self.container.runtime, self.container.settings
+            return bool(runtime and settings and runtime.status == kbstate.EXITED and runtime.exit_code == 0
+                        and runtime.digest == settings.digest)
         if self.state in ("started", "healthy"):
             if status != "running":
                 return False
@@ -277,6 +284,13 @@ class ContainerTask(Resource):
 
     def result(self, state: t.Any) -> t.Dict[str, t.Any]:
         return container_facts.result(self, state)
+
+    def failure(self, state: t.Any) -> t.Optional[str]:
+        """A job that ran and exited non-zero fails the task, as ansible.builtin.command does."""
+        job = container_facts.job_output(self)
+        if job is not None and job["rc"] != 0:
+            return "non-zero return code" + (" (killed after wait_timeout)" if job.get("timed_out") else "")
+        return None
 
     def close(self) -> None:
         if self.image_resource is not None:

@@ -147,8 +147,29 @@ def result(task: "ContainerTask", state: t.Any) -> t.Dict[str, t.Any]:
     parts = (record or {}).get("summary") or {}
     if task.ctx.get("identity") is not None and task.state != "absent":
         parts = summary(task)
+    job = job_output(task)
+    if job is not None:
+        out.update(rc=job["rc"], stdout=job["stdout"], stderr=job["stderr"],
+                   stdout_lines=job["stdout"].splitlines(), stderr_lines=job["stderr"].splitlines(),
+                   start=job["start"], end=job["end"], stdout_dropped=job["stdout_dropped"],
+                   stderr_dropped=job["stderr_dropped"])
     out["image"] = parts.get("image")
     out["network"] = parts.get("network")
     out["ip"] = (parts.get("network") or {}).get("ip")
     out["userns"] = parts.get("userns")
     return out
+
+
+def job_output(task: "ContainerTask") -> t.Optional[t.Dict[str, t.Any]]:
+    """The output of a job (detach=false) for the container's current spec: this run's, or the recorded one."""
+    if task.state == "absent" or defn.value(getattr(task, "merged", task.stored), "detach"):
+        return None
+    process = task.process
+    output = getattr(getattr(process, "backend", None), "output", None)
+    if output is None:
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import job
+        output = job.load_output(task.name, task.layout)
+    settings = task.container.settings if task.container.exists else None
+    if output is None or settings is None or output.get("digest") != settings.digest:
+        return None
+    return output

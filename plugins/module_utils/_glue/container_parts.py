@@ -341,6 +341,7 @@ def _process_resource(task: "ContainerTask", params: t.Dict[str, t.Any]) -> t.An
     resource = ContainerResource(params, task.check_mode)
     resource.layout = task.layout
     resource.lock = task.lock
+    resource.job_timeout = task.params["wait_timeout"]
     resource.validate()
     return resource
 
@@ -412,6 +413,18 @@ def _enabled(task: "ContainerTask") -> bool:
     return policy == "always"
 
 
+def _supervisor(task: "ContainerTask") -> str:
+    """job for detach=false; else the option, where auto must not keep a job's kind."""
+    if not defn.value(task.merged, "detach"):
+        return "job"
+    wanted = defn.value(task.merged, "supervisor")
+    settings = task.container.settings
+    if wanted == "auto" and settings is not None and settings.supervisor == "job":
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
+        return "systemd" if systemd.available() else "kernelbox"
+    return wanted
+
+
 def process_params(task: "ContainerTask") -> t.Dict[str, t.Any]:
     merged, ctx = task.merged, task.ctx
     image = ctx.get("image_config") or {}
@@ -427,7 +440,8 @@ def process_params(task: "ContainerTask") -> t.Dict[str, t.Any]:
         dns=merged.get("dns") or None, dns_search=merged.get("dns_search") or None,
         restart_policy=defn.value(merged, "restart_policy"), enabled=_enabled(task),
         stop_signal=merged.get("stop_signal") or image.get("StopSignal") or None,
-        stop_timeout=defn.value(merged, "stop_timeout"), supervisor=defn.value(merged, "supervisor"),
+        stop_timeout=defn.value(merged, "stop_timeout"),
+        supervisor=_supervisor(task),
         annotations=_annotations(task), mounts=_mounts(task) or None,
     )
     params.update(_namespaces(task))

@@ -160,6 +160,9 @@ class ContainerResource(Resource):
 
     def _backend(self, kind: t.Optional[str]) -> t.Any:
         wanted = kind or self.params.get("supervisor") or "auto"
+        if wanted == "job":  # the container module's detach=false: the task runs it to completion
+            from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import job
+            return job.JobBackend(self.layout, getattr(self, "job_timeout", 300.0))
         if wanted == "auto":
             wanted = "systemd" if systemd.available() else "kernelbox"
         if wanted == "systemd":
@@ -319,9 +322,15 @@ class ContainerResource(Resource):
                 steps.append(Step("stop container %s" % name, self._stop, "state=restarted"))
             steps.append(Step("start container %s" % name, self._start, "state=restarted"))
         elif want_running and current["state"] != "running":
-            steps.append(Step("start container %s" % name, self._start, self._why_not_running()))
+            if not self._job_done():
+                steps.append(Step("start container %s" % name, self._start, self._why_not_running()))
         elif not want_running and active:
             steps.append(Step("stop container %s" % name, self._stop, "state=stopped"))
+        elif want_running and self.backend.kind == "job" and not self.backend.supervisor_alive(
+                self.container.runtime):
+            why = "the task that ran the job ended before it did"
+            steps += [Step("stop container %s" % name, self._stop, why), Step("start container %s" % name,
+                                                                              self._start, why)]
         elif want_running and not self.backend.supervisor_alive(self.container.runtime):
             steps.append(Step("start a supervisor for container %s" % name, self.backend.adopt,
                               "it runs, but the supervisor that started it is gone"))
@@ -344,6 +353,13 @@ class ContainerResource(Resource):
         if current.get("supervisor") not in (None, desired["supervisor"]):
             keys.append("supervisor")
         return sorted(keys)
+
+    def _job_done(self) -> bool:
+        """A job (run to completion by its task) that exited 0 for this very spec is not run again."""
+        runtime, settings = self.container.runtime, self.container.settings
+        return bool(self.backend.kind == "job" and runtime is not None and settings is not None
+                    and runtime.status == kbstate.EXITED and runtime.exit_code == 0
+                    and runtime.digest == settings.digest)
 
     def _why_not_running(self) -> str:
         runtime = self.container.runtime

@@ -92,11 +92,12 @@ def describe_error(exc: BaseException, default_step: str) -> t.Dict[str, t.Any]:
 
 
 def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]],
-                log: t.Union[str, int], fault: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+                log: t.Union[str, int, t.Tuple[int, int]], fault: t.Optional[str] = None) -> t.Dict[str, t.Any]:
     """In this process: leaf, log, launch.start(); the Launched fields, or raise.
 
     ``log`` is the path of the log FIFO the supervisor drains, or an fd already
-    open for stdout and stderr (the journal's stream socket, with systemd).
+    open for stdout and stderr (the journal's stream socket, with systemd), or a
+    pair of fds (stdout, stderr: a job's pipes).
     """
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import launch
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
@@ -120,9 +121,12 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
                                          getattr(exc, "msg", None) or str(exc))
             if fault == "supervisor-cgroup":  # test only: the supervisor dies while its launcher works on
                 os.kill(os.getppid(), signal.SIGKILL)
-        log_fd = logs.open_for_container(log) if isinstance(log, str) else log
+        if isinstance(log, tuple):
+            out_fd, err_fd = log
+        else:
+            out_fd = err_fd = logs.open_for_container(log) if isinstance(log, str) else log
         libc.set_child_subreaper()
-        launched = launch.start(spec, stdin=None, stdout=log_fd, stderr=log_fd, cgroup_dir=cgroup_dir)
+        launched = launch.start(spec, stdin=None, stdout=out_fd, stderr=err_fd, cgroup_dir=cgroup_dir)
     except BaseException:
         if created and cgroup_dir:
             try:
