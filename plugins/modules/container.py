@@ -188,8 +188,14 @@ options:
     default: false
   healthcheck:
     description:
-      - A command run inside the container periodically, Docker's C(HEALTHCHECK).
-      - Refused in this version (the task fails with a clear message); it comes with the next one.
+      - A command run inside the container periodically, Docker's C(HEALTHCHECK), through the same path as
+        M(kernelbox.containers.container_exec) (the container's namespaces, cgroup and confinement). The kernelbox
+        supervisor starts each check in a short-lived process of its own; with systemd, a timer unit bound to the
+        container's unit does (C(kernelbox-NAME-health.timer)).
+      - The container is C(healthy) after a passing check and C(unhealthy) after O(healthcheck.retries) failures in
+        a row; failures during O(healthcheck.start_period) do not count until a check passed. RV(health) reports
+        it; O(state=healthy) waits for it.
+      - A change recreates the container, as in Docker.
     type: dict
     suboptions:
       test:
@@ -328,6 +334,16 @@ EXAMPLES = r"""
     ip: 10.88.0.20
     env_file: /etc/api/env
 
+- name: Wait until the health check passes
+  kernelbox.containers.container:
+    name: api
+    healthcheck:
+      test: wget -qO- http://127.0.0.1:8080/health
+      interval: 5s
+      retries: 3
+      start_period: 10s
+    state: healthy
+
 - name: A one-shot job; its output comes back like command's
   kernelbox.containers.container:
     name: migrate
@@ -427,6 +443,12 @@ log_tail:
   returned: always
   type: list
   elements: str
+health:
+  description: With O(healthcheck) - C(status) (starting, healthy, unhealthy), C(failing_streak), and the C(last)
+    check (C(start), C(end), C(exit_code), C(output)); null without one.
+  returned: always
+  type: dict
+  sample: {"status": "healthy", "failing_streak": 0, "last": {"exit_code": 0, "output": ""}}
 rc:
   description: A job's exit code (C(-N) when a signal N killed it).
   returned: with O(detach=false)

@@ -343,3 +343,33 @@ def test_a_job_runs_to_completion_once_and_returns_its_output(ansible, warm_imag
     assert exited["status"] == "exited" and exited["exit_code"] == 0, exited.result
     started = container(ansible, name=name)
     assert started.changed and started.actions == ["start container %s (exited with code 0)" % name], started.result
+
+
+def health_record(name):
+    try:
+        with open("/run/kernelbox/containers/%s/health.json" % name) as handle:
+            return json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def test_the_supervisor_runs_the_healthcheck_and_state_healthy_waits_for_it(ansible, warm_image, made):
+    name = made("kbt-c7")
+    # Healthy once /tmp/ready exists, which the container makes a moment after it starts.
+    args = dict(name=name, image=warm_image, stop_timeout=1, state="healthy", wait_timeout=120,
+                command="sh -c 'sleep 1; touch /tmp/ready; exec sleep 600'",
+                healthcheck={"test": "test -f /tmp/ready", "interval": "0.5s", "retries": 2, "timeout": "10s"})
+    first = container(ansible, **args)
+    assert first.changed and not first.failed, first.result
+    assert first["health"]["status"] == "healthy" and first["health"]["last"]["exit_code"] == 0, first.result
+    assert health_record(name)["status"] == "healthy"
+    again = container(ansible, **args)
+    assert not again.changed and again["health"]["status"] == "healthy", again.result
+
+    # The checks go on: two failures in a row make it unhealthy, and state=healthy then fails, saying why.
+    inside(ansible, name, "rm /tmp/ready")
+    from harness.containers import wait_until
+    assert wait_until(lambda: health_record(name).get("status") == "unhealthy", 120, 0.2), health_record(name)
+    failing = container(ansible, name=name, state="healthy", wait_timeout=1)
+    assert failing.failed and "was not healthy within 1s" in failing.msg and "exit code 1" in failing.msg, \
+        failing.result

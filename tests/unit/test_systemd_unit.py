@@ -47,3 +47,18 @@ def test_launch_error_message_names_step_and_errno():
     assert text == "container web: start failed at step 'exec': exec: /x: No such file [errno 2 ENOENT]"
     assert lifecycle.describe_error("web", {"step": "cgroup", "errno": 13, "msg": "denied"}).endswith(
         "denied [errno 13 EACCES]")
+
+
+def test_unless_stopped_restarts_like_always():
+    assert unit("unless-stopped")["Restart"] == "always"
+
+
+def test_a_health_check_is_a_timer_bound_to_the_container_unit():
+    settings = state.Settings(name="web", digest="sha256:x", restart_policy="no")
+    text = systemd.render_unit("web", settings, "/usr/bin/python3", "/var/lib/kernelbox/runtime", 252, health=True)
+    assert "Wants=kernelbox-web-health.timer" in text.splitlines()
+    service, timer = systemd.render_health_units("web", 5.0, "/usr/bin/python3", "/var/lib/kernelbox/runtime")
+    assert "ExecStart=/usr/bin/python3 -I -S /var/lib/kernelbox/runtime/current/kernelbox-supervisor.py health web" \
+        in service.splitlines() and "Type=oneshot" in service.splitlines()
+    lines = timer.splitlines()
+    assert "PartOf=kernelbox-web.service" in lines and "OnUnitActiveSec=5s" in lines and "OnActiveSec=5s" in lines

@@ -147,6 +147,13 @@ def result(task: "ContainerTask", state: t.Any) -> t.Dict[str, t.Any]:
     parts = (record or {}).get("summary") or {}
     if task.ctx.get("identity") is not None and task.state != "absent":
         parts = summary(task)
+    definition_now = out["definition"] or {}
+    out["health"] = None
+    if definition_now.get("healthcheck") and out["exists"]:
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import health
+        record = health.for_run(health.load(task.name, task.layout), task.container.runtime)
+        out["health"] = {"status": record["status"], "failing_streak": record.get("failing_streak", 0),
+                         "last": (record.get("log") or [None])[-1]}
     job = job_output(task)
     if job is not None:
         out.update(rc=job["rc"], stdout=job["stdout"], stderr=job["stderr"],

@@ -570,4 +570,24 @@ def refresh_record(task: "ContainerTask") -> None:
 # --- health and the result ---------------------------------------------------------------------
 
 def wait_healthy(task: "ContainerTask") -> None:
-    raise KernelboxError("state=healthy: health checks are not implemented yet")
+    """state=healthy: wait until the supervisor's checks (health.py) pass, at most wait_timeout seconds."""
+    import time
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import health
+    timeout = task.params["wait_timeout"]
+    deadline = time.monotonic() + timeout
+    while True:
+        container = kbstate.load(task.name, task.layout)
+        record = health.for_run(health.load(task.name, task.layout), container.runtime)
+        if record["status"] == health.HEALTHY:
+            return
+        last = (record.get("log") or [{}])[-1]
+        seen = "status %s, %d failing" % (record["status"], record.get("failing_streak", 0))
+        if last:
+            seen += "; last check: exit code %s, output %r" % (last.get("exit_code"), last.get("output", "")[-200:])
+        if not container.is_running():
+            raise KernelboxError("state=healthy: container %s is not running (%s; %s)"
+                                 % (task.name, container.runtime.status if container.runtime else "created", seen))
+        if time.monotonic() >= deadline:
+            raise KernelboxError("state=healthy: container %s was not healthy within %gs (%s)"
+                                 % (task.name, timeout, seen))
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))

@@ -53,6 +53,16 @@ KILL_RETRY = 5.0          # SIGKILL again if the init has not exited this long a
 READ_TIMEOUT = 5.0        # a client must send its request within this time
 
 
+def _health_definition(config: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[t.Dict[str, t.Any]]:
+    """The annotation health.py reads, parsed here without importing it (nor the exec code behind it)."""
+    raw = ((config or {}).get("annotations") or {}).get("io.kernelbox.healthcheck")
+    try:
+        check = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return check if isinstance(check, dict) and check.get("interval") else None
+
+
 def socket_path(layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
     return os.path.join(layout.run_root, "supervisor.sock")
 
@@ -86,6 +96,8 @@ class _Entry:
         self.waiters: t.List[socket.socket] = []      # stop requests waiting for the exit
         self.start_after_exit: t.List[t.Tuple[socket.socket, t.Optional[str]]] = []
         self.sink: t.Optional[logs.Sink] = None        # the container's output pipe, drained into its log
+        self.health_interval: t.Optional[float] = None  # seconds between health checks, if it has one
+        self.health_pid: t.Optional[int] = None         # the running health check process
 
     def set_settings(self, settings: state.Settings) -> None:
         self.settings = settings
@@ -238,6 +250,8 @@ class Supervisor:
                 self._restart(entry)
             elif kind == "kill":
                 self._kill(entry)
+            elif kind == "health":
+                self._health(entry)
         if self.entries and now >= self.next_rotate:
             self.next_rotate = now + ROTATE_EVERY
             for entry in list(self.entries.values()):
@@ -259,6 +273,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self._health_done(pid):
+                continue
             for entry in list(self.entries.values()):
                 rt = entry.runtime
                 if rt.pid == pid and rt.status in (state.RUNNING, state.STOPPING) and entry.pidfd is None:
@@ -379,6 +395,7 @@ class Supervisor:
         rt.status = state.RUNNING
         entry.started_mono = time.monotonic()
         self.save(entry)
+        self._schedule_health(entry, current.config)
         return None
 
     def _restart(self, entry: _Entry) -> None:
@@ -389,6 +406,36 @@ class Supervisor:
         error = self.launch(entry)
         if error is not None:
             self.on_exit(entry, None, None, launch_error=error)
+
+    # --- health checks (see health.py) -------------------------------------------------
+
+    def _schedule_health(self, entry: _Entry, config: t.Optional[t.Mapping[str, t.Any]]) -> None:
+        check = _health_definition(config)
+        entry.health_interval = float(check["interval"]) if check else None
+        if entry.health_interval and entry.timer is None:
+            self.schedule(entry, "health", time.monotonic() + entry.health_interval)
+
+    def _health(self, entry: _Entry) -> None:
+        """Start one check in a child of its own (the supervisor never maps the exec code); one at a time."""
+        if entry.runtime.status != state.RUNNING or not entry.health_interval:
+            return
+        if entry.health_pid is None:
+            argv = [sys.executable, "-I", "-S", os.path.join(self.code_dir, ENTRY_SCRIPT), "health", entry.name]
+            try:
+                entry.health_pid = os.posix_spawn(sys.executable, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                                  file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                                                (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                                                                (os.POSIX_SPAWN_DUP2, 1, 2)])
+            except OSError as exc:
+                self.note(entry, "health check could not start: %s" % exc)
+        self.schedule(entry, "health", time.monotonic() + entry.health_interval)
+
+    def _health_done(self, pid: int) -> bool:
+        for entry in self.entries.values():
+            if entry.health_pid == pid:
+                entry.health_pid = None
+                return True
+        return False
 
     # --- adoption --------------------------------------------------------------------
 
@@ -430,6 +477,8 @@ class Supervisor:
             self.save(entry)
             if rt.status == state.STOPPING:
                 self.schedule(entry, "kill", rt.stop_deadline or time.monotonic())
+            elif rt.status == state.RUNNING:
+                self._schedule_health(entry, current.config)
         self.reap()
 
     # --- requests --------------------------------------------------------------------
@@ -700,9 +749,12 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
     if len(args) == 2 and args[0] in ("systemd-start", "systemd-stopped"):
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
         return systemd.unit_start(args[1]) if args[0] == "systemd-start" else systemd.unit_stopped(args[1])
+    if len(args) == 2 and args[0] == "health":
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import health
+        return health.check(args[1])
     if args and args[0] == "boot":
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client
         return client.boot(os.path.dirname(os.path.abspath(sys.argv[0])))
-    sys.stderr.write("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME\n"
+    sys.stderr.write("usage: %s serve [--detach] | boot | systemd-start NAME | systemd-stopped NAME | health NAME\n"
                      % ENTRY_SCRIPT)
     return 2

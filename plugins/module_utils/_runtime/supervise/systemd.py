@@ -56,6 +56,11 @@ def unit_path(name: str) -> str:
     return os.path.join(UNIT_DIR, unit_name(name))
 
 
+def health_unit_names(name: str) -> t.Tuple[str, str]:
+    """The health check's service and timer (see health.py), beside the container's unit."""
+    return "kernelbox-%s-health.service" % name, "kernelbox-%s-health.timer" % name
+
+
 def pid_file(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
     return os.path.join(state.paths(name, layout).run_dir, "init.pid")
 
@@ -79,12 +84,30 @@ def _systemctl(args: t.List[str], check: bool = True) -> str:
     return proc.stdout
 
 
-def render_unit(name: str, settings: state.Settings, python: str, code_root: str, version: int) -> str:
-    """The unit file text for a container (pure)."""
+def render_health_units(name: str, interval: float, python: str, code_root: str) -> t.Tuple[str, str]:
+    """The health check's service and timer texts (pure): the timer runs the check every ``interval``
+    while the container's unit is active (it is wanted by it, and part of it, so it stops with it)."""
+    entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
+    service = "\n".join(["# Written by kernelbox.containers; changes are overwritten.", "[Unit]",
+                         "Description=health check of kernelbox container %s" % name,
+                         "After=%s" % unit_name(name), "", "[Service]", "Type=oneshot",
+                         "ExecStart=%s -I -S %s health %s" % (python, entry, name), ""])
+    timer = "\n".join(["# Written by kernelbox.containers; changes are overwritten.", "[Unit]",
+                       "Description=health checks of kernelbox container %s" % name, "PartOf=%s" % unit_name(name),
+                       "", "[Timer]", "OnActiveSec=%gs" % interval, "OnUnitActiveSec=%gs" % interval,
+                       "AccuracySec=100ms", ""])
+    return service, timer
+
+
+def render_unit(name: str, settings: state.Settings, python: str, code_root: str, version: int,
+                health: bool = False) -> str:
+    """The unit file text for a container (pure); ``health`` pulls in its health check timer."""
     policy = restart.parse(settings.restart_policy)
     entry = os.path.join(code_root, "current", "kernelbox-supervisor.py")
     unit = ["# Written by kernelbox.containers (container_process); changes are overwritten.",
             "[Unit]", "Description=kernelbox container %s" % name, "After=network.target"]
+    if health:
+        unit.append("Wants=%s" % health_unit_names(name)[1])
     restart_setting = "always" if policy.name == "unless-stopped" else policy.name
     if policy.name == "on-failure" and policy.max_retries is not None:
         # systemd counts the automatic restarts against the burst (NRestarts ends equal to it): N restarts.
@@ -124,16 +147,19 @@ class SystemdBackend:
         self._require()
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import materialise
         materialise.materialise(self.layout)
-        text = render_unit(name, settings, sys.executable, os.path.join(self.layout.lib_root, "runtime"),
-                           systemd_version())
-        path = unit_path(name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                changed = handle.read() != text
-        except FileNotFoundError:
-            changed = True
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import health
+        check = health.definition(state.load(name, self.layout).config)
+        code_root = os.path.join(self.layout.lib_root, "runtime")
+        files = {unit_path(name): render_unit(name, settings, sys.executable, code_root, systemd_version(),
+                                              health=check is not None)}
+        for unit, text in zip(health_unit_names(name), render_health_units(name, float(check["interval"]),
+                                                                           sys.executable, code_root)
+                              if check else ("", "")):
+            files[os.path.join(UNIT_DIR, unit)] = text  # an empty text: the file goes
+        changed = False
+        for path, text in files.items():
+            changed = _write_unit(path, text) or changed
         if changed:
-            state.write_bytes_atomic(path, text.encode(), mode=0o644)
             _systemctl(["daemon-reload"])
         _systemctl(["enable" if settings.enabled else "disable", "--quiet", unit_name(name)])
         return changed
@@ -170,10 +196,12 @@ class SystemdBackend:
         return available()
 
     def forget(self, name: str) -> None:
-        """After a stop: disable and delete the unit."""
+        """After a stop: disable and delete the unit (and its health check's)."""
         if not os.path.exists(unit_path(name)):
             return
         _systemctl(["disable", "--quiet", unit_name(name)], check=False)
+        for unit in health_unit_names(name):
+            _write_unit(os.path.join(UNIT_DIR, unit), "")
         os.unlink(unit_path(name))
         _systemctl(["daemon-reload"])
         _systemctl(["reset-failed", unit_name(name)], check=False)
@@ -194,6 +222,24 @@ class SystemdBackend:
         except (FileNotFoundError, subprocess.TimeoutExpired):
             return []
         return proc.stdout.splitlines()[-lines:] if lines > 0 else []
+
+
+def _write_unit(path: str, text: str) -> bool:
+    """Write (or, for an empty text, remove) a unit file; True if that changed it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            current: t.Optional[str] = handle.read()
+    except FileNotFoundError:
+        current = None
+    if not text:
+        if current is None:
+            return False
+        os.unlink(path)
+        return True
+    if current == text:
+        return False
+    state.write_bytes_atomic(path, text.encode(), mode=0o644)
+    return True
 
 
 # --- the unit's own processes (run from the code copy by systemd) ------------------------
