@@ -60,11 +60,12 @@ def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_p
         if os.path.isdir("/var/lib/kernelbox") else set()
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
-                 "A veth pair per namespace, eth0 inside, the host end on the bridge", "Pull or unpack the image layers",
-                 "Mount the root filesystem under a private writable layer", "The container process"):
+                 "A veth pair per namespace, eth0 inside, the host end on the bridge", "The container"):
         assert [name for name in first.changed_tasks if name.endswith(task)], (task, first.changed_tasks)
-    started = [task for task in first.tasks if task.task.endswith("The container process")]
+    started = [task for task in first.tasks if task.task.endswith(": The container")]
     assert len(started) == 2 and all(task["running"] and task["pid"] > 0 for task in started), started
+    # One task per container (the container module), and the web one waited for its health check.
+    assert started[0]["health"]["status"] == "healthy" and started[0]["ip"] == "10.254.77.10", started[0].result
     page = "hello from " + PREFIX
     assert first.named("Prove it - the client container fetches the web container's page across the bridge")[
         "stdout"] == page

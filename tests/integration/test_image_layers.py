@@ -409,18 +409,16 @@ def test_bad_inputs_fail_early(ansible, images, work):
 def test_the_container_role_runs_an_image_with_its_config(ansible, images, work, cgroup_test_parent):
     """The container role on a real OCI image: the image's Env, WorkingDir and User reach the process."""
     name = "kbt-role-img"
-    role = {"kernelbox_container_name": name, "kernelbox_container_image": images["oci_archive"],
-            "kernelbox_container_storage": os.path.join(work, "containers"),
-            "kernelbox_container_cgroup_parent": cgroup_test_parent,
-            "kernelbox_container_command": ["/bin/sh", "-c",
-                                            'echo "env=$FOO cwd=$(pwd) uid=$(id -u):$(id -g)"; exec sleep 1000']}
+    role = {"container_name": name, "container_image": images["oci_archive"], "container_stop_timeout": 1,
+            "container_cgroup_parent": cgroup_test_parent,
+            "container_command": ["/bin/sh", "-c", 'echo "env=$FOO cwd=$(pwd) uid=$(id -u):$(id -g)"; exec sleep 1000']}
     playbook = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "up", "ansible.builtin.include_role": {"name": "kernelbox.containers.container"}, "vars": role},
         {"name": "log", "kernelbox.containers.container_info": {"name": name, "features": False},
          "register": "info", "retries": 40, "delay": 0.25,
          "until": "info.containers[0].log.tail | select('match', 'env=') | list | length > 0"},
         {"name": "down", "ansible.builtin.include_role": {"name": "kernelbox.containers.container"},
-         "vars": dict(role, kernelbox_container_state="absent")},
+         "vars": {"container_name": name, "container_state": "absent"}},
         {"name": "layers gone", "kernelbox.containers.image_layers": {"src": images["oci_archive"],
                                                                       "state": "absent"}},
     ]}], indent=1) + "\n"
@@ -430,4 +428,4 @@ def test_the_container_role_runs_an_image_with_its_config(ansible, images, work,
     assert container["state"] == "running"
     assert "env=bar cwd=/app uid=1000:1000" in container["log"]["tail"], container["log"]
     assert run.named("layers gone").changed
-    assert not os.path.exists(os.path.join(work, "containers", name))
+    assert not os.path.exists("/var/lib/kernelbox/rootfs/" + name)
