@@ -550,11 +550,11 @@ def remove_tree(path: str) -> None:
     what is mounted, so any mount at or below ``path`` stops the removal (a
     mount hidden under another one is not there: its path names another directory).
     """
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts  # only to remove
     top = os.path.normpath(path)
     inside = [m.mount_point for m in mounts.visible_mounts()
               if m.mount_point == top or m.mount_point.startswith(top + "/")]
     if inside:
         raise KernelboxError("refusing to remove %s: %s is mounted inside it; unmount it first (for an overlay "
                              "root: kernelbox.containers.overlay_rootfs state=unmounted)" % (top, inside[0]))
-    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import mounts  # only to remove
     mounts.remove_tree(top)  # fd-based, never follows a symlink nor crosses a mount
