@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
-__all__ = ["KernelboxError", "Outcome", "Resource", "Step", "ValidationError", "changed_keys", "execute", "run"]
+__all__ = ["KernelboxError", "Outcome", "Resource", "Step", "ValidationError", "apply_steps", "changed_keys", "execute",
+           "run"]
 
 
 @dataclass
@@ -132,13 +133,7 @@ def execute(resource: Resource) -> Outcome:
         if resource.check_mode:
             return Outcome(bool(steps), [s.description for s in steps], diff,
                            resource.result(current), resource.warnings)
-        for step in steps:
-            try:
-                step.apply()
-            except BaseException:
-                done.extend(step.done_as or [])  # the parts of a composite step that did finish
-                raise
-            done.extend([step.description] if step.done_as is None else step.done_as)
+        apply_steps(steps, done)
         final = resource.refresh(current, bool(steps))
         failure = resource.failure(final)
         return Outcome(bool(steps), done, diff, resource.result(final), resource.warnings,
@@ -151,6 +146,18 @@ def execute(resource: Resource) -> Outcome:
     except OSError as exc:
         return Outcome(bool(done), done, {}, {"errno": exc.errno}, resource.warnings, failed=True,
                        msg=_with_progress(_describe_oserror(exc), done))
+
+
+def apply_steps(steps: t.Sequence[Step], done: t.List[str]) -> None:
+    """Apply ``steps`` in order, adding what each did to ``done`` once it is done (also for a caller that
+    applies a stage of its own, such as stages.Planner)."""
+    for step in steps:
+        try:
+            step.apply()
+        except BaseException:
+            done.extend(step.done_as or [])  # the parts of a composite step that did finish
+            raise
+        done.extend([step.description] if step.done_as is None else step.done_as)
 
 
 def _describe_oserror(exc: OSError) -> str:

@@ -20,7 +20,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
-    KernelboxError, Resource, Step, ValidationError)
+    KernelboxError, Resource, Step, ValidationError, apply_steps)
 
 
 @dataclass
@@ -64,9 +64,7 @@ class Planner:
         first = Step(described[0], lambda: None, done_as=[])
 
         def run_now() -> None:
-            for step in stage.plan():
-                step.apply()
-                t.cast(t.List[str], first.done_as).append(step.description)
+            apply_steps(stage.plan(), t.cast(t.List[str], first.done_as))
 
         first.apply = run_now
         self.steps.append(first)
