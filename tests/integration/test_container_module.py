@@ -209,8 +209,16 @@ def test_check_mode_on_a_fresh_host_predicts_and_changes_nothing(ansible, bridge
     assert made_now.changed and made_now["running"], made_now.result
     assert made_now.actions == actions  # exactly what check mode said it would do
 
-    # Removal of a running container, in check mode: predicted in full, nothing touched.
+    # A change to a running container, in check mode: the recreate is predicted, with the diff of what changed.
     before = host_state()
+    change = ansible.module("container", {"name": name, "env": {"NEW": "1"}}, check=True, diff=True)
+    assert change.changed and change["changed_options"] == ["env"], change.result
+    assert change.actions[0] == "stop container %s (recreate: process.env changed)" % name, change.actions
+    assert change.diff["before"]["definition"].get("env") is None and change.diff["after"]["definition"]["env"] == {
+        "NEW": "1"}
+    assert host_state() == before and alive(made_now["pid"])
+
+    # Removal of a running container, in check mode: predicted in full, nothing touched.
     removal = ansible.module("container", {"name": name, "state": "absent"}, check=True)
     assert removal.changed and not removal.failed, removal.result
     assert host_state() == before and alive(made_now["pid"])

@@ -411,7 +411,8 @@ def test_the_container_role_runs_an_image_with_its_config(ansible, images, work,
     name = "kbt-role-img"
     role = {"container_name": name, "container_image": images["oci_archive"], "container_stop_timeout": 1,
             "container_cgroup_parent": cgroup_test_parent,
-            "container_command": ["/bin/sh", "-c", 'echo "env=$FOO cwd=$(pwd) uid=$(id -u):$(id -g)"; exec sleep 1000']}
+            # The image's Entrypoint is [/bin/sh, -c]: as with Docker, command gives its arguments.
+            "container_command": ['echo "env=$FOO cwd=$(pwd) uid=$(id -u):$(id -g)"; exec sleep 1000']}
     playbook = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "up", "ansible.builtin.include_role": {"name": "kernelbox.containers.container"}, "vars": role},
         {"name": "log", "kernelbox.containers.container_info": {"name": name, "features": False},

@@ -53,8 +53,11 @@ def test_nothing_pending_nothing_planned():
 def test_a_failure_inside_a_deferred_stage_reports_what_it_finished():
     whole = Whole()
 
+    def fail():
+        raise OSError(5, "boom")
+
     def mount_then_fail():
-        return [Step("first part", lambda: None), Step("second part", lambda: (_ for _ in ()).throw(OSError(5, "boom")))]
+        return [Step("first part", lambda: None), Step("second part", fail)]
     planner = stages.Planner()
     planner.pending.add("layers")
     planner.add(stages.Stage("mount", mount_then_fail, after=("layers",)))
