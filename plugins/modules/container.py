@@ -40,6 +40,7 @@ author:
 extends_documentation_fragment:
   - kernelbox.containers._attributes
   - kernelbox.containers._requirements
+  - kernelbox.containers._registry
 attributes:
   idempotent:
     support: partial
@@ -71,13 +72,15 @@ options:
     default: started
   image:
     description:
-      - The image, as the absolute path of a local file M(kernelbox.containers.image_layers) reads (an OCI layout
-        or archive, a C(docker save) tar, or a rootfs tarball). Its layers are unpacked once into the shared layer
-        store.
+      - The image - a reference to pull from a registry (C(docker.io/library/nginx:1.27), C(busybox),
+        C(registry.example:5000/team/app@sha256:...); see O(pull) and the other registry options), or the absolute
+        path of a file on the target (an OCI layout or archive, a C(docker save) tar, or a rootfs tarball). It is
+        read by M(kernelbox.containers.image_layers)' own code, and its layers are unpacked once into the shared
+        layer store.
       - The image's C(Entrypoint), C(Cmd), C(Env), C(WorkingDir), C(User) and C(StopSignal) are the defaults of
         O(entrypoint), O(command), O(env), O(workdir), O(user) and O(stop_signal).
-      - Registry references are refused with a clear message in this version.
-      - A new image recreates the container.
+      - A new image recreates the container - a new path or reference, a file whose content changed, or with
+        O(pull=always) a tag the registry moved.
       - One of O(image) or O(rootfs) is required to create a container.
     type: str
   rootfs:
@@ -499,11 +502,12 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import flow
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue.container import ARGUMENT_SPEC, ContainerTask
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.container import (
+    ARGUMENT_SPEC, MODULE_KWARGS, ContainerTask)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_KWARGS)
     resource = ContainerTask(module.params, module.check_mode)
     try:
         flow.run(module, resource)

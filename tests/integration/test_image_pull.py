@@ -399,31 +399,29 @@ def test_disk_full_in_the_store(ansible, plain, tmp_path, big_layout):
 
 
 def test_the_container_role_runs_an_image_by_reference(ansible, plain, tmp_path, cgroup_test_parent):
-    """The container role with kernelbox_container_image as a reference: pulled, mounted, run with its config."""
+    """The container role with container_image as a reference: pulled, mounted, run with its config."""
     name = "kbt-role-pull"
-    store = str(tmp_path / "store")
     image = "%s/kbt/img:latest" % plain.host
-    role = {"kernelbox_container_name": name, "kernelbox_container_image": image,
-            "kernelbox_container_image_options": {"store": store},
-            "kernelbox_container_storage": str(tmp_path / "containers"),
-            "kernelbox_container_cgroup_parent": cgroup_test_parent,
-            "kernelbox_container_command": ["/bin/sh", "-c",
-                                            'echo "app=$(cat app.txt) uid=$(id -u)"; exec sleep 1000']}
+    # The image's Entrypoint is [/bin/sh, -c]: as with Docker, command gives its arguments.
+    role = {"container_name": name, "container_image": image, "container_stop_timeout": 1,
+            "container_cgroup_parent": cgroup_test_parent,
+            "container_command": ['echo "app=$(cat app.txt) uid=$(id -u)"; exec sleep 1000']}
     playbook = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "up", "ansible.builtin.include_role": {"name": "kernelbox.containers.container"}, "vars": role},
         {"name": "log", "kernelbox.containers.container_info": {"name": name, "features": False},
          "register": "info", "retries": 40, "delay": 0.25,
          "until": "info.containers[0].log.tail | select('match', 'app=') | list | length > 0"},
         {"name": "down", "ansible.builtin.include_role": {"name": "kernelbox.containers.container"},
-         "vars": dict(role, kernelbox_container_state="absent")},
-        {"name": "image gone", "kernelbox.containers.image_layers": {"name": image, "store": store,
-                                                                     "state": "absent"}},
+         "vars": {"container_name": name, "container_state": "absent"}},
+        {"name": "image gone", "kernelbox.containers.image_layers": {"name": image, "state": "absent"}},
     ]}], indent=1) + "\n"
     run = ansible.playbook(playbook)
     assert not run.failed_tasks, run.stdout[-3000:]
     container = run.named("log")["containers"][0]
     assert container["state"] == "running" and "app=app uid=1000" in container["log"]["tail"], container["log"]
-    assert run.named("image gone").changed and os.listdir(os.path.join(store, "sha256")) == []
+    made = [task for task in run.tasks if task.task.endswith(": The container")][0]  # the role's one task
+    assert made["image"].startswith("sha256:") and made["definition"]["image"] == image, made.result
+    assert run.named("image gone").changed
 
 
 # --- the store's life cycle: image_info and image_prune ------------------------------------------

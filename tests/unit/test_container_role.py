@@ -46,3 +46,8 @@ def test_every_default_the_role_sets_is_prefixed_and_declared():
     options = load("meta", "argument_specs.yml")["argument_specs"]["main"]["options"]
     for name, value in defaults.items():
         assert name.startswith("container_") and options[name].get("default") == value, name
+
+
+def test_the_registry_options_are_image_layers_own():
+    from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container, image_pull
+    assert container.IMAGE_OPTIONS == image_pull.REGISTRY_OPTIONS

@@ -79,6 +79,20 @@ ARGUMENT_SPEC: t.Dict[str, t.Any] = dict(
     wait_timeout=dict(type="float", default=300.0),
     keep_volumes=dict(type="bool", default=True),
 )
+# image_layers' registry options (image_pull.REGISTRY_OPTIONS, kept equal by a unit test), written out here:
+# importing image_pull loads the HTTP and TLS code, which the no-change path must not pay for.
+IMAGE_OPTIONS: t.Dict[str, t.Any] = dict(
+    pull=dict(type="str", default="missing", choices=["missing", "always", "never"]),
+    platform=dict(type="str"),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    auth_file=dict(type="path"),
+    ca_path=dict(type="path"),
+    validate_certs=dict(type="bool", default=True),
+    timeout=dict(type="int", default=30),
+)
+ARGUMENT_SPEC.update(IMAGE_OPTIONS)
+MODULE_KWARGS: t.Dict[str, t.Any] = dict(required_together=[("username", "password")], supports_check_mode=True)
 
 STORAGE_ROOT = "/var/lib/kernelbox/rootfs"
 PEER_NAME = "eth0"
@@ -112,11 +126,6 @@ class ContainerTask(Resource):
         if self.given.get("ports"):
             raise ValidationError("ports: publishing ports needs the collection's NAT support, which this version "
                                   "does not have yet; reach the container at its bridge address instead")
-        image = self.given.get("image")
-        if image is not None and not image.startswith("/"):
-            raise ValidationError("image: %r is a registry reference; this version reads local images only: give "
-                                  "the absolute path of an OCI layout or archive, a docker save tar or a rootfs "
-                                  "tarball" % image)
         self.where = defn.storage_dir(self.storage_root, self.name)
 
     # --- read ----------------------------------------------------------------------------------
@@ -291,9 +300,10 @@ class ContainerTask(Resource):
         return None
 
     def close(self) -> None:
-        if self.image_resource is not None:
-            self.image_resource.image.close()
-            self.image_resource = None
+        found = getattr(self.image_resource, "image", None)  # an image file image_layers opened
+        if found is not None:
+            found.close()
+        self.image_resource = None
         if self.session is not None:
             self.session.close()
             self.session = None

@@ -65,9 +65,10 @@ def facts(task: "ContainerTask") -> t.Dict[str, t.Any]:
     """The kernel and file facts the no-change path compares (see facts_hold)."""
     merged = task.merged
     found: t.Dict[str, t.Any] = {}
-    if "image" in merged:
+    if "image" in merged and merged["image"].startswith("/"):
         info = os.stat(merged["image"])
         found["image"] = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns]
+    found["lower"] = list(task.ctx.get("lower") or [])
     if "env_file_digest" in task.ctx:
         found["env_file"] = task.ctx["env_file_digest"]
     if defn.value(merged, "network") != defn.NO_NETWORK:
@@ -85,13 +86,18 @@ def facts(task: "ContainerTask") -> t.Dict[str, t.Any]:
 def facts_hold(task: "ContainerTask", recorded: t.Mapping[str, t.Any]) -> bool:
     """Whether the facts recorded when the container was last converged still hold (cheap reads only)."""
     merged = task.merged
-    if "image" in merged:
+    image = merged.get("image")
+    if image is not None and image.startswith("/"):
         try:
-            info = os.stat(merged["image"])
+            info = os.stat(image)
         except OSError:
             return False
         if [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns] != recorded.get("image"):
             return False
+    elif image is not None and task.params.get("pull") == "always":
+        return False  # only the registry can say whether the tag moved
+    if not recorded.get("lower") or not all(os.path.isdir(path) for path in recorded["lower"]):
+        return False
     if merged.get("env_file"):
         try:
             read_inputs(task)

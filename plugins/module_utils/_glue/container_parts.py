@@ -52,6 +52,7 @@ def _noop() -> None:
 # --- image ------------------------------------------------------------------------------------
 
 def image_steps(task: "ContainerTask") -> t.List[Step]:
+    """The image through image_layers' own resource (a file, or a reference pulled from a registry)."""
     merged = task.merged
     if "rootfs" in merged:
         path = merged["rootfs"]
@@ -59,22 +60,31 @@ def image_steps(task: "ContainerTask") -> t.List[Step]:
             raise ValidationError("rootfs: %s is not a directory" % path)
         task.ctx.update(lower=[path], image_config={}, identity="rootfs:" + path)
         return []
-    src = merged["image"]
-    if not os.path.exists(src):
-        raise ValidationError("image: %s does not exist" % src)
-    from ansible_collections.kernelbox.containers.plugins.module_utils._glue.image_layers import ImageLayersResource
+    image = merged["image"]
+    from ansible_collections.kernelbox.containers.plugins.module_utils._glue import image_layers
+    from ansible_collections.kernelbox.containers.plugins.module_utils._glue.container import IMAGE_OPTIONS
     from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import image_manifest, layer_store
-    resource = ImageLayersResource({"src": src, "format": "auto", "reference": None, "platform": None,
-                                    "digest": None, "store": layer_store.DEFAULT_STORE, "state": "present"},
-                                   task.check_mode)
+    file_image = image_layers.is_file_image(image)
+    if file_image and not os.path.exists(image):
+        raise ValidationError("image: %s does not exist" % image)
+    options = {} if file_image else {key: task.params.get(key) for key in IMAGE_OPTIONS}
+    if file_image and task.params.get("platform"):
+        options["platform"] = task.params["platform"]
+    resource = image_layers.resource_for(image_layers.resource_params(image, **options), task.check_mode)
     resource.validate()
     steps = stages.plan_resource(resource)
     task.warnings += resource.warnings
     task.image_resource = resource
-    image = resource.image
-    task.ctx["lower"] = [layer_store.lower_dir(resource.store, diff_id) for diff_id in reversed(resource.diff_ids)]
-    task.ctx["image_config"] = image_manifest.runtime_config(image.config) if image.config else {}
-    task.ctx["identity"] = image.config_digest or image.manifest_digest or defn.digest(resource.diff_ids)
+    if file_image:
+        found = resource.image
+        task.ctx["lower"] = [layer_store.lower_dir(resource.store, diff_id) for diff_id in reversed(resource.diff_ids)]
+        config, identity = found.config or {}, found.config_digest or found.layers[0].digest
+    else:
+        pulled = resource.pulled
+        task.ctx["lower"] = list(pulled.lower)
+        config, identity = pulled.config or {}, pulled.image_id
+    task.ctx["image_config"] = image_manifest.runtime_config(config) if config else {}
+    task.ctx["identity"] = identity
     return steps
 
 

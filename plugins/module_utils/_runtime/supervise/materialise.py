@@ -58,6 +58,8 @@ CLOSURE = (
     "_runtime.model.spec_checks",
     "_runtime.process.confine",
     "_runtime.process.console",
+    "_runtime.process.exec_request",
+    "_runtime.process.execution",
     "_runtime.process.hooks",
     "_runtime.process.inroot",
     "_runtime.process.launch",
@@ -72,6 +74,7 @@ CLOSURE = (
     "_runtime.state",
     "_runtime.supervise.client",
     "_runtime.supervise.engine",
+    "_runtime.supervise.health",
     "_runtime.supervise.lifecycle",
     "_runtime.supervise.logs",
     "_runtime.supervise.materialise",
@@ -82,7 +85,9 @@ CLOSURE = (
     "_sys.errors",
     "_sys.forked",
     "_sys.libc",
+    "_sys.netdev",
     "_sys.procfs",
+    "_sys.procscan",
     "_sys.validate",
 )
 
