@@ -17,9 +17,10 @@ Ansible's ``linear`` and mitogen's ``mitogen_linear``), in the same run and inte
 * **ping**: ``ansible.builtin.ping`` in the same loop shape: what Ansible itself costs per item.
 
 Each candidate is timed as the wall clock of its ``ansible-playbook`` process: the first converge,
-the no-change re-run, and the removal.  The results are checked, never assumed: the first converge
-must change all N, the re-run none (reported, not hidden, if podman's re-run changes something), and
-each container must be running.
+the no-change re-run, and the removal.  ``/bin/sleep`` as PID 1 ignores SIGTERM, so both are created
+with a stop timeout of 1 s (SIGKILL after it) to keep the removal short.  The results are checked,
+never assumed: the first converge must change all N, the re-run none (reported, not hidden, if
+podman's re-run changes something), and each container must be running.
 
 Targets (issue 11), with the default strategy: our first converge at least 2x faster than
 containers.podman's; our re-run at least 5x faster than our own first converge; a flat cost per
@@ -142,7 +143,7 @@ MODULE_PLAY = """
         command: [/bin/sleep, "100000"]
         network: %(bridge)s
         cgroup_parent: %(parent)s
-        stop_timeout: "{{ 0 if kbt_state == 'absent' else omit }}"
+        stop_timeout: 1
       loop: "{{ range(kbt_count) | list }}"
       loop_control: {loop_var: kbt_index}
 """
@@ -157,7 +158,7 @@ PODMAN_PLAY = """
         image: %(image)s
         command: [/bin/sleep, "100000"]
         state: "{{ 'started' if kbt_state == 'present' else 'absent' }}"
-        delete_time: "{{ 0 if kbt_state == 'absent' else omit }}"
+        stop_timeout: 1
       loop: "{{ range(kbt_count) | list }}"
       loop_control: {loop_var: kbt_index}
 """
