@@ -175,11 +175,7 @@ class JobBackend:
         state.write_json_atomic(output_path(rt.name, self.layout), self.output)
         state.save_runtime(rt, self.layout)
         log = state.paths(rt.name, self.layout).log_file
-        fd = logs.open_for_container(log)
-        try:
-            os.write(fd, bytes(out.kept) + bytes(err.kept))
-        finally:
-            os.close(fd)
+        logs.append_output(log, bytes(out.kept) + bytes(err.kept))
         logs.append_line(log, "job exited: %s" % ("timed out" if timed_out else "exit code %s" % rt.exit_code))
 
     def stop(self, name: str, timeout: float) -> t.Optional[state.Runtime]:

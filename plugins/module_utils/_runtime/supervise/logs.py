@@ -85,6 +85,17 @@ def _open_log(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
+def append_output(path: str, data: bytes) -> None:
+    """Output the runtime already holds (a job's bounded streams, read from its pipes) appended to the log."""
+    fd = _open_log(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def append_line(path: str, text: str) -> None:
     """A line from the supervisor itself (restarts, launch errors), marked so it stands out."""
     fd = _open_log(path)
