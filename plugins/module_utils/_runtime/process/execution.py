@@ -53,6 +53,7 @@ and process tree, deepest first.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import errno
 import json
 import os
@@ -194,6 +195,14 @@ class Request:
     cgroup: t.Optional[t.Any] = None           # the container's cgroup (a _kernel.cgroup.Cgroup), or None
     output_limit: t.Optional[int] = DEFAULT_OUTPUT_LIMIT  # bytes kept of stdout, and of stderr; None keeps all
     hold: float = 0.0                          # tests only: pause inside, before confinement (KERNELBOX_TEST_EXEC_HOLD)
+    # A host file given to the command as its stdin or stdout instead of a pipe (``stdin`` is then
+    # ignored, and ``Result.stdout`` stays empty): file transfers stream through them, never through memory.
+    stdin_fd: t.Optional[int] = None
+    stdout_fd: t.Optional[int] = None
+    # Run this function (with the command's stdin, stdout and stderr fds) instead of execve, once
+    # confined exactly as the command would be; its return value is the exit code.  The process stays
+    # the host's Python, non-dumpable, so only code of ours runs there (file transfers into the root).
+    inside: t.Optional[t.Callable[[int, int, int], int]] = None
 
 
 @dataclass
@@ -272,20 +281,20 @@ def run(target: Target, request: Request) -> Result:
         request, host_groups = _groups_outside(target, request, joined)
         if request.cgroup is not None:
             group = open_exec_group(request.cgroup)
-        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        pipes = [stdin_r, stdin_w, out_r, out_w, err_r, err_w, report_r, report_w]
+        stdin_w, stdin_r = _pipe_unless(request.stdin_fd, pipes, child_reads=True)
+        out_r, out_w = _pipe_unless(request.stdout_fd, pipes)
+        err_r, err_w = _pipe_unless(None, pipes)
+        report_r, report_w = _pipe_unless(None, pipes)
         parent = os.getpid()
         started = time.time()
         pid = os.fork()
         if pid == 0:  # the joiner: never returns
-            _joiner(parent, request, joined, ns_fds, root_fd, group, host_groups, stdin_r, out_w, err_w, report_w)
+            _joiner(parent, request, joined, ns_fds, root_fd, group, host_groups, (stdin_r, out_w, err_w), report_w)
         for fd in (stdin_r, out_w, err_w, report_w):
-            os.close(fd)
-        pipes = [stdin_w, out_r, err_r, report_r]
-        result = _supervise(pid, request, group, pipes)
+            if fd in pipes:
+                os.close(fd)
+                pipes.remove(fd)
+        result = _supervise(pid, request, group, pipes, (stdin_w, out_r, err_r, report_r))
         result.started = started
         result.joined = joined
         if group is not None:
@@ -302,6 +311,16 @@ def run(target: Target, request: Request) -> Result:
             _retire_exec_group(group, keep_leftovers=False)
 
 
+def _pipe_unless(given: t.Optional[int], opened: t.List[int], child_reads: bool = False) -> t.Tuple[int, int]:
+    """(our end, the child's end) of a close-on-exec pipe, recorded in ``opened``; or (-1, ``given``) when
+    the caller gives the child's fd itself."""
+    if given is not None:
+        return -1, given
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    opened.extend((read_end, write_end))
+    return (write_end, read_end) if child_reads else (read_end, write_end)
+
+
 def _groups_outside(target: Target, request: Request,
                     joined: t.List[str]) -> t.Tuple[Request, t.Optional[t.List[int]]]:
     """Where the target's user namespace denies setgroups (made unprivileged, as by ``unshare -r``), the
@@ -314,13 +333,13 @@ def _groups_outside(target: Target, request: Request,
     if None in outside:
         raise ExecError("cannot join process %d as groups %s: its user namespace denies setgroups and does not "
                         "map %s" % (target.pid, groups, [g for g, o in zip(groups, outside) if o is None]))
-    changed = copy.deepcopy(request)
+    changed = dataclasses.replace(request, prepared=copy.deepcopy(request.prepared))
     changed.prepared.credentials.groups = None
     return changed, [gid for gid in outside if gid is not None]
 
 
 def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[str, int], root_fd: int,
-            group: t.Any, host_groups: t.Optional[t.List[int]], stdin_r: int, out_w: int, err_w: int,
+            group: t.Any, host_groups: t.Optional[t.List[int]], stdio: t.Tuple[int, int, int],
             report_w: int) -> t.NoReturn:
     step = "dumpable"
     try:
@@ -333,7 +352,7 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
             step = "cgroup"
             group.write("cgroup.procs", "0")
         step = "close fds"
-        keep = list(ns_fds.values()) + [root_fd, stdin_r, out_w, err_w, report_w]
+        keep = list(ns_fds.values()) + [root_fd, report_w] + list(stdio)
         libc.close_fds_above(3, keep=[fd for fd in keep if fd >= 0])
         if host_groups is not None:
             step = "setgroups"
@@ -347,8 +366,8 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
         step = "fork"
         pid = os.fork()
         if pid == 0:
-            _command(request, "mnt" in joined, root_fd, stdin_r, out_w, err_w, report_w)
-        for fd in (stdin_r, out_w, err_w, root_fd):
+            _command(request, "mnt" in joined, root_fd, stdio, report_w)
+        for fd in stdio + (root_fd,):
             if fd >= 0:
                 os.close(fd)
         try:
@@ -362,7 +381,7 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
         os._exit(1)
 
 
-def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: int, err_w: int,
+def _command(request: Request, chroot: bool, root_fd: int, stdio: t.Tuple[int, int, int],
              report_w: int) -> t.NoReturn:
     """The command's process: into the root and cwd, confined like the container, then execve."""
     step = "setup"
@@ -382,7 +401,10 @@ def _command(request: Request, chroot: bool, root_fd: int, stdin_r: int, out_w: 
         if request.hold > 0:  # tests only: the most exposed moment, inside and still fully privileged
             time.sleep(request.hold)
         confine.confine(request.prepared)
-        confine.execute(request.prepared, [stdin_r, out_w, err_w], report_w)
+        if request.inside is not None:
+            step = "inside"
+            os._exit(request.inside(*stdio) & 0xFF)
+        confine.execute(request.prepared, list(stdio), report_w)
     except BaseException as exc:  # the child must never unwind into the module's code
         _report_failure(failure_fd(exc, report_w), getattr(exc, "step", step), exc)
     os._exit(127)
@@ -413,14 +435,16 @@ def _report_failure(fd: int, step: str, exc: BaseException) -> None:
     _report(fd, {"step": step, "errno": err, "msg": text})
 
 
-def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> Result:
+def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int],
+               ends: t.Tuple[int, int, int, int]) -> Result:
     """Feed stdin, collect stdout/stderr and the report, enforce the deadline, reap the joiner.
 
     Like ansible.builtin.command, it returns when the command has exited *and*
     its stdout and stderr are closed (a background process that keeps them
-    open keeps the exec running, until the timeout).  ``pipes`` are closed here.
+    open keeps the exec running, until the timeout).  ``pipes`` (our ends of
+    them: ``ends``, -1 where the caller gave its own fd) are closed here.
     """
-    stdin_w, out_r, err_r, report_r = pipes
+    stdin_w, out_r, err_r, report_r = ends
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     pending = memoryview(request.stdin or b"")
     captured = {out_r: Capture(request.output_limit), err_r: Capture(request.output_limit),
@@ -429,11 +453,12 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int]) -> 
     killed = 0
     with selectors.DefaultSelector() as selector:
         for fd in (out_r, err_r, report_r):
-            selector.register(fd, selectors.EVENT_READ)
-        if pending:
+            if fd >= 0:
+                selector.register(fd, selectors.EVENT_READ)
+        if pending and stdin_w >= 0:
             os.set_blocking(stdin_w, False)
             selector.register(stdin_w, selectors.EVENT_WRITE)
-        else:
+        elif stdin_w >= 0:
             os.close(stdin_w)
         while selector.get_map():
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
