@@ -6,12 +6,18 @@
 
 A module runs from an AnsiballZ payload that Ansible deletes when the module
 exits; the supervisor outlives it, so it must never import from there.  The
-module copies the supervisor and everything it imports (found by walking the
-import statements from supervisor.py) to::
+module copies the code of every entry point in ``ENTRIES`` and everything it
+imports (found by walking the import statements) to::
 
-    /var/lib/kernelbox/runtime/<digest>/kernelbox-supervisor.py
+    /var/lib/kernelbox/runtime/<digest>/kernelbox-supervisor.py     the supervisor
+    /var/lib/kernelbox/runtime/<digest>/kernelbox-connection.py     the connection plugin's helper
     /var/lib/kernelbox/runtime/<digest>/ansible_collections/kernelbox/containers/plugins/module_utils/...
     /var/lib/kernelbox/runtime/current -> <digest>
+
+The connection plugin installs the same copy from the controller: it sends
+this code as a zip and runs ``materialise()`` from it on the host, which
+reads the same sources, hence writes the same digest (``current`` is left
+alone: it is the supervisor's).
 
 The directory name is the digest of the code, so a collection upgrade makes a
 new directory beside the old one, and the running supervisor re-executes
@@ -35,15 +41,32 @@ import importlib.util
 import os
 import pkgutil
 import typing as t
+from dataclasses import dataclass
 
-# Imported so that Ansible's module_utils finder bundles the supervisor (and
+# Imported so that Ansible's module_utils finder bundles every entry point (and
 # everything it imports) into every payload that uses this file.
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.connect import helper  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 PACKAGE = "ansible_collections.kernelbox.containers.plugins.module_utils"
-ROOT_MODULES = (PACKAGE + "._runtime.supervise.supervisor", PACKAGE + "._runtime.supervise.client")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An executable script in the copy: it runs ``main()`` of ``module``."""
+
+    script: str
+    module: str
+    usage: str
+
+
+ENTRIES = (
+    Entry(supervisor.ENTRY_SCRIPT, PACKAGE + "._runtime.supervise.supervisor", "serve [--detach] | boot"),
+    Entry("kernelbox-connection.py", PACKAGE + "._runtime.connect.helper", "< request > reply"),
+)
+ROOT_MODULES = tuple(entry.module for entry in ENTRIES) + (PACKAGE + "._runtime.supervise.client",)
 # Every module of ours that ROOT_MODULES import, at any depth, relative to PACKAGE: what closure() finds.
 CLOSURE = (
     "_kernel.cgroup",
@@ -51,6 +74,9 @@ CLOSURE = (
     "_kernel.cgroup_limits",
     "_kernel.cgroup_tree",
     "_kernel.mounts",
+    "_runtime.connect.helper",
+    "_runtime.connect.protocol",
+    "_runtime.connect.transfer",
     "_runtime.model.capabilities",
     "_runtime.model.mountopts",
     "_runtime.model.resources",
@@ -92,13 +118,13 @@ CLOSURE = (
 )
 
 ENTRY_TEMPLATE = '''#!/usr/bin/python3
-# kernelbox supervisor entry point, written by kernelbox.containers; do not edit.
-# Usage: %(script)s serve [--detach] | boot
+# kernelbox entry point, written by kernelbox.containers; do not edit.
+# Usage: %(script)s %(usage)s
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise.supervisor import main  # noqa: E402
+from %(module)s import main  # noqa: E402
 
 sys.exit(main())
 '''
@@ -114,7 +140,7 @@ def _loaded_source(name: str) -> str:
     source = loader.get_source(name) if loader is not None and hasattr(loader, "get_source") else None
     if source is None:
         raise ImportError("no source available for %s" % name)
-    return source
+    return source.decode("utf-8") if isinstance(source, bytes) else source  # Ansible's collection loader: bytes
 
 
 def _source(name: str) -> str:
@@ -172,7 +198,9 @@ def _files(sources: t.Mapping[str, str]) -> t.Dict[str, bytes]:
         for depth in range(1, len(parts)):
             files.setdefault(os.path.join(*parts[:depth], "__init__.py"), b"")
         files[os.path.join(*parts) + ".py"] = source.encode("utf-8")
-    files[supervisor.ENTRY_SCRIPT] = (ENTRY_TEMPLATE % {"script": supervisor.ENTRY_SCRIPT}).encode()
+    for entry in ENTRIES:
+        files[entry.script] = (ENTRY_TEMPLATE % {"script": entry.script, "module": entry.module,
+                                                 "usage": entry.usage}).encode()
     return files
 
 
@@ -188,12 +216,22 @@ def listed_sources() -> t.Dict[str, str]:
     return {PACKAGE + "." + name: _source(PACKAGE + "." + name) for name in CLOSURE}
 
 
-def materialise(layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
+def code_files() -> t.Dict[str, bytes]:
+    """Every file of the copy: relative path -> content."""
+    return _files(listed_sources())
+
+
+def complete(directory: str) -> bool:
+    """Whether ``directory`` holds a finished copy (it is renamed into place whole, with every entry)."""
+    return all(os.path.isfile(os.path.join(directory, entry.script)) for entry in ENTRIES)
+
+
+def materialise(layout: state.Layout = state.DEFAULT_LAYOUT, point_current: bool = True) -> str:
     """Write the copy if it is not there yet; return its directory (and point ``current`` at it)."""
-    files = _files(listed_sources())
+    files = code_files()
     root = runtime_root(layout)
     target = os.path.join(root, code_digest(files))
-    if not os.path.isfile(os.path.join(target, supervisor.ENTRY_SCRIPT)):
+    if not complete(target):
         os.makedirs(root, mode=0o755, exist_ok=True)
         temp = os.path.join(root, ".tmp-%d" % os.getpid())
         state.remove_tree(temp)
@@ -210,10 +248,11 @@ def materialise(layout: state.Layout = state.DEFAULT_LAYOUT) -> str:
             os.rename(temp, target)
         except OSError:  # another run put the same code there first
             state.remove_tree(temp)
-            if not os.path.isfile(os.path.join(target, supervisor.ENTRY_SCRIPT)):
+            if not complete(target):
                 raise
         state.fsync_dir(root)
-    _point_current(root, os.path.basename(target))
+    if point_current:
+        _point_current(root, os.path.basename(target))
     return target
 
 
