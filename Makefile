@@ -14,10 +14,12 @@ export KB_DEMO_VENV := $(abspath $(DEMO_VENV))
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: demo teardown status test deps demo-venv install unit sanity docs-lint docs integration vm bench clean
+.PHONY: demo teardown status test deps demo-venv install python-rootfs unit sanity docs-lint docs integration vm bench clean
 
 ## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
+## (the third play needs the Python rootfs; it skips, saying why, when that cannot be built)
 demo: install
+	-tools/build-python-rootfs
 	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/demo.yml
 
 teardown: install
@@ -51,6 +53,10 @@ install: deps
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"
 
+## the Debian rootfs with Python for the connection plugin's tests and the demo, built once (.build/rootfs)
+python-rootfs:
+	tools/build-python-rootfs
+
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
 
@@ -65,7 +71,7 @@ docs-lint: install
 docs: install
 	tools/build-docs
 
-integration: install demo-venv
+integration: install demo-venv python-rootfs
 	tests/sandbox --python $(PY) $(VENV)/bin/pytest -q tests/integration
 
 vm: install
