@@ -78,9 +78,8 @@ options:
   kernelbox_host:
     description:
       - The host the container runs on.
-      - V(localhost) (or V(127.0.0.1), V(::1), or empty) runs the helper on the controller, as the user running
-        Ansible, which must be root.
-      - Anything else is an address that C(ansible.builtin.ssh) connects to.
+      - V(localhost) (or empty) runs the helper on the controller, as the user running Ansible, which must be root.
+      - Anything else, even V(127.0.0.1), is an address that C(ansible.builtin.ssh) connects to.
     type: str
     default: localhost
     vars:
@@ -216,7 +215,7 @@ from ansible_collections.kernelbox.containers.plugins.plugin_utils import _kerne
 
 display = Display()
 
-LOCAL_NAMES = ("", "localhost", "127.0.0.1", "::1")
+LOCAL_NAMES = ("", "localhost")  # an address, even 127.0.0.1, is reached with SSH (it may be forwarded anywhere)
 PYTHON_MISSING_HINT = (b"\nkernelbox: the container %s has no Python at the interpreter Ansible tried; modules need "
                        b"Python inside the container. For an image without Python, use ansible.builtin.raw (and "
                        b"gather_facts: false), or set ansible_python_interpreter.\n")

@@ -192,17 +192,20 @@ def _fetch(container: state.Container, target: execution.Target, request: protoc
     if not request.src:
         raise ValueError("fetch: no source")
     inside = functools.partial(transfer.send, _in_root(request.src), request.size_limit or DEFAULT_SIZE_LIMIT)
-    if request.dest is not None:
-        sink, path = os.open(request.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), None
+    if request.dest is not None:  # the controller's own file (the container runs on it): renamed into place
+        sink, path = tempfile.mkstemp(prefix=".kernelbox-fetch-", dir=os.path.dirname(request.dest) or ".")
     else:
         sink, path = _staged_file(layout)
     keep = False
     try:
         result = _run_inside(container, target, request, inside, stdout_fd=sink)
         reply = protocol.Reply(ok=True, rc=result.rc, stderr=result.stderr, size=os.fstat(sink).st_size)
-        if result.rc != 0 or path is None:
+        if result.rc != 0:
             return reply
-        if reply.size <= request.inline_limit:
+        if request.dest is not None:
+            os.rename(path, request.dest)
+            keep = True
+        elif reply.size <= request.inline_limit:
             os.lseek(sink, 0, os.SEEK_SET)
             reply.data = _read_all(sink, request.inline_limit)
         else:
@@ -210,8 +213,8 @@ def _fetch(container: state.Container, target: execution.Target, request: protoc
         return reply
     finally:
         os.close(sink)
-        if path is not None and not keep:
-            _unlink_staged(path, layout)
+        if not keep:
+            os.unlink(path)
 
 
 def _in_root(path: str) -> str:
