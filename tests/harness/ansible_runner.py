@@ -59,6 +59,7 @@ class TaskResult:
     task: str
     status: str  # ok | failed | skipped | ignored | unreachable
     result: t.Dict[str, t.Any]
+    host: str = ""
 
     @property
     def changed(self) -> bool:
@@ -167,7 +168,8 @@ class Ansible:
                 tasks = [json.loads(line) for line in reader if line.strip()]
         finally:
             os.unlink(record)
-        return completed, [TaskResult(task["task"], task["status"], task["result"]) for task in tasks]
+        return completed, [TaskResult(task["task"], task["status"], task["result"], task.get("host", ""))
+                           for task in tasks]
 
     def module(self, name: str, args: t.Optional[t.Dict[str, t.Any]] = None, check: bool = False,
                diff: bool = False, timeout: t.Optional[float] = None) -> TaskResult:

@@ -213,3 +213,49 @@ def containers():
         yield registry
     finally:
         registry.cleanup()
+
+
+# --- a Debian root filesystem with Python (tools/build-python-rootfs), for the connection plugin -----------
+
+PYTHON_ROOTFS_TAR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                 ".build", "rootfs", "python3.tar")
+ID_SHIFT = 100000  # the default user namespace maps container ids 0-65535 to host ids 100000-165535
+
+
+def python_rootfs_tar() -> str:
+    """The tarball tools/build-python-rootfs made; a clear failure (never a skip) when it is missing."""
+    path = os.environ.get("KB_PYTHON_ROOTFS", PYTHON_ROOTFS_TAR)
+    if not os.path.isfile(path):
+        why = ""
+        if os.path.isfile(path + ".unavailable"):
+            with open(path + ".unavailable") as handle:
+                why = " (it could not be built: %s)" % handle.read().strip()
+        pytest.fail("the Python rootfs %s is missing%s: run tools/build-python-rootfs (make integration does, "
+                    "outside the sandbox, where the Debian mirror is reachable)" % (path, why))
+    return path
+
+
+def unpack_shifted(tar: str, root: str, shift: int = ID_SHIFT) -> str:
+    """Unpack ``tar`` into ``root`` with every owner moved up by ``shift``, as the container's mapped ids:
+    its root can then write its own files (files of host root look like nobody's inside, read-only)."""
+    os.makedirs(root)
+    subprocess.run(["tar", "--numeric-owner", "-xpf", tar, "-C", root], check=True)
+    for directory, _dirs, files in os.walk(root):
+        for path in [directory] + [os.path.join(directory, name) for name in files]:
+            info = os.lstat(path)
+            os.lchown(path, info.st_uid + shift, info.st_gid + shift)
+            if not os.path.islink(path):
+                os.chmod(path, info.st_mode & 0o7777)  # chown clears set-uid bits (sudo's)
+    return root
+
+
+@pytest.fixture(scope="session")
+def python_rootfs():
+    """A Debian rootfs with python3, su and sudo, unpacked once per run, owned by the container's mapped ids."""
+    os.makedirs(os.path.join(cgroup2_mount(), cgroup_parent()), exist_ok=True)
+    top = tempfile.mkdtemp(prefix="kbt-pyroot-")
+    os.chmod(top, 0o755)
+    try:
+        yield unpack_shifted(python_rootfs_tar(), os.path.join(top, "rootfs"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
