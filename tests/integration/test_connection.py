@@ -185,17 +185,27 @@ def test_missing_stopped_and_python_less_containers_are_refused_clearly(ansible_
         {"name": "stop", "kernelbox.containers.container_process": {"name": stopped, "state": "stopped"}},
         {"name": "hosts", "ansible.builtin.add_host": {
             "name": "{{ item }}", "groups": ["kbt_containers"], "ansible_connection": "kernelbox.containers.kernelbox",
-            "ansible_pipelining": True},  # busybox's /root belongs to host root: no ~/.ansible/tmp there
+            "ansible_pipelining": True,  # busybox's /root belongs to host root: no ~/.ansible/tmp there
+            "kernelbox_output_limit": 4096, "kernelbox_timeout": 2},
          "loop": [running, stopped, "kbt-conn-none"]}]}
     inside = {"name": "inside", "hosts": "kbt_containers", "gather_facts": False, "tasks": [
         {"name": "raw", "ansible.builtin.raw": "echo raw works; cat /etc/hostname", "ignore_unreachable": True},
-        {"name": "module", "ansible.builtin.command": "true", "ignore_errors": True, "ignore_unreachable": True}]}
+        {"name": "module", "ansible.builtin.command": "true", "ignore_errors": True, "ignore_unreachable": True},
+        {"name": "flood", "ansible.builtin.raw": "yes kbt | head -c 100000", "ignore_errors": True,
+         "ignore_unreachable": True},
+        {"name": "hang", "ansible.builtin.raw": "sleep 600", "ignore_errors": True, "ignore_unreachable": True}]}
     run = play(ansible_distro, [start, inside, remove_play([running, stopped])])
     raw, module = by_task(run, "raw"), by_task(run, "module")
     assert raw[running].status == "ok" and raw[running]["stdout"].startswith("raw works")
     assert module[running].failed
     text = module[running]["module_stdout"] + module[running]["module_stderr"]
     assert "has no Python" in text and "ansible.builtin.raw" in text, module[running].result
+    # Output over the limit: kept up to it, the rest counted, and the task fails saying so.
+    flood = by_task(run, "flood")[running]
+    assert flood.failed and len(flood["stdout"]) == 4096, (len(flood["stdout"]), flood.result)
+    assert "kernelbox_output_limit (4096 bytes per stream) was dropped: stdout 95904 bytes" in flood["stderr"]
+    hang = by_task(run, "hang")[running]
+    assert hang.failed and hang["rc"] == -9 and "killed after 2s (kernelbox_timeout)" in hang["stderr"], hang.result
     assert raw["kbt-conn-none"].status == "unreachable"
     assert "no container named kbt-conn-none" in raw["kbt-conn-none"].msg
     assert raw[stopped].status == "unreachable"

@@ -137,8 +137,16 @@ def _exec(container: state.Container, target: execution.Target, request: protoco
         raise ValueError("exec: no command")
     options = _options(request, request.argv, stdin=request.payload, timeout=request.timeout)
     options.env = _home(container, target, options.uid)
-    result = execution.run(target, exec_request.for_container(container, target, options))
-    return protocol.Reply(ok=True, rc=result.rc, stdout=result.stdout, stderr=result.stderr)
+    joined = exec_request.for_container(container, target, options)
+    joined.output_limit = request.output_limit or DEFAULT_OUTPUT_LIMIT
+    result = execution.run(target, joined)
+    dropped = {name: count for name, count in (("stdout", result.stdout_dropped), ("stderr", result.stderr_dropped))
+               if count}
+    stderr = result.stderr
+    if result.timed_out:
+        stderr += ("\nkernelbox: killed after %gs (kernelbox_timeout): %d process(es); the container keeps running\n"
+                   % (request.timeout, result.killed)).encode()
+    return protocol.Reply(ok=True, rc=result.rc, stdout=result.stdout, stderr=stderr, dropped=dropped)
 
 
 def _home(container: state.Container, target: execution.Target, uid: t.Optional[int]) -> t.Dict[str, str]:
