@@ -90,9 +90,10 @@ SSH_OPTIONS = (
 )
 
 
-def first_address(interfaces: t.Any) -> t.Optional[str]:
-    """The first address that is not loopback nor link-local, without its prefix length."""
-    for link in interfaces or []:
+def first_address(network: t.Any) -> t.Optional[str]:
+    """The first address that is not loopback nor link-local, without its prefix length, from container_info's
+    ``network`` (a list of interfaces; null when the container shares the host's network, a dict on errors)."""
+    for link in network if isinstance(network, list) else []:
         for cidr in (link or {}).get("addresses") or []:
             try:
                 address = ipaddress.ip_interface(cidr).ip
@@ -152,7 +153,7 @@ def container_hosts(play_hosts: t.Any, hostvars: t.Any, result: str = "kernelbox
                 continue
             entry = {"name": name_format.format(container=container["name"], host=host),
                      "container": container["name"], "host": host,
-                     "address": first_address(container.get("interfaces"))}
+                     "address": first_address(container.get("network"))}
             entry.update(reach)
             entries.append(entry)
     return entries

@@ -100,9 +100,9 @@ class RemoteHost:
 
     def ssh_common_args(self) -> str:
         proxy = "nsenter --net=/proc/%d/ns/net socat STDIO TCP:127.0.0.1:22" % self.pid
+        known_hosts = os.path.join(self.dir, "known_hosts")
         return ("-o ProxyCommand=%s -o HostKeyAlias=%s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes "
-                "-o IdentitiesOnly=yes -o BatchMode=yes" % (shlex.quote(proxy), self.alias,
-                                                           os.path.join(self.dir, "known_hosts")))
+                "-o IdentitiesOnly=yes -o BatchMode=yes" % (shlex.quote(proxy), self.alias, known_hosts))
 
     def ssh_args(self) -> str:
         """Connection sharing, as Ansible's default, with the master's socket in our directory (stop() ends it)."""

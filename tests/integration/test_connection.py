@@ -170,8 +170,8 @@ def test_modules_run_inside_a_container_on_the_controller(ansible_distro, python
              {"name": "inside", "hosts": "kbt_containers", "gather_facts": False, "tasks": module_tasks(str(tmp_path))},
              remove_play([name])]
     run = play(ansible_distro, plays)
-    check_modules(run, python_rootfs, name, str(tmp_path), {name + "@localhost-piped": "piped",
-                                                        name + "@localhost-plain": "plain"})
+    hosts = {name + "@localhost-piped": "piped", name + "@localhost-plain": "plain"}
+    check_modules(run, python_rootfs, name, str(tmp_path), hosts)
 
 
 # --- refusals: a missing, a stopped container, and one without Python --------------------------------------
@@ -267,8 +267,8 @@ def drive(container, ops, env=None, timeout=600, **options):
     return json.loads(proc.stdout)
 
 
-def test_a_hostile_container_cannot_make_the_host_write_read_or_expose_its_python(python_rootfs, containers,
-                                                                                   ansible_distro, tmp_path):
+def test_a_hostile_container_cannot_make_the_host_write_read_or_expose_its_python(
+        python_rootfs, containers, ansible_distro, tmp_path):
     name = containers("kbt-conn-hostile")
     with open(os.path.join(python_rootfs, "kbt-attack.py"), "w") as handle:
         handle.write(EXE_ATTACKER)

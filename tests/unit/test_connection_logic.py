@@ -315,3 +315,41 @@ def test_fetch_inline_staged_and_errors(tmp_path):
             "/etc/x", str(out), None, 100, 50)
     with pytest.raises(AnsibleError, match="kernelbox_fetch_limit"):
         _session(FakeHop([protocol.Reply(ok=True, rc=4, stderr=b"larger")])).fetch("/etc/x", str(out), None, 100, 50)
+
+
+# --- the container_hosts filter ----------------------------------------------------------------------
+
+def _info(*containers):
+    return {"containers": list(containers)}
+
+
+def test_container_hosts_reaches_each_container_the_way_its_host_is_reached():
+    from ansible_collections.kernelbox.containers.plugins.filter.container_hosts import container_hosts
+    network = [{"name": "lo", "addresses": ["127.0.0.1/8", "::1/128"]},
+               {"name": "eth0", "addresses": ["fe80::1/64", "10.88.0.5/24"]}]
+    hostvars = {
+        "localhost": {"ansible_connection": "local", "kernelbox_info": _info(
+            {"name": "web", "running": True, "network": network}, {"name": "old", "running": False})},
+        "node1": {"ansible_host": "192.0.2.10", "ansible_user": "admin", "ansible_port": 2222,
+                  "ansible_ssh_private_key_file": "/k", "ansible_ssh_common_args": "-o X=1",
+                  "kernelbox_info": _info({"name": "db", "running": True, "network": None})},
+    }
+    entries = container_hosts(["localhost", "node1"], hostvars)
+    assert entries == [
+        {"name": "web@localhost", "container": "web", "host": "localhost", "address": "10.88.0.5",
+         "kernelbox_host": "localhost", "kernelbox_host_user": "root", "kernelbox_host_port": None,
+         "kernelbox_host_ssh_options": {}},
+        {"name": "db@node1", "container": "db", "host": "node1", "address": None,
+         "kernelbox_host": "192.0.2.10", "kernelbox_host_user": "admin", "kernelbox_host_port": 2222,
+         "kernelbox_host_ssh_options": {"private_key_file": "/k", "ssh_common_args": "-o X=1"}},
+    ]
+    assert container_hosts(["node1"], hostvars, name_format="{host}-{container}")[0]["name"] == "node1-db"
+
+
+def test_container_hosts_says_what_is_missing():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.kernelbox.containers.plugins.filter.container_hosts import container_hosts
+    with pytest.raises(AnsibleFilterError, match="no container_info result in 'kernelbox_info'"):
+        container_hosts(["a"], {"a": {}})
+    with pytest.raises(AnsibleFilterError, match="list of inventory hosts"):
+        container_hosts("a", {})
