@@ -31,7 +31,6 @@ import errno
 import functools
 import os
 import sys
-import tempfile
 import time
 import typing as t
 
@@ -200,6 +199,7 @@ def _fetch(container: state.Container, target: execution.Target, request: protoc
     if not request.src:
         raise ValueError("fetch: no source")
     inside = functools.partial(transfer.send, _in_root(request.src), request.size_limit or DEFAULT_SIZE_LIMIT)
+    import tempfile  # here: its imports (random, shutil) cost every exec a few ms
     if request.dest is not None:  # the controller's own file (the container runs on it): renamed into place
         sink, path = tempfile.mkstemp(prefix=".kernelbox-fetch-", dir=os.path.dirname(request.dest) or ".")
     else:
@@ -257,6 +257,7 @@ def _remove_stale(directory: str) -> None:
 
 
 def _staged_file(layout: state.Layout) -> t.Tuple[int, str]:
+    import tempfile
     fd, path = tempfile.mkstemp(prefix=STAGED_PREFIX, dir=_ensure_staging(layout))
     return fd, path
 
