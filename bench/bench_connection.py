@@ -154,8 +154,8 @@ def main() -> int:
              " ".join("%.0f" % (v * 1000) for v in values)) for name, values in samples.items()]
     table("Time per task, %d tasks of command: /bin/true, %d rounds (ms; medians)" % (N, ROUNDS), rows,
           ("candidate", "ms per task", "x local", "x podman", "samples ms"))
-    print(json.dumps({"tasks": N, "rounds": ROUNDS, "ms_per_task": {name: median(values) * 1000
-                                                                     for name, values in samples.items()}}))
+    per_task_ms = {name: median(values) * 1000 for name, values in samples.items()}
+    print(json.dumps({"tasks": N, "rounds": ROUNDS, "ms_per_task": per_task_ms}))
     return 0
 
 
