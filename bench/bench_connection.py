@@ -33,7 +33,7 @@ import typing as t
 
 from common import REPO, in_confined_cgroup_view, median, table  # noqa: E402  (bench/common.py sets up sys.path)
 
-import conftest  # noqa: E402,F401  pylint: disable=unused-import  (the checkout as ansible_collections)
+import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from harness.ansible_runner import collections_path, venv_bin  # noqa: E402
 from harness.containers import PYTHON_ROOTFS_TAR, unpack_shifted  # noqa: E402
 
