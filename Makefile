@@ -17,9 +17,7 @@ export ANSIBLE_NOCOLOR := 1
 .PHONY: demo teardown status test deps demo-venv install python-rootfs unit sanity docs-lint docs integration vm bench clean
 
 ## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
-## (the third play needs the Python rootfs; it skips, saying why, when that cannot be built)
 demo: install
-	-tools/build-python-rootfs
 	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/demo.yml
 
 teardown: install
@@ -53,7 +51,7 @@ install: deps
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"
 
-## the Debian rootfs with Python for the connection plugin's tests and the demo, built once (.build/rootfs)
+## the Debian rootfs with Python for the connection plugin's tests and benchmark, built once (.build/rootfs)
 python-rootfs:
 	tools/build-python-rootfs
 
