@@ -194,12 +194,14 @@ EXAMPLES = r"""
 
     - name: Without Python in the image
       ansible.builtin.raw: cat /etc/os-release
+      changed_when: false
 
     - name: As another user (su or passwordless sudo inside the container)
       ansible.builtin.command: id -u
       become: true
       become_user: nobody
       become_method: ansible.builtin.su
+      changed_when: false
 """
 
 import typing as t
