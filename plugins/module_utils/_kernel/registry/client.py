@@ -155,6 +155,7 @@ class Repository:
         self._credentials: t.Optional[auth.Credentials] = options.credentials
         self._lock = threading.Lock()
         self._context: t.Optional[ssl.SSLContext] = None
+        self._plain_context: t.Optional[ssl.SSLContext] = None
         self._http = Request(timeout=options.timeout, http_agent=USER_AGENT, follow_redirects="urllib2",
                              decompress=False, use_netrc=False)
         self.requests = 0
@@ -216,7 +217,7 @@ class Repository:
 
     def get_small_blob(self, digest: str, size: t.Optional[int], what: str) -> bytes:
         """A config blob: read in full (bounded), verified against its digest and size."""
-        response = self.open("GET", "blobs/" + digest, {}, "%s %s" % (what, digest))
+        response = self.open("GET", "blobs/" + digest, {}, "%s %s" % (what, digest), blob=True)
         try:
             raw = self._read_bounded(response, MAX_METADATA, "%s %s" % (what, digest))
         finally:
@@ -230,7 +231,7 @@ class Repository:
     def open_blob(self, digest: str, offset: int = 0) -> t.Tuple[t.Any, int]:
         """(response, offset it starts at) for a blob; ``offset`` > 0 asks for a range (0 if ignored)."""
         headers = {"Range": "bytes=%d-" % offset} if offset else {}
-        response = self.open("GET", "blobs/" + digest, headers, "blob %s" % digest)
+        response = self.open("GET", "blobs/" + digest, headers, "blob %s" % digest, blob=True)
         status = getattr(response, "status", None) or response.getcode()
         if offset and status == 206:
             start = _content_range_start(response.headers.get("Content-Range", ""))
@@ -243,14 +244,17 @@ class Repository:
 
     # --- the request loop ---------------------------------------------------------------------------
 
-    def open(self, method: str, path: str, headers: t.Dict[str, str], what: str) -> t.Any:
-        """Send one request (authenticating and retrying as needed); returns the open response (2xx)."""
+    def open(self, method: str, path: str, headers: t.Dict[str, str], what: str, blob: bool = False) -> t.Any:
+        """Send one request (authenticating and retrying as needed); returns the open response (2xx).
+
+        ``blob``: the answer may redirect (to a CDN or object store, usually over HTTPS).
+        """
         attempt = 0
         authenticated = False
         while True:
             sent_with = self._authorization
             try:
-                return self._send(method, path, headers, sent_with)
+                return self._send(method, path, headers, sent_with, blob)
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and not authenticated:
                     self._authenticate(exc, sent_with, what)
@@ -268,19 +272,20 @@ class Repository:
                     continue
                 raise self._unreachable(exc, what)
 
-    def _send(self, method: str, path: str, headers: t.Dict[str, str], authorization: t.Optional[str]) -> t.Any:
+    def _send(self, method: str, path: str, headers: t.Dict[str, str], authorization: t.Optional[str],
+              blob: bool = False) -> t.Any:
         full = dict(headers)
         if authorization:
             full["Authorization"] = authorization
         self.requests += 1
         if self._scheme:
             return self._http.open(method, self._url(self._scheme, path), headers=full,
-                                   unredirected_headers=["Authorization"], context=self._ssl_context())
+                                   unredirected_headers=["Authorization"], context=self._ssl_context(self._scheme, blob))
         failures: t.List[t.Tuple[str, BaseException]] = []
         for scheme in self._scheme_order:
             try:
                 response = self._http.open(method, self._url(scheme, path), headers=full,
-                                           unredirected_headers=["Authorization"], context=self._ssl_context())
+                                           unredirected_headers=["Authorization"], context=self._ssl_context(scheme, blob))
             except urllib.error.HTTPError as exc:
                 if scheme == "http" and exc.code == 400 and len(self._scheme_order) > 1:
                     failures.append((scheme, exc))  # a TLS server asked in plain HTTP ("HTTP request to an HTTPS server")
@@ -301,8 +306,17 @@ class Repository:
     def _url(self, scheme: str, path: str) -> str:
         return "%s://%s/v2/%s/%s" % (scheme, self.host, self.reference.repository, path)
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        # One context for every request: building one loads the CA store, which costs milliseconds.
+    def _ssl_context(self, scheme: str = "https", redirects: bool = True) -> ssl.SSLContext:
+        """One verifying context for every HTTPS request: building one loads the CA store (milliseconds).
+
+        Request.open builds that context for plain-HTTP requests too unless it is given one.  A plain-HTTP
+        request that cannot be redirected to HTTPS (manifests; blobs may be) never uses it, so it gets an
+        empty client context instead, which verifies everything and trusts nothing.
+        """
+        if scheme == "http" and not redirects:
+            if self._plain_context is None:
+                self._plain_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            return self._plain_context
         if self._context is None:
             self._context = make_context(cafile=self.options.ca_path, validate_certs=self.options.validate_certs)
         return self._context
@@ -408,7 +422,7 @@ class Repository:
             headers["Authorization"] = auth.basic_header(credentials)
         try:
             response = self._http.open("GET", url, headers=headers, unredirected_headers=["Authorization"],
-                                       context=self._ssl_context())
+                                       context=self._ssl_context(parsed.scheme))
         except urllib.error.HTTPError as exc:
             detail = _registry_errors(exc.read(MAX_ERROR_BODY) if exc.fp else b"")
             exc.close()

@@ -159,24 +159,24 @@ def plan(store: str, name: str, policy: str = "missing", options: t.Optional[Pul
 
 def _plan_with(store: str, ref: reference.Reference, policy: str, platform: str, options: PullOptions,
                images: t.Sequence[image_store.ImageRecord], local: t.Optional[image_store.ImageRecord]) -> PullPlan:
+    known = _from_record(store, ref, policy, local, "store") if local is not None else None
     if policy == "never":
-        if local is None:
+        if known is None:
             raise ImageError("%s (%s) is not in the layer store %s, and pull is never" % (ref, platform, store))
-        result = _from_record(store, ref, policy, local, images, "store")
-        if result.missing:
+        if known.missing:
             raise ImageError("%s is in the layer store %s, but %d of its layers are missing, and pull is never"
-                             % (ref, store, len(result.missing)))
-        return result
-    if local is not None and image_store.layers_present(store, local) and (policy == "missing" or ref.digest):
-        return _from_record(store, ref, policy, local, images, "store")
+                             % (ref, store, len(known.missing)))
+        return known
+    complete = known is not None and not known.missing
+    if complete and (policy == "missing" or ref.digest):
+        return t.cast(PullPlan, known)
     repository = client.Repository(ref, options.client, _scheme_of(local))
-    if policy == "always" and local is not None and ref.tag and not ref.digest \
-            and image_store.layers_present(store, local):
+    if policy == "always" and complete and ref.tag and not ref.digest:
         head_digest, _media = repository.head_manifest(ref.tag)
-        if head_digest and head_digest == local.tags.get(t.cast(str, ref.tagged)):
-            result = _from_record(store, ref, policy, local, images, "head")
-            result.repository = repository
-            return result
+        if head_digest and head_digest == t.cast(image_store.ImageRecord, local).tags.get(t.cast(str, ref.tagged)):
+            known = t.cast(PullPlan, known)
+            known.resolved_by, known.repository = "head", repository
+            return known
     return _resolve(store, ref, policy, platform, repository, images)
 
 
@@ -210,7 +210,7 @@ def _wanted_record(ref: reference.Reference, record: image_store.ImageRecord, to
 
 
 def _from_record(store: str, ref: reference.Reference, policy: str, record: image_store.ImageRecord,
-                 images: t.Sequence[image_store.ImageRecord], resolved_by: str) -> PullPlan:
+                 resolved_by: str) -> PullPlan:
     top = (ref.digest or record.tags.get(ref.tagged or "") or record.manifest_digest or record.id)
     layers = [PlannedLayer(index, entry.get("digest") or "", entry["diff_id"], entry.get("size"),
                            entry.get("media_type") or "", layer_store.status(store, entry["diff_id"]))
@@ -281,6 +281,8 @@ def _resolve(store: str, ref: reference.Reference, policy: str, platform: str, r
 
 def apply(pulled: PullPlan, concurrency: int = 3) -> PullPlan:
     """Fetch and unpack the missing layers, then record the image; returns the plan with fresh statuses."""
+    if not pulled.changes():
+        return pulled  # a warm pull: nothing to lock, nothing to read again
     with image_store.writers(pulled.store):
         fetch_layers(pulled, concurrency)
         if pulled.record_reasons:
