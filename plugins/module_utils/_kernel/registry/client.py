@@ -25,6 +25,7 @@ One ``Repository`` is safe to share between the threads of a concurrent download
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import socket
@@ -154,8 +155,6 @@ class Repository:
         self._credentials_loaded = False
         self._credentials: t.Optional[auth.Credentials] = options.credentials
         self._lock = threading.Lock()
-        self._context: t.Optional[ssl.SSLContext] = None
-        self._plain_context: t.Optional[ssl.SSLContext] = None
         self._http = Request(timeout=options.timeout, http_agent=USER_AGENT, follow_redirects="urllib2",
                              decompress=False, use_netrc=False)
         self.requests = 0
@@ -314,12 +313,8 @@ class Repository:
         empty client context instead, which verifies everything and trusts nothing.
         """
         if scheme == "http" and not redirects:
-            if self._plain_context is None:
-                self._plain_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            return self._plain_context
-        if self._context is None:
-            self._context = make_context(cafile=self.options.ca_path, validate_certs=self.options.validate_certs)
-        return self._context
+            return _empty_context()
+        return _verifying_context(self.options.ca_path, self.options.validate_certs)
 
     def _back_off(self, attempt: int, hint: t.Optional[float] = None) -> None:
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** (attempt - 1)))
@@ -456,6 +451,18 @@ class Repository:
         if len(raw) > limit:
             raise RegistryError("%s is larger than %d bytes; refusing it" % (what, limit))
         return raw
+
+
+@functools.lru_cache(maxsize=8)
+def _verifying_context(ca_path: t.Optional[str], validate_certs: bool) -> ssl.SSLContext:
+    """The TLS context for HTTPS, once per process and setting: building one loads the CA store."""
+    return make_context(cafile=ca_path, validate_certs=validate_certs)
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_context() -> ssl.SSLContext:
+    """A TLS client context that trusts no CA: handed to plain-HTTP requests, which never use it (built once)."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _content_range_start(value: str) -> t.Optional[int]:
