@@ -29,12 +29,19 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import (
     image_manifest, image_store, layer_store, mounts, overlay)
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import auth, client, pull
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import reference as refs
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
+if t.TYPE_CHECKING:
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import pull
+
+# The registry client (HTTP, TLS and ansible.module_utils.urls: as much to import as Ansible's basic) is
+# imported where an image is pulled, never for an image from a file: image_layers with src and the container
+# module import this file for their argument spec and options.
+PULL_POLICIES = ("missing", "always", "never")  # pull.POLICIES; a unit test checks that they agree
+
 REGISTRY_OPTIONS: t.Dict[str, t.Any] = dict(
-    pull=dict(type="str", default="missing", choices=list(pull.POLICIES)),
+    pull=dict(type="str", default="missing", choices=list(PULL_POLICIES)),
     platform=dict(type="str"),
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
@@ -57,6 +64,7 @@ def platform_option(value: t.Optional[str]) -> str:
 
 def pull_options(params: t.Mapping[str, t.Any]) -> pull.PullOptions:
     """PullOptions from the REGISTRY_OPTIONS parameters; reads no file yet (auth files are read on a 401)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import auth, client, pull
     credentials = None
     if params.get("username"):
         credentials = auth.Credentials(params["username"], params.get("password") or "", "username and password")
@@ -106,6 +114,7 @@ class _Once:
         self.plan, self.concurrency, self.done = plan, concurrency, False
 
     def step(self) -> None:
+        from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import pull
         if not self.done:
             pull.apply(self.plan, self.concurrency)
             self.done = True
@@ -132,6 +141,7 @@ class RegistryImageResource(Resource):
     # --- read -----------------------------------------------------------------------------------
 
     def read(self) -> t.Dict[str, t.Any]:
+        from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.registry import pull
         if not self.present:
             return self._read_local()
         self.pulled = pull.plan(self.store, str(self.reference), self.params["pull"], self.options)
