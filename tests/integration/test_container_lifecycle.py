@@ -95,8 +95,12 @@ def test_check_mode_and_diff_change_nothing(ansible, busybox_rootfs, containers,
     assert host_state() == before and not supervisor_pids()
 
 
-def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, containers, host_state):
+def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, containers, host_state, tmp_path):
     name = containers("kbt-bad")
+    linked = tmp_path / "linked-proc"  # a rootfs whose /proc is a symlink: the launcher would refuse it
+    (linked / "bin").mkdir(parents=True)
+    os.symlink("/etc", str(linked / "proc"))
+    os.symlink(busybox_rootfs + "/bin/busybox", str(linked / "bin" / "sh"))
     before = host_state()
     cases = [
         (dict(base(name, busybox_rootfs), name="bad/name"), "not a valid container name"),
@@ -109,6 +113,21 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
         (dict(name=name, oci_config={"process": {"args": ["x"]}}, command=["y"]), "oci_config"),
         (base(name, busybox_rootfs, hostname="web\n10.6.6.6 evil"), "not a valid host name"),
         (base(name, busybox_rootfs, dns=["1.1.1.1"], dns_options=["ndots:1\nnameserver 10.6.6.6"]), "dns_options"),
+        # What once failed only at launch (changed: true, the runtime copy left) now fails before any write:
+        (base(name, busybox_rootfs, cwd="/kbt-nowhere"), "process.cwd: /kbt-nowhere cannot be entered in the rootfs"),
+        (base(name, busybox_rootfs, command=["kbt-no-such-command"]),
+         "process.args[0]: kbt-no-such-command is not found in the rootfs"),
+        (base(name, busybox_rootfs, command=["/bin/kbt-missing"]), "process.args[0]: /bin/kbt-missing is not found"),
+        (base(name, str(linked)), "/proc in the rootfs %s is a symlink" % linked),
+        (base(name, busybox_rootfs, env={"A": "x\u0000y"}), "contains a NUL byte"),
+        (base(name, busybox_rootfs, mounts=[{"source": "/kbt/no/such/dir", "destination": "/data"}]),
+         "mounts: the source of the bind mount onto /data, /kbt/no/such/dir, does not exist on the host"),
+        (base(name, busybox_rootfs, namespaces={"netns": "kbt-no-such-netns"}),
+         "the network namespace to join, /run/netns/kbt-no-such-netns, cannot be opened"),
+        (base(name, busybox_rootfs, command=["/bin/echo"] + ["x" * 100000] * 25), "execve takes at most"),
+        (base(name, busybox_rootfs, command=["/bin/echo", "x" * 200000]), "execve takes at most 131071 per string"),
+        (base(name, busybox_rootfs, mounts=[{"type": "tmpfs", "destination": "/scratch", "size": "lots"}]),
+         "mounts[0].size: 'lots' is not a tmpfs size"),
     ]
     tasks = [{"name": "case %d" % index, "kernelbox.containers.container_process": args, "ignore_errors": True}
              for index, (args, _message) in enumerate(cases)]

@@ -227,12 +227,15 @@ def test_oci_config_file_and_launch_error(ansible, busybox_rootfs, containers, t
     assert not ansible.module("container_process", args).changed
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
-    # A failure before exec names the step and the errno, and leaves nothing behind.
+    # A failure at exec (a file that is not a program: found, so only the launch can tell) names the step and the
+    # errno, leaves nothing of the container behind, and says what stays (shared by every container).
     before = host_state()
     broken = ansible.module("container_process", {"name": name, "rootfs": busybox_rootfs,
-                                                  "command": ["/no/such/binary"], "cgroup": {"parent": cgroup_parent()}})
-    assert broken.failed and "step 'exec'" in broken.msg and "ENOENT" in broken.msg, broken.result
-    assert broken["step"] == "exec" and broken["errno"] == errno.ENOENT
+                                                  "command": ["/etc/passwd"], "cgroup": {"parent": cgroup_parent()}})
+    assert broken.failed and "step 'exec'" in broken.msg and "EACCES" in broken.msg, broken.result
+    assert broken["step"] == "exec" and broken["errno"] == errno.EACCES
+    assert "the new container was removed again (what stays is shared by every container: the supervisor's code " \
+           "copy in /var/lib/kernelbox/runtime" in broken.msg, broken.msg
     assert host_state() == before and not os.path.exists(leaf_path(name))
     assert wait_until(lambda: not supervisor_pids(), 5) is True
 

@@ -144,6 +144,22 @@ def test_valid_names_and_options_still_pass():
         spec.annotations["io.kernelbox.etc.resolv-conf"])
 
 
+def test_messages_name_the_option_at_fault(tmp_path):
+    not_json = tmp_path / "passwd"
+    not_json.write_text("root:x:0:0:root:/root:/bin/sh\n")
+    with pytest.raises(ValidationError) as info:
+        build(seccomp=str(not_json))
+    assert str(info.value).startswith("seccomp: %s is not valid JSON" % not_json)
+    for size in ("lots", "64 m", "1.5g", "-1", "50%%"):
+        with pytest.raises(ValidationError) as info:
+            build(mounts=[{"type": "tmpfs", "destination": "/scratch", "size": size}])
+        assert str(info.value).startswith("mounts[0].size: %r is not a tmpfs size" % size)
+    spec = build(mounts=[{"type": "tmpfs", "destination": "/scratch", "size": "50%"},
+                         {"type": "tmpfs", "destination": "/big", "size": "2G"}])
+    by_dest = {m.destination: m for m in spec.mounts}
+    assert "size=50%" in by_dest["/scratch"].options and "size=2G" in by_dest["/big"].options
+
+
 def test_bad_input_is_refused_early():
     with pytest.raises(ValidationError, match="rootfs"):
         cs.from_options({"command": ["x"]}, "web")

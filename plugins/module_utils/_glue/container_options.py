@@ -149,16 +149,17 @@ def cgroup_params(raw: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str, t.Any]:
     return params
 
 
-def load_oci_config(path: t.Any) -> t.Dict[str, t.Any]:
+def load_oci_config(path: t.Any, option: str = "oci_config") -> t.Dict[str, t.Any]:
+    """A JSON object from a file: a config.json (``oci_config``) or a seccomp profile (``seccomp``)."""
     if not isinstance(path, str):
-        raise ValidationError("oci_config: must be a config.json object or the path of one, got %r" % (path,))
+        raise ValidationError("%s: must be a JSON object or the path of one, got %r" % (option, path))
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as exc:
-        raise ValidationError("oci_config: cannot read %s: %s" % (path, exc.strerror))
+        raise ValidationError("%s: cannot read %s: %s" % (option, path, exc.strerror))
     except ValueError as exc:
-        raise ValidationError("oci_config: %s is not valid JSON: %s" % (path, exc))
+        raise ValidationError("%s: %s is not valid JSON: %s" % (option, path, exc))
     if not isinstance(data, dict):
-        raise ValidationError("oci_config: %s does not hold a JSON object" % path)
+        raise ValidationError("%s: %s does not hold a JSON object" % (option, path))
     return data

@@ -23,6 +23,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow im
     KernelboxError, Resource, Step, ValidationError)
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import preflight
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle, readiness
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import restart
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
@@ -186,6 +187,7 @@ class ContainerResource(Resource):
                 options.load_oci_config(p["oci_config"]), bundle=os.path.dirname(os.path.abspath(p["oci_config"])))
         if not os.path.isdir(self.spec.root.path):
             raise KernelboxError("rootfs: %s is not a directory" % self.spec.root.path)
+        preflight.check(self.spec)  # what the launch would refuse (no command, no cwd...) fails before any write
         lsm.check(self.spec)  # a label this host cannot apply fails now, not at the start
         supervisor = self.container.settings.supervisor if self.container.settings else self.backend.kind
         if p.get("supervisor") not in (None, "auto") and p["supervisor"] != supervisor:
@@ -416,9 +418,12 @@ class ContainerResource(Resource):
         except lifecycle.LaunchFailed as exc:
             tail = self.backend.log_tail(self.name, self.tail_lines)
             msg = exc.msg
-            if self.created_now:  # a failed first start leaves nothing behind
+            if self.created_now:  # a failed first start leaves nothing of the container behind
                 self._remove()
                 msg += "; the new container was removed again"
+                shared = self.backend.shared_objects()
+                if shared:
+                    msg += " (what stays is shared by every container: %s)" % "; ".join(shared)
             raise KernelboxError(msg, step=exc.result.get("step"), errno=exc.result.get("errno"), log_tail=tail)
         self.started_runtime = runtime
 

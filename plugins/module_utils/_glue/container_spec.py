@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup_limits
@@ -94,6 +95,9 @@ def _rlimits(base: t.List[specs.Rlimit], given: t.Optional[t.Mapping[str, t.Any]
     return [merged[name] for name in sorted(merged)]
 
 
+_TMPFS_SIZE = re.compile(r"[0-9]+([kKmMgGtTpPeE]|%)?")  # mm/shmem.c: memparse() bytes, or a percentage of RAM
+
+
 def _mounts(base: t.List[specs.Mount], given: t.Optional[t.List[t.Dict[str, t.Any]]]) -> t.List[specs.Mount]:
     """The defaults, with the user's mounts added; a user mount on a default's destination replaces it."""
     extra: t.List[specs.Mount] = []
@@ -115,7 +119,11 @@ def _mounts(base: t.List[specs.Mount], given: t.Optional[t.List[t.Dict[str, t.An
                 raise ValidationError("%s.source: a tmpfs has no source" % option)
             options = ["nosuid", "nodev"] + (["ro"] if item.get("readonly") else []) + options
             if item.get("size"):
-                options.append("size=%s" % item["size"])
+                size = str(item["size"]).strip()
+                if not _TMPFS_SIZE.fullmatch(size):
+                    raise ValidationError("%s.size: %r is not a tmpfs size such as 64m, 1g, 65536 or 50%%"
+                                          % (option, item["size"]))
+                options.append("size=%s" % size)
             if item.get("mode"):
                 options.append("mode=%o" % _octal(item["mode"], option + ".mode"))
             extra.append(specs.Mount(destination, "tmpfs", "tmpfs", options))
@@ -154,7 +162,7 @@ def _seccomp(value: t.Any, spec: specs.Spec) -> t.Any:
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
     if isinstance(value, str) and value.strip().startswith("/"):
         from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_options
-        value = container_options.load_oci_config(value.strip())
+        value = container_options.load_oci_config(value.strip(), "seccomp")
     if isinstance(value, dict):
         return seccomp.from_oci(copy.deepcopy(value), where="seccomp")
     text = "default" if value is None else str(value).strip().lower()

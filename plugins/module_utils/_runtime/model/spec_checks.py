@@ -136,6 +136,39 @@ def _check_id(value: int, where: str) -> None:
         raise ValidationError("%s: %d is not a valid id (0..%d)" % (where, value, MAX_ID))
 
 
+# include/uapi/linux/binfmts.h: one argv or envp string, and the floor of the whole (32 pages); the rest is
+# fs/exec.c prepare_arg_pages(): strings plus pointers within min(3/4 of 8 MiB, RLIMIT_STACK / 4).
+MAX_ARG_STRLEN = 32 * 4096
+ARG_MAX_FLOOR = 32 * 4096
+_STK_LIM = 8 << 20
+_DEFAULT_STACK = 8 << 20
+
+
+def exec_budget(process: t.Any) -> int:
+    """How many bytes of argv and environment (strings and pointers) execve accepts under the container's
+    RLIMIT_STACK (8 MiB when the spec sets none)."""
+    stack = next((r.soft for r in process.rlimits if r.type == "RLIMIT_STACK"), _DEFAULT_STACK)
+    return max(min(_STK_LIM // 4 * 3, stack // 4), ARG_MAX_FLOOR)
+
+
+def _check_exec_size(process: t.Any) -> None:
+    """What execve would refuse with E2BIG or EINVAL, refused now, naming the entry."""
+    total = 0
+    for key, values in (("process.args", process.args), ("process.env", process.env)):
+        for index, text in enumerate(values):
+            raw = text.encode("utf-8", "surrogateescape")
+            if b"\0" in raw:
+                raise ValidationError("%s[%d]: contains a NUL byte, which cannot pass through execve" % (key, index))
+            if len(raw) + 1 > MAX_ARG_STRLEN:
+                raise ValidationError("%s[%d]: is %d bytes; execve takes at most %d per string (MAX_ARG_STRLEN)"
+                                      % (key, index, len(raw), MAX_ARG_STRLEN - 1))
+            total += len(raw) + 1 + 8
+    budget = exec_budget(process)
+    if total > budget:
+        raise ValidationError("process.args and process.env: %d bytes together (with their pointers); execve takes "
+                              "at most %d here (a quarter of RLIMIT_STACK, 6 MiB at most)" % (total, budget))
+
+
 def _check_process(spec: "Spec", warnings: t.List[str]) -> None:
     process = spec.process
     if not process.args:
@@ -146,6 +179,7 @@ def _check_process(spec: "Spec", warnings: t.List[str]) -> None:
         name, sep, _value = entry.partition("=")
         if not sep or not name:
             raise ValidationError("process.env[%d]: %r must look like NAME=value" % (index, entry))
+    _check_exec_size(process)
     if not process.cwd.startswith("/"):
         raise ValidationError("process.cwd: %r must be an absolute path" % process.cwd)
     if process.console_size is not None and (process.console_size.height < 0 or process.console_size.width < 0):

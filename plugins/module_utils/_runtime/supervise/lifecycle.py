@@ -115,6 +115,16 @@ class KernelboxBackend:
             self.session().request("reload", name=name)
         return False
 
+    def shared_objects(self) -> t.List[str]:
+        """What this backend keeps for all containers (named when a failed first start removes its container)."""
+        found = []
+        runtime = materialise.runtime_root(self.layout)
+        if os.path.isdir(runtime):
+            found.append("the supervisor's code copy in %s" % runtime)
+        if clients.running_supervisor(self.layout) is not None:
+            found.append("the kernelbox supervisor, which exits once it supervises nothing")
+        return found
+
     def forget(self, name: str) -> None:
         """Nothing to undo: the supervisor dropped the container when it stopped."""
 

@@ -195,6 +195,12 @@ class SystemdBackend:
     def supervisor_alive(self, runtime: t.Optional[state.Runtime]) -> bool:
         return available()
 
+    def shared_objects(self) -> t.List[str]:
+        """What stays for all containers: the code copy the units run from."""
+        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import materialise
+        runtime = materialise.runtime_root(self.layout)
+        return ["the units' code copy in %s" % runtime] if os.path.isdir(runtime) else []
+
     def forget(self, name: str) -> None:
         """After a stop: disable and delete the unit (and its health check's)."""
         if not os.path.exists(unit_path(name)):
