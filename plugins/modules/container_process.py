@@ -49,7 +49,8 @@ options:
         container's init, and after O(stop_timeout) seconds kills everything in its cgroup with SIGKILL.
         A stop is never undone by the restart policy.
       - V(restarted) always stops (if running) and starts it.
-      - V(absent) stops it, then removes its state, log and the cgroup leaf it made.
+      - V(absent) stops it, then removes its state, log, the cgroup leaf it made and the empty mount points its
+        starts made in the root filesystem (see O(etc_hosts)).
     type: str
     choices: [started, stopped, restarted, absent]
     default: started
@@ -322,7 +323,11 @@ options:
   etc_hosts:
     description:
       - Extra C(/etc/hosts) entries, host name to address. The container always gets its own C(/etc/hosts)
-        (localhost and its host name) and C(/etc/hostname), on a private tmpfs, so the root filesystem is not written.
+        (localhost and its host name) and C(/etc/hostname); their content lives on a private tmpfs and is bound
+        onto the root filesystem's files, which must be regular files reached without a symlink.
+      - Where the root filesystem lacks one of these files (or a mount destination), an empty one is made there as
+        the mount point, as runc does, and O(state=absent) removes it again unless another container still runs
+        from the same root filesystem.
     type: dict
   dns:
     description: Name servers for the container's own C(/etc/resolv.conf). Without O(dns), O(dns_search) and

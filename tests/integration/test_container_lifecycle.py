@@ -15,8 +15,8 @@ import time
 
 from harness.ansible_runner import venv_bin
 from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
-from harness.containers import (alive, cgroup_parent, cgroup_procs, leaf_path, log_text, proc_stat, runtime_state,
-                                supervisor_pids, wait_until)
+from harness.containers import (alive, build_busybox_rootfs, cgroup_parent, cgroup_procs, leaf_path, log_text,
+                                proc_stat, runtime_state, supervisor_pids, wait_until)
 
 # sh as PID 1 exits 7 on SIGTERM; the loop keeps it responsive (the trap runs between sleeps).
 TRAPPING = ["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo hello from $$; while :; do sleep 0.1; done"]
@@ -139,6 +139,26 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
     assert host_state() == before and not supervisor_pids()
 
 
+def test_mount_points_made_in_the_rootfs_go_with_the_last_container_using_it(ansible, containers, tmp_path,
+                                                                              cgroup_test_parent):
+    """A rootfs without /etc/hosts and /etc/hostname gets empty ones as mount points (as runc makes mount
+    targets); state=absent takes them back, unless another container still runs from that rootfs."""
+    root = build_busybox_rootfs(str(tmp_path / "rootfs"))
+    os.chmod(str(tmp_path), 0o755)
+    made = [os.path.join(root, "etc", name) for name in ("hosts", "hostname")]
+    first, second = containers("kbt-made-a"), containers("kbt-made-b")
+    assert ansible.module("container_process", base(first, root))["running"]
+    assert all(os.path.getsize(path) == 0 for path in made)  # empty: the content is bound over them
+    assert ansible.module("container_process", base(second, root))["running"]
+    gone = ansible.module("container_process", {"name": first, "state": "absent"})
+    assert gone.changed and "mount point" not in gone.actions[-1], gone.actions  # the second one uses them
+    assert all(os.path.exists(path) for path in made)
+    last = ansible.module("container_process", {"name": second, "state": "absent"})
+    assert last.actions[-1] == ("remove container %s (state, log, cgroup %s, 2 mount points its starts made in the "
+                                "rootfs) (state=absent)" % (second, leaf_path(second))), last.actions
+    assert not any(os.path.exists(path) for path in made)
+
+
 def test_exit_code_and_restart_policy(ansible, busybox_rootfs, containers):
     """on-failure:2 restarts a crashing command twice, then records its last exit code."""
     crash = containers("kbt-crash")
@@ -218,8 +238,8 @@ def test_log_is_capped_and_rotated(ansible, busybox_rootfs, containers):
     # Capped at 64 KiB as the supervisor writes it from the container's pipe: never more than one more chunk.
     for path in (log, log + ".1"):
         assert os.path.getsize(path) <= (64 + 64) * 1024, (path, os.path.getsize(path))
-    assert sorted(os.listdir(os.path.dirname(log))) == ["config.json", "container.json", "container.log",
-                                                        "container.log.1"]
+    assert sorted(set(os.listdir(os.path.dirname(log))) - {"rootfs-created.json"}) == [
+        "config.json", "container.json", "container.log", "container.log.1"]
     again = ansible.module("container_process", args)
     assert not again.changed and len(again["log_tail"]) == 3 and again["log_tail"][-1].startswith("line ")
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed

@@ -77,14 +77,14 @@ def test_fake_dev_null_without_a_dev_tmpfs(scratch_rootfs, tmp_path, kind):
     assert secret.read_text() == "host secret\n"
 
 
-def _tree(root):
-    """Every path below ``root`` with its type and size: proof that nothing was created or written."""
+def _tree(root, times=True):
+    """Every path below ``root`` with its type and size (and mtime): proof that nothing was created or written."""
     found = {}
     for top, dirs, files in os.walk(root):
         for entry in dirs + files:
             path = os.path.join(top, entry)
             info = os.lstat(path)
-            found[os.path.relpath(path, root)] = (info.st_mode, info.st_size, info.st_mtime_ns)
+            found[os.path.relpath(path, root)] = (info.st_mode, info.st_size) + ((info.st_mtime_ns,) if times else ())
     return found
 
 
@@ -115,6 +115,35 @@ def test_etc_files_through_image_symlinks_are_refused(scratch_rootfs, tmp_path, 
     assert "/etc/%s in the rootfs is a symlink or goes through one" % name in str(info.value)
     assert _tree(scratch_rootfs) == before  # nothing created through the link
     assert secret.read_text() == "host secret\n" and os.stat(str(secret)).st_mtime_ns == host_before.st_mtime_ns
+
+
+def test_mount_targets_made_in_the_rootfs_are_reported_and_a_failed_start_takes_them_back(scratch_rootfs):
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs as rootfs_lib
+    os.rmdir(os.path.join(scratch_rootfs, "sys"))
+    before = _tree(scratch_rootfs, times=False)
+    spec = shell(scratch_rootfs, "/etc/passwd")  # found, not executable: the launch fails at exec
+    spec.process.args = ["/etc/passwd"]
+    spec.mounts.append(S.Mount("/opt/deep", "tmpfs", "tmpfs", ["nosuid"]))
+    spec.annotations.update(ETC_HOSTS)
+    with pytest.raises(launch.LaunchError) as info:
+        run(spec.validate())
+    assert info.value.step == "exec"
+    assert _tree(scratch_rootfs, times=False) == before  # /sys, /opt/deep and the /etc files it made are gone
+
+    spec.process.args = ["/bin/true"]
+    result = run(spec.validate())
+    made = result.launched.created
+    assert set(made) == {"/sys", "/opt", "/opt/deep", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}, made
+    assert made.index("/opt") < made.index("/opt/deep")  # parents first
+    with open(os.path.join(scratch_rootfs, "etc", "hosts"), "w") as handle:
+        handle.write("written since\n")  # no longer as made: it stays
+    root = os.open(scratch_rootfs, os.O_PATH | os.O_DIRECTORY)
+    try:
+        removed = rootfs_lib.remove_created(root, made)
+    finally:
+        os.close(root)
+    assert set(removed) == set(made) - {"/etc/hosts"}
+    assert set(_tree(scratch_rootfs)) - set(before) == {"etc/hosts"}
 
 
 def test_etc_directory_symlink_is_refused(scratch_rootfs):

@@ -286,6 +286,9 @@ class ContainerResource(Resource):
                 steps.append(Step("stop container %s" % name, self._stop, "state=absent"))
             what = "state, log" + (", cgroup %s" % current["cgroup"]["path"]
                                    if (current.get("cgroup") or {}).get("owned") else "")
+            made, shared_with = lifecycle.rootfs_targets(name, self.layout)
+            if made and shared_with is None:
+                what += ", %d mount point%s its starts made in the rootfs" % (len(made), "" if len(made) == 1 else "s")
             steps.append(Step("remove container %s (%s)" % (name, what), self._remove, "state=absent"))
             return steps
         want_running = desired["state"] == "running"
@@ -442,6 +445,7 @@ class ContainerResource(Resource):
             if group is not None:
                 cgroup.kill_and_remove(group)
         self.backend.forget(self.name)
+        lifecycle.release_rootfs_targets(self.name, self.layout)
         kbstate.remove_all(self.name, self.layout)
         self.removed = True
 

@@ -113,6 +113,11 @@ class Paths:
         return os.path.join(self.lib_dir, "container.log")
 
     @property
+    def created_file(self) -> str:
+        """What launches made in the rootfs (mount targets), to remove with the container."""
+        return os.path.join(self.lib_dir, "rootfs-created.json")
+
+    @property
     def etc_dir(self) -> str:
         return os.path.join(self.lib_dir, "etc")
 
@@ -529,6 +534,24 @@ def save_settings(name: str, settings: Settings, layout: Layout = DEFAULT_LAYOUT
 
 def save_runtime(runtime: Runtime, layout: Layout = DEFAULT_LAYOUT) -> None:
     write_json_atomic(paths(runtime.name, layout).state_file, runtime.to_json())
+
+
+def note_created(name: str, root: str, created: t.Sequence[str], layout: Layout = DEFAULT_LAYOUT) -> None:
+    """Add mount targets a launch made in ``root`` to the container's record (kept across restarts)."""
+    if not created:
+        return
+    record = load_created(name, layout)
+    known = list(record["created"]) if record and record.get("root") == root else []
+    known += [path for path in created if path not in known]
+    write_json_atomic(paths(name, layout).created_file, {"root": root, "created": known})
+
+
+def load_created(name: str, layout: Layout = DEFAULT_LAYOUT) -> t.Optional[t.Dict[str, t.Any]]:
+    record = read_json(paths(name, layout).created_file)
+    if not isinstance(record, dict) or not isinstance(record.get("root"), str) \
+            or not isinstance(record.get("created"), list):
+        return None
+    return {"root": record["root"], "created": [p for p in record["created"] if isinstance(p, str)]}
 
 
 def remove_runtime(name: str, layout: Layout = DEFAULT_LAYOUT) -> None:

@@ -63,14 +63,16 @@ _OPENAT2 = [True]  # cleared once the kernel says ENOSYS (Linux < 5.6)
 
 
 def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: bool = False,
-            clamp: bool = True) -> int:
+            clamp: bool = True, created: t.Optional[t.List[str]] = None) -> int:
     """An O_PATH fd for ``path`` inside the tree at ``root_fd``; the caller closes it.
 
     Symlinks are read and resolved again relative to the root, so nothing can
     lead out of it.  ``strict`` refuses any symlink on the way; ``clamp=False``
     refuses a '..' that would climb above the root instead of staying at it.
     ``create`` ('dir' or 'file') makes missing components (directories, and
-    the last one as a file when 'file').  Procfs magic links are refused.
+    the last one as a file when 'file'), and appends each path it made to
+    ``created`` (root-relative, absolute form, parents first).  Procfs magic
+    links are refused.
 
     The kernel does the same in one call with openat2(RESOLVE_IN_ROOT |
     RESOLVE_NO_MAGICLINKS), used when it can; the component walk below is the
@@ -90,12 +92,14 @@ def resolve(root_fd: int, path: str, create: t.Optional[str] = None, strict: boo
                               % (path, "symlink" if strict else "magic link or a symlink loop"), path)
             elif not (exc.errno == errno.ENOENT and create):
                 raise
-    return _walk(root_fd, path, create, strict, clamp)
+    return _walk(root_fd, path, create, strict, clamp, created)
 
 
-def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp: bool) -> int:
+def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp: bool,
+          created: t.Optional[t.List[str]] = None) -> int:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     stack = [os.dup(root_fd)]
+    names: t.List[str] = []  # the path of stack[-1] inside the root
     links = 0
     try:
         while parts:
@@ -103,10 +107,13 @@ def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp:
             if name == "..":
                 if len(stack) > 1:
                     os.close(stack.pop())
+                    names.pop()
                 elif not clamp:
                     raise OSError(errno.EXDEV, "%s climbs above the container's root" % path, path)
                 continue
-            fd = _open_component(stack[-1], name, create, last=not parts)
+            fd, made = _open_component(stack[-1], name, create, last=not parts)
+            if made and created is not None:
+                created.append("/" + "/".join(names + [name]))
             info = os.fstat(fd)
             if stat.S_ISLNK(info.st_mode):
                 target = _read_link(fd, path, strict)
@@ -117,12 +124,14 @@ def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp:
                 if target.startswith("/"):
                     while len(stack) > 1:
                         os.close(stack.pop())
+                    del names[:]
                 parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue
             if parts and not stat.S_ISDIR(info.st_mode):
                 os.close(fd)
                 raise OSError(errno.ENOTDIR, "a component of %s is not a directory" % path, path)
             stack.append(fd)
+            names.append(name)
         result = stack.pop()
         return result
     finally:
@@ -130,24 +139,26 @@ def _walk(root_fd: int, path: str, create: t.Optional[str], strict: bool, clamp:
             os.close(fd)
 
 
-def _open_component(dir_fd: int, name: str, create: t.Optional[str], last: bool) -> int:
+def _open_component(dir_fd: int, name: str, create: t.Optional[str], last: bool) -> t.Tuple[int, bool]:
+    """An O_PATH fd of ``name``, made first when missing and ``create`` says so; and whether it was made."""
     try:
-        return os.open(name, _O_PATH, dir_fd=dir_fd)
+        return os.open(name, _O_PATH, dir_fd=dir_fd), False
     except FileNotFoundError:
         if create is None:
             raise
+    made = True
     if last and create == "file":
         try:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                              dir_fd=dir_fd))
         except FileExistsError:
-            pass
+            made = False
     else:
         try:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
         except FileExistsError:
-            pass
-    return os.open(name, _O_PATH, dir_fd=dir_fd)
+            made = False
+    return os.open(name, _O_PATH, dir_fd=dir_fd), made
 
 
 def _read_link(fd: int, path: str, strict: bool) -> str:

@@ -62,7 +62,7 @@ import select
 import signal
 import time
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import hooks as hook_runner
@@ -122,6 +122,7 @@ class Launched:
     pid: int
     starttime: int
     namespaces: t.Dict[str, int]
+    created: t.List[str] = field(default_factory=list)  # mount targets made in the rootfs (rootfs.remove_created)
 
 
 def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, stdout: t.Any, stderr: t.Any,
@@ -151,10 +152,16 @@ def start(spec: t.Union[Spec, t.Mapping[str, t.Any]], *, stdin: t.Any = None, st
         _prepare(plan, spec, cgroup_dir, [stdin, stdout, stderr] + list(extra_files))
         _prepare_stages(plan, spec, stages)
         try:
-            return _run(plan, timeout, stages.runtime_hooks)
+            launched = _run(plan, timeout, stages.runtime_hooks)
         except _UnbornInCgroup:
             plan.cgroup_dir = None  # clone + cgroup.procs, which reports any real problem precisely
-            return _run(plan, timeout, stages.runtime_hooks)
+            launched = _run(plan, timeout, stages.runtime_hooks)
+        launched.created = list(plan.rootfs.created) if plan.rootfs is not None else []
+        return launched
+    except BaseException:
+        if plan.rootfs is not None and plan.rootfs.root_dir is not None and plan.rootfs.created:
+            rootfs.remove_created(plan.rootfs.root_dir, plan.rootfs.created)  # a failed start writes nothing
+        raise
     finally:
         plan.close()
 

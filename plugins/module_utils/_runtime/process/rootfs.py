@@ -97,6 +97,7 @@ class RootfsPlan:
     propagation: t.Optional[int] = None
     userns: bool = False
     opened: t.List[int] = field(default_factory=list)
+    created: t.List[str] = field(default_factory=list)  # mount targets made in the rootfs, parents first
 
     def close(self) -> None:
         """Close the captured host objects (detached clones vanish with their last fd)."""
@@ -223,7 +224,7 @@ def _make_targets(p: RootfsPlan) -> None:
         if any(destination == c or destination.startswith(c + "/") for c in covered):
             return
         try:
-            os.close(resolve(p.root_dir, destination, create=kind, strict=strict))
+            os.close(resolve(p.root_dir, destination, create=kind, strict=strict, created=p.created))
         except OSError as exc:
             raise _fail(step, exc, "mount target %s" % destination)
 
@@ -234,11 +235,11 @@ def _make_targets(p: RootfsPlan) -> None:
         make("/dev/" + device.name, "file", True, "devices")
     if not any(c == "/dev" for c in covered):  # the image's own /dev: the symlinks go there now
         try:
-            dev_fd = resolve(p.root_dir, "/dev", create="dir", strict=True)
+            dev_fd = resolve(p.root_dir, "/dev", create="dir", strict=True, created=p.created)
         except OSError as exc:
             raise _fail("devices", exc, "/dev")
         try:
-            _dev_symlinks(dev_fd)
+            p.created += _dev_symlinks(dev_fd)
         finally:
             os.close(dev_fd)
     missing = []
@@ -250,7 +251,43 @@ def _make_targets(p: RootfsPlan) -> None:
                 raise
             missing.append(destination)
     for destination in missing:
-        os.close(etc_target(p.root_dir, destination, create=True))
+        os.close(etc_target(p.root_dir, destination, created=p.created))
+
+
+def remove_created(root_dir: int, created: t.Sequence[str]) -> t.List[str]:
+    """Undo ``_make_targets``: remove what it made in the rootfs, newest first, if it is still as made.
+
+    An empty regular file, an empty directory or a symlink goes; anything
+    since written to, filled or mounted on stays.  Paths are resolved inside
+    the root with no symlink.  Returns the paths removed.
+    """
+    removed = []
+    for path in reversed(list(created)):
+        parent_path, name = os.path.split(path)
+        try:
+            parent = resolve(root_dir, parent_path, strict=True)
+        except OSError:
+            continue
+        try:
+            folder = os.open(fd_path(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(parent)
+        try:
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if info.st_dev != os.fstat(folder).st_dev:
+                continue  # something is mounted there now
+            if stat.S_ISDIR(info.st_mode):
+                os.rmdir(name, dir_fd=folder)
+            elif stat.S_ISLNK(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_size == 0):
+                os.unlink(name, dir_fd=folder)
+            else:
+                continue
+            removed.append(path)
+        except OSError:
+            continue  # gone already, not empty, or busy: leave it
+        finally:
+            os.close(folder)
+    return removed
 
 
 def _check_node_attributes(device: DeviceOp, info: os.stat_result) -> None:
@@ -396,14 +433,18 @@ def _add_devices(root_fd: int, devices: t.List[DeviceOp]) -> None:
         os.close(dev_fd)
 
 
-def _dev_symlinks(dev_fd: int) -> None:
+def _dev_symlinks(dev_fd: int) -> t.List[str]:
+    """The standard /dev symlinks; returns the paths made."""
+    made = []
     for name, target in DEV_SYMLINKS:
         try:
             os.symlink(target, name, dir_fd=dev_fd)
+            made.append("/dev/" + name)
         except FileExistsError:
             pass  # the image has its own (or the caller made them); never followed here
         except OSError as exc:
             raise _fail("devices", exc, "symlink /dev/%s" % name)
+    return made
 
 
 def _bind_device(dev_fd: int, device: DeviceOp) -> None:
@@ -484,18 +525,19 @@ def _add_etc_files(root_fd: int, files: t.List[t.Tuple[str, bytes]], dev_is_tmpf
             os.close(dev_fd)
 
 
-def etc_target(root_fd: int, destination: str, create: bool = False) -> int:
+def etc_target(root_fd: int, destination: str, created: t.Optional[t.List[str]] = None) -> int:
     """An O_PATH fd of /etc/hosts (hostname, resolv.conf) in the root: a regular file reached with no symlink.
 
     These files are provided by kernelbox, so the image has no say in where
     they go: a link, anywhere on the way, is refused rather than followed
     (``/etc/hosts -> /proc/sys/kernel/core_pattern`` or ``-> /dev/sda`` would
     otherwise have the file bound over whatever it names), and so is anything
-    that is not a regular file.  ``create`` makes a missing one (and /etc),
-    empty, as the mount point.
+    that is not a regular file.  With ``created`` a missing one (and /etc) is
+    made, empty, as the mount point, and recorded there.
     """
     try:
-        fd = resolve(root_fd, destination, create="file" if create else None, strict=True)
+        fd = resolve(root_fd, destination, create="file" if created is not None else None, strict=True,
+                     created=created)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise StepFailure("etc files", errno.ELOOP, "%s in the rootfs is a symlink or goes through one; kernelbox "

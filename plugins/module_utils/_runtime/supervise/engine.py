@@ -134,7 +134,8 @@ def launch_here(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str,
             except Exception:  # the launch error is what matters; absent removes the leaf later
                 pass
         raise
-    return {"pid": launched.pid, "starttime": launched.starttime, "namespaces": dict(launched.namespaces)}
+    return {"pid": launched.pid, "starttime": launched.starttime, "namespaces": dict(launched.namespaces),
+            "root": spec.root.path, "created": list(launched.created)}
 
 
 def start(config: t.Dict[str, t.Any], placement: t.Optional[t.Mapping[str, t.Any]], log_fifo: str,

@@ -63,6 +63,49 @@ def _errno_name(err: int) -> str:
     return errno_module.errorcode.get(err, "?")
 
 
+def rootfs_targets(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> t.Tuple[t.List[str], t.Optional[str]]:
+    """The mount targets the container's launches made in its rootfs, and who else uses that rootfs.
+
+    Returns (paths, other container or None): while another kernelbox
+    container runs from the same root, the targets are its mount points too.
+    """
+    record = state.load_created(name, layout)
+    if not record or not record["created"]:
+        return [], None
+    root = os.path.realpath(record["root"])
+    for other in state.list_names(layout):
+        if other == name:
+            continue
+        try:
+            config = state.load(other, layout).config or {}
+        except (KernelboxError, OSError):
+            continue
+        path = (config.get("root") or {}).get("path")
+        if isinstance(path, str) and os.path.realpath(path) == root:
+            return list(record["created"]), other
+    return list(record["created"]), None
+
+
+def release_rootfs_targets(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> t.List[str]:
+    """At removal: take back what launches made in the rootfs, or hand it to a container sharing the rootfs."""
+    created, other = rootfs_targets(name, layout)
+    record = state.load_created(name, layout)
+    if not created or record is None:
+        return []
+    if other is not None:
+        state.note_created(other, record["root"], created, layout)
+        return []
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import rootfs
+    try:
+        root = os.open(record["root"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return []  # the rootfs is gone (an overlay removed first, say): so is what was made in it
+    try:
+        return rootfs.remove_created(root, created)
+    finally:
+        os.close(root)
+
+
 class KernelboxBackend:
     """Containers parented by the kernelbox supervisor daemon."""
 

@@ -388,6 +388,10 @@ class Supervisor:
             self.close_sink(entry)
             return error
         _fault("supervisor-launched", fault)
+        try:
+            state.note_created(entry.name, launched.get("root", ""), launched.get("created") or [], self.layout)
+        except OSError:
+            pass  # only the clean-up at removal needs it
         rt.pid = launched["pid"]
         rt.starttime = launched["starttime"]
         rt.namespaces = dict(launched.get("namespaces") or {})

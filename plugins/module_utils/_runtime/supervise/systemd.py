@@ -287,6 +287,10 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         sys.stderr.write("kernelbox: start failed at step %s: %s\n" % (error["step"], error["msg"]))
         return 1
     runtime.status, runtime.error = state.RUNNING, None
+    try:
+        state.note_created(name, launched.get("root", ""), launched.get("created") or [], layout)
+    except OSError:
+        pass  # only the clean-up at removal needs it
     runtime.pid, runtime.starttime, runtime.boot_id = launched["pid"], launched["starttime"], state.boot_id()
     runtime.namespaces = dict(launched["namespaces"])
     runtime.started_at, runtime.exited_at = state.now_iso(), None
