@@ -14,6 +14,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -262,6 +264,34 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
     not_found = run.named("by pid, not found")
     assert not not_found.changed and "kbt-no-such-command" in not_found["msg"] and "exec" in not_found["msg"]
     assert not os.path.exists(leaf_path(name))
+
+
+def test_an_exec_into_a_container_that_exits_mid_exec_returns(ansible, busybox_rootfs, containers):
+    """The container's init dies while a command runs inside: the kernel ends its PID namespace, so the
+    command dies too, and the exec returns at once with what it knows (never waits for its timeout)."""
+    name = containers("kbt-exec-exit")
+    started = ansible.module("container_process", container(name, busybox_rootfs))
+    init = started["pid"]
+    outcome = {}
+
+    def run_exec():
+        outcome["result"] = ansible.module("container_exec", {"name": name, "command": ["sleep", "301"],
+                                                              "timeout": 600})
+    worker = threading.Thread(target=run_exec)
+    worker.start()
+    try:
+        assert wait_until(lambda: processes_named(b"sleep 301"), 120), "the exec never started"
+        began = time.monotonic()
+        os.kill(init, 9)
+        worker.join(180)
+        assert not worker.is_alive(), "the exec is still waiting after its container exited"
+        result = outcome["result"]
+        assert time.monotonic() - began < 120, "the exec waited far longer than the exit"
+        assert result.failed and result["rc"] == -9 and result["timed_out"] is False, result.result
+        assert not processes_named(b"sleep 301") and exec_groups(leaf_path(name)) == []
+    finally:
+        worker.join(300)
+    assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
 
 # The CVE-2019-5736 check.  PID 1 of the container is this script, run by the host's Python (bound read-only

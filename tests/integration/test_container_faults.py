@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 
 from harness.containers import busybox_rootfs, containers  # noqa: F401  pylint: disable=unused-import
@@ -174,3 +175,43 @@ def test_supervisor_upgrade_keeps_parenthood_and_death_loses_only_exit_codes(ans
     assert stopped.changed and not alive(pid)
     assert stopped["exit_code"] is None and "init" in stopped["exit_note"]
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+
+
+def _sig_caught(pid):
+    """The signals a process has caught or has pending, from /proc (an unrelated process must see none)."""
+    with open("/proc/%d/status" % pid) as handle:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+    return int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+
+
+def test_a_stale_state_file_never_signals_the_process_now_behind_its_pid(ansible, busybox_rootfs, containers):
+    """state.json says running, with the PID of an unrelated process (the PID was reused): stop, start and
+    absent must see through it (PID and start time are the identity) and never signal that process."""
+    name = containers("kbt-stale")
+    args = {"name": name, "rootfs": busybox_rootfs, "command": ["/bin/sleep", "1000"], "stop_timeout": 0.5,
+            "cgroup": {"parent": cgroup_parent()}}
+    assert ansible.module("container_process", args)["running"]
+    made = ansible.module("container_process", dict(args, state="stopped"))
+    assert made.changed and not made.failed and not made["running"], made.result
+    # An unrelated process that ignores nothing: SIGTERM or SIGKILL would end it at once.
+    victim = subprocess.Popen(["sleep", "3600"])
+    path = "/run/kernelbox/containers/%s/state.json" % name
+    try:
+        with open(path) as handle:
+            runtime = json.load(handle)
+        runtime.update(status="running", pid=victim.pid, starttime=int(proc_stat(victim.pid)[19]) + 1,
+                       boot_id=runtime.get("boot_id") or open("/proc/sys/kernel/random/boot_id").read().strip())
+        with open(path, "w") as handle:
+            json.dump(runtime, handle)
+        stopped = ansible.module("container_process", dict(args, state="stopped"))
+        assert not stopped.failed and stopped["pid"] in (None, victim.pid), stopped.result
+        assert alive(victim.pid) and _sig_caught(victim.pid) == 0
+        started = ansible.module("container_process", args)
+        assert started.changed and started["running"] and started["pid"] != victim.pid, started.result
+        assert alive(victim.pid)
+        gone = ansible.module("container_process", {"name": name, "state": "absent"})
+        assert gone.changed and not alive(started["pid"])
+        assert alive(victim.pid) and victim.poll() is None and _sig_caught(victim.pid) == 0
+    finally:
+        victim.kill()
+        victim.wait()
