@@ -203,6 +203,26 @@ def test_exec_runs_inside_the_container(ansible, busybox_rootfs, containers):
     assert gone.named("remove").changed and not alive(init) and not processes_named(b"sleep 303")
 
 
+_UNCLEAR = ("NoneType", "Traceback", "object at 0x", "TypeError", "AttributeError", "KeyError", "ValueError",
+            "IndexError", "[Errno")
+
+
+def assert_clear(message):
+    """A refusal a user can act on: no Python internals leak into it (a TypeError was once the whole message)."""
+    leaked = [word for word in _UNCLEAR if word in message]
+    assert not leaked, (leaked, message)
+    assert 15 < len(message) < 600, message
+
+
+# Refusals of a command that cannot start inside: (options, what the message says).
+REFUSED_STARTS = {
+    "user outside the map": ({"user": "70000"}, "uid 70000 gid 70000: one of these ids is outside the user "
+                                                "namespace's id map"),
+    "group outside the map": ({"groups": [70000]}, "groups [70000]: one of these ids is outside"),
+    "a directory as command": ({"command": ["/tmp"]}, "/tmp"),
+    "not a program": ({"command": ["/etc/passwd"]}, "/etc/passwd"),
+}
+
 # A refused working directory names the step, the path and why (it was once a TypeError from the report path).
 REFUSED_CWDS = {
     "/proc/self/fd/3": "magic link",
@@ -226,6 +246,9 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
         tasks = [
             task("start", "container_process", container(name, busybox_rootfs)),
         ] + [dict(exec_task("cwd %s" % cwd, name, ["true"], cwd=cwd), ignore_errors=True) for cwd in REFUSED_CWDS] + [
+            dict(exec_task(label, name, options.get("command", ["true"]),
+                           **{k: v for k, v in options.items() if k != "command"}), ignore_errors=True)
+            for label, (options, _fragment) in REFUSED_STARTS.items()] + [
             task("stop", "container_process", dict(container(name, busybox_rootfs), state="stopped")),
             dict(exec_task("stopped", name, ["true"]), ignore_errors=True),
             dict(exec_task("stopped in check mode", name, ["true"]), ignore_errors=True, check_mode=True),
@@ -257,6 +280,14 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
         assert refused.status == "ignored" and not refused.changed, refused.result
         assert refused["msg"].startswith("could not start true: step 'cwd' failed: %s" % cwd), refused["msg"]
         assert refused["msg"].count(cwd) == 1 and "NoneType" not in refused["msg"], refused["msg"]
+        assert_clear(refused["msg"])
+    for label, (_options, fragment) in REFUSED_STARTS.items():
+        refused = run.named(label)
+        assert refused.status == "ignored" and not refused.changed, (label, refused.result)
+        assert refused["msg"].startswith("could not start ") and fragment in refused["msg"], (label, refused["msg"])
+        assert_clear(refused["msg"])
+    for label in ("stopped", "stopped in check mode", "missing", "no such pid", "bad command", "by pid, not found"):
+        assert_clear(run.named(label)["msg"])
         assert fragment in refused["msg"], (fragment, refused["msg"])
     by_pid = run.named("by pid")
     assert by_pid["stdout_lines"][0] == "kbt-pid-target" and by_pid["stdout_lines"][2] == "x"

@@ -25,6 +25,16 @@ from harness.launch_support import (  # noqa: F401  # pylint: disable=unused-imp
 
 # --- refusals: a hostile rootfs or spec ---------------------------------------------
 
+_UNCLEAR = ("NoneType", "Traceback", "object at 0x", "TypeError", "AttributeError", "KeyError", "ValueError",
+            "IndexError", "[Errno")
+
+
+def assert_clear(message):
+    """A refusal a user can act on: no Python internals leak into it (a TypeError was once the whole message)."""
+    leaked = [word for word in _UNCLEAR if word in message]
+    assert not leaked, (leaked, message)
+    assert 20 < len(message) < 600, message
+
 def _etc_listing():
     return sorted(os.listdir("/etc")), os.stat("/etc").st_mtime_ns
 
@@ -39,6 +49,7 @@ def test_rootfs_with_symlinked_proc_sys_or_dev_is_refused(scratch_rootfs, name, 
         run(shell(scratch_rootfs, "true", user_namespace=user_namespace))
     assert info.value.step == "rootfs" and info.value.errno == errno.ELOOP
     assert "/%s in the rootfs is a symlink" % name in str(info.value)
+    assert_clear(str(info.value))
     assert _etc_listing() == before  # nothing created or removed on the host
 
 
@@ -113,6 +124,7 @@ def test_etc_files_through_image_symlinks_are_refused(scratch_rootfs, tmp_path, 
         run(spec.validate())
     assert info.value.step == "etc files" and info.value.errno == errno.ELOOP, str(info.value)
     assert "/etc/%s in the rootfs is a symlink or goes through one" % name in str(info.value)
+    assert_clear(str(info.value))
     assert _tree(scratch_rootfs) == before  # nothing created through the link
     assert secret.read_text() == "host secret\n" and os.stat(str(secret)).st_mtime_ns == host_before.st_mtime_ns
 
@@ -206,6 +218,7 @@ def test_a_sysctl_covered_by_a_mount_is_never_written(scratch_rootfs, monkeypatc
     assert info.value.step == "sysctl" and info.value.errno == errno.EXDEV, str(info.value)
     assert ("net.ipv4.ip_unprivileged_port_start: /proc/sys/net/ipv4/ip_unprivileged_port_start is covered by a "
             "mount or reached through a link" in str(info.value))
+    assert_clear(str(info.value))
 
 
 def test_an_uncovered_sysctl_is_written(scratch_rootfs):
@@ -233,6 +246,7 @@ def test_cwd_escapes_are_refused(scratch_rootfs, link, cwd, fragment):
     finally:
         os.close(leaked)
     assert info.value.step == "cwd" and fragment in str(info.value)
+    assert_clear(str(info.value))
 
 
 def test_cwd_symlink_inside_the_rootfs_resolves_inside(scratch_rootfs):
@@ -356,6 +370,7 @@ def test_a_failure_names_the_step_and_leaves_nothing(rootfs, tmp_path, test_cgro
         assert info.value.errno == err, str(info.value)
     assert fragment in str(info.value)
     assert str(info.value).endswith("[errno %d]" % info.value.errno)
+    assert_clear(str(info.value))
     with open(os.path.join(test_cgroup, "cgroup.procs")) as handle:
         assert handle.read() == ""  # nothing left in the cgroup
     # The autouse leak check proves no process, mount, cgroup or netns is left.

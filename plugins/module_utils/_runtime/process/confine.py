@@ -133,7 +133,12 @@ def confine(prepared: Prepared, progress: t.Optional[t.Callable[[str], None]] = 
     try:
         caps.apply_credentials(prepared.credentials)
     except OSError as exc:
-        raise _fail("capabilities", exc, "uid %d gid %d" % (prepared.credentials.uid, prepared.credentials.gid))
+        creds = prepared.credentials
+        ids = "uid %d gid %d%s" % (creds.uid, creds.gid, " groups %s" % creds.groups if creds.groups else "")
+        if exc.errno == errno.EINVAL:  # setgroups/setresgid/setresuid with an id the user namespace does not map
+            raise StepFailure("capabilities", exc.errno, "%s: one of these ids is outside the user namespace's id "
+                                                         "map" % ids)
+        raise _fail("capabilities", exc, ids)
     if prepared.no_new_privileges:
         try:
             libc.set_no_new_privs()
