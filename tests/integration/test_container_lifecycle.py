@@ -139,8 +139,8 @@ def test_bad_input_fails_early_and_changes_nothing(ansible, busybox_rootfs, cont
     assert host_state() == before and not supervisor_pids()
 
 
-def test_mount_points_made_in_the_rootfs_go_with_the_last_container_using_it(ansible, containers, tmp_path,
-                                                                              cgroup_test_parent):
+def test_mount_points_made_in_the_rootfs_go_with_the_last_container_using_it(
+        ansible, containers, tmp_path, cgroup_test_parent):
     """A rootfs without /etc/hosts and /etc/hostname gets empty ones as mount points (as runc makes mount
     targets); state=absent takes them back, unless another container still runs from that rootfs."""
     root = build_busybox_rootfs(str(tmp_path / "rootfs"))

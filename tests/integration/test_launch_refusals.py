@@ -35,6 +35,7 @@ def assert_clear(message):
     assert not leaked, (leaked, message)
     assert 20 < len(message) < 600, message
 
+
 def _etc_listing():
     return sorted(os.listdir("/etc")), os.stat("/etc").st_mtime_ns
 

@@ -39,8 +39,8 @@ def test_a_good_spec_passes(rootfs):
 @pytest.mark.parametrize("change, fragment", [
     (lambda s, r: setattr(s.process, "cwd", "/nope"), "process.cwd: /nope cannot be entered in the rootfs"),
     (lambda s, r: setattr(s.process, "cwd", "/etc/passwd"), "process.cwd: /etc/passwd in the rootfs"),
-    (lambda s, r: setattr(s.process, "args", ["kbt-missing"]), "process.args[0]: kbt-missing is not found in the "
-                                                                "rootfs"),
+    (lambda s, r: setattr(s.process, "args", ["kbt-missing"]),
+     "process.args[0]: kbt-missing is not found in the rootfs"),
     (lambda s, r: setattr(s.process, "args", ["/usr/bin/env"]), "process.args[0]: /usr/bin/env is not found"),
     (lambda s, r: setattr(s.process, "args", ["/etc"]), "process.args[0]: /etc is not found"),
     (lambda s, r: s.mounts.append(specs.Mount("/data", "bind", "/kbt/no/such/source", ["rbind"])),

@@ -113,8 +113,8 @@ def _check_command(root: int, spec: "Spec", covered: t.Sequence[str]) -> None:
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 continue
-            raise ValidationError("process.args[0]: %s in the rootfs %s: %s" % (candidate, spec.root.path,
-                                                                               exc.strerror or exc))
+            reason = exc.strerror or exc
+            raise ValidationError("process.args[0]: %s in the rootfs %s: %s" % (candidate, spec.root.path, reason))
         try:
             if stat.S_ISREG(os.fstat(fd).st_mode):
                 return
