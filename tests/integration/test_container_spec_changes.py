@@ -186,7 +186,12 @@ def test_joined_netns_with_veth_and_bridge_connects_both_ways(ansible, busybox_r
         # ... and the host reaches the container's server across the bridge.
         with socket.create_connection(("10.77.0.2", 8080), timeout=10) as conn:
             conn.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
-            reply = conn.recv(4096)
+            reply = b""
+            while True:  # headers and body may come in separate segments: read to the end (HTTP/1.0)
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
         assert reply.startswith(b"HTTP/1.") and reply.rstrip().endswith(name.encode()), reply
     finally:
         if server is not None:
