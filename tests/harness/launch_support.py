@@ -28,8 +28,34 @@ HOST_PYTHON = "/usr/bin/python3"
 
 @pytest.fixture(scope="module", autouse=True)
 def subreaper():
-    """The launcher's contract: the caller is a child subreaper (the supervisor is)."""
+    """The launcher's contract: the caller is a child subreaper (the supervisor is).
+
+    Only for the module: pytest never reaps what it adopts, and a zombie left from a container's PID namespace
+    (a process joined into it whose parent died) keeps that namespace's init from ever finishing its exit, so
+    every later test module saw a container that could not be removed.  Undone and reaped at the end.
+    """
     libc.set_child_subreaper()
+    yield
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
+    reap_adopted_zombies()
+
+
+def reap_adopted_zombies():
+    """waitpid the zombies among this process's children (orphans it adopted as a subreaper)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def make_rootfs(path: str) -> str:
