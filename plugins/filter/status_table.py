@@ -14,7 +14,8 @@ description:
     per container, read like C(podman ps) plus C(podman stats).
   - "Columns: NAME, STATUS (such as Up 5m, or Exited (1) 2m ago), PID, IP (the first address that is not loopback;
     C(host) when the container shares the host's network), MEM (use / limit), CPU (percent with
-    O(kernelbox.containers.container_info#module:cpu_sample), else CPU time used) and PIDS."
+    O(kernelbox.containers.container_info#module:cpu_sample), else CPU time used), PIDS and PORTS (published ports as
+    C(podman ps) shows them, such as C(0.0.0.0:8080->80/tcp, [::]:8080->80/tcp))."
   - Relative times are computed against the controller's clock.
 author:
   - kernelbox.containers contributors (@kernelbox)
@@ -44,7 +45,7 @@ from datetime import datetime, timezone
 
 from ansible.errors import AnsibleFilterError
 
-COLUMNS = ("NAME", "STATUS", "PID", "IP", "MEM USAGE / LIMIT", "CPU", "PIDS")
+COLUMNS = ("NAME", "STATUS", "PID", "IP", "MEM USAGE / LIMIT", "CPU", "PIDS", "PORTS")
 
 
 def _size(value: t.Any) -> str:
@@ -141,6 +142,25 @@ def _pids(item: t.Mapping[str, t.Any]) -> str:
     return str(pids if pids is not None else len(item.get("processes") or []))
 
 
+def _span(low: t.Any, high: t.Any) -> str:
+    return str(low) if high in (None, low) else "%s-%s" % (low, high)
+
+
+def _ports(item: t.Mapping[str, t.Any]) -> str:
+    """Published ports as podman ps shows them: 0.0.0.0:8080->80/tcp, [::]:9000-9001->9000-9001/udp."""
+    published = item.get("ports")
+    if published is None:
+        return "?" if "ports" in item and item.get("state") not in (None, "absent", "unknown") else ""
+    shown = []
+    for port in published:
+        host = str(port.get("host_ip", ""))
+        host = "[%s]" % host if ":" in host else host
+        host_ports = _span(port.get("host_port"), port.get("host_port_end"))
+        container_ports = _span(port.get("container_port"), port.get("container_port_end"))
+        shown.append("%s:%s->%s/%s" % (host, host_ports, container_ports, port.get("protocol", "?")))
+    return ", ".join(shown)
+
+
 def status_table(containers: t.Any, now: t.Optional[datetime] = None) -> str:
     if not isinstance(containers, list):
         raise AnsibleFilterError("status_table expects the 'containers' list of container_info, got %s"
@@ -152,7 +172,7 @@ def status_table(containers: t.Any, now: t.Optional[datetime] = None) -> str:
             raise AnsibleFilterError("status_table: each container must be a dict, got %r" % (item,))
         pid = item.get("pid")
         rows.append((str(item.get("name", "?")), _status(item, now), "-" if pid is None else str(pid),
-                     _address(item), _memory(item), _cpu(item), _pids(item)))
+                     _address(item), _memory(item), _cpu(item), _pids(item), _ports(item)))
     widths = [max(len(row[index]) for row in rows) for index in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(widths[index]) for index, cell in enumerate(row)).rstrip() for row in rows]
     if len(rows) == 1:

@@ -353,6 +353,37 @@ containers:
           description: Addresses as C(address/prefix).
           type: list
           elements: str
+    ports:
+      description:
+        - Its published ports (M(kernelbox.containers.nat) or the container role's ports), consecutive ports as ranges;
+          empty when it has none, null when the nat table cannot be read.
+      type: list
+      elements: dict
+      contains:
+        protocol:
+          description: C(tcp) or C(udp).
+          type: str
+        host_ip:
+          description: The host address, C(0.0.0.0) or C(::) for every address of the family.
+          type: str
+        host_port:
+          description: The first host port.
+          type: int
+        host_port_end:
+          description: The last host port (the same for a single port).
+          type: int
+        container_ip:
+          description: The container address packets are forwarded to.
+          type: str
+        container_port:
+          description: The first container port.
+          type: int
+        container_port_end:
+          description: The last container port.
+          type: int
+        container:
+          description: The container's name.
+          type: str
     rootfs:
       description: The root filesystem and the mount on it.
       type: dict

@@ -111,6 +111,8 @@ STATE_INFRASTRUCTURE |= {"/var/lib/kernelbox/layers" + suffix for suffix in (
     "/downloads", "/downloads/sha256")}
 # The container role's default storage parent; each container's own directory inside it still counts.
 STATE_INFRASTRUCTURE.add("/var/lib/kernelbox/rootfs")
+# The nat module's lock (its sysctl record, sysctls.json, still counts: it must go with the last network).
+STATE_INFRASTRUCTURE |= {"/run/kernelbox/nat", "/run/kernelbox/nat/lock"}
 
 
 def cgroup_root_children() -> t.List[str]:
@@ -162,6 +164,40 @@ def iptables_rules() -> t.List[str]:
 SHARED_DAEMONS: t.Set[int] = set()
 
 
+def nftables_ruleset() -> t.List[str]:
+    """Every nftables table, chain, rule and map element of this namespace, as ``nft list ruleset`` prints them.
+
+    iptables-nft's tables are in here too: this is the kernel's one packet-filtering ruleset.
+    """
+    if not shutil.which("nft"):
+        return []
+    proc = subprocess.run(["nft", "list", "ruleset"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          check=False)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def nftables_tables(ruleset: t.List[str]) -> t.List[t.Tuple[str, str]]:
+    """(family, name) of each table in a ``nftables_ruleset()`` listing."""
+    return [tuple(line.split()[1:3]) for line in ruleset if line.startswith("table ")]  # type: ignore[misc]
+
+
+# The forwarding sysctls of the sandbox's own namespace (a bridge's route_localnet goes with the bridge).
+FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding",
+                      "net.ipv4.conf.all.route_localnet", "net.ipv4.conf.default.route_localnet",
+                      "net.ipv4.conf.all.forwarding", "net.ipv4.conf.default.forwarding")
+
+
+def forwarding_sysctls() -> t.Dict[str, str]:
+    found = {}
+    for key in FORWARDING_SYSCTLS:
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:
+                found[key] = handle.read().strip()
+        except OSError:
+            continue
+    return found
+
+
 def stray_processes(exclude: t.Iterable[int] = ()) -> t.List[t.Tuple[int, str]]:
     """Processes re-parented to the sandbox (daemons, orphans) or left as children of this test process.
 
@@ -205,6 +241,8 @@ def host_state(detailed: bool = True) -> t.Dict[str, t.Any]:
         "cgroup_root_children": cgroup_root_children(),
         "state_files": state_files(),
         "iptables": iptables_rules(),
+        "nftables": nftables_ruleset(),
+        "forwarding_sysctls": forwarding_sysctls(),
     }
 
 

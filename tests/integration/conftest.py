@@ -101,6 +101,12 @@ def _clean_up(before, after, strays):
         subprocess.run(["ip", "netns", "delete", name], check=False)
     for name in set(after["links"]) - set(before["links"]):
         subprocess.run(["ip", "link", "delete", name], check=False)
+    for family, table in set(snapshot.nftables_tables(after["nftables"])) - set(
+            snapshot.nftables_tables(before["nftables"])):
+        subprocess.run(["nft", "delete", "table", family, table], check=False)
+    for key, value in before["forwarding_sysctls"].items():
+        if after["forwarding_sysctls"].get(key) != value:
+            subprocess.run(["sysctl", "-qw", "%s=%s" % (key, value)], check=False)
     before_mounts = set(m[0] for m in before["mounts"])
     for mount_point, _fstype, _opts in reversed(after["mounts"]):
         if mount_point not in before_mounts:

@@ -96,6 +96,7 @@ def test_info_on_containers_in_every_state(any_ansible, busybox_rootfs, containe
     with open("/proc/%d/status" % pid) as handle:
         assert "NSpid:\t%d\t1\n" % pid in handle.read()  # PID 1 inside
     assert item["exit_code"] is None and item["restart_count"] == 0 and item["started_at"]
+    assert item["ports"] == []  # nothing published (there is not even a nat table)
     assert item["namespaces"] == {kind: os.stat("/proc/%d/ns/%s" % (pid, kind)).st_ino
                                   for kind in os.listdir("/proc/%d/ns" % pid)}
     assert item["namespaces_shared_with_host"] == ["time"]  # every namespace but time is its own (the default)
@@ -168,7 +169,7 @@ def test_info_on_containers_in_every_state(any_ansible, busybox_rootfs, containe
                               extra_vars={"kb_status_hosts": "localhost", "kb_status_cpu_sample": 0})
     assert status.rc == 0, status.stderr
     table = status.named("Containers")["msg"].splitlines()
-    assert table[0].split() == ["NAME", "STATUS", "PID", "IP", "MEM", "USAGE", "/", "LIMIT", "CPU", "PIDS"]
+    assert table[0].split() == ["NAME", "STATUS", "PID", "IP", "MEM", "USAGE", "/", "LIMIT", "CPU", "PIDS", "PORTS"]
     rows = {line.split()[0]: line for line in table[1:]}
     assert set(rows) == {running, exited, crashing}
     assert rows[running].split()[1:4] == ["Up", rows[running].split()[2], str(pid)]

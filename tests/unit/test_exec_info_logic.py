@@ -202,7 +202,11 @@ def test_status_table_reads_like_podman_ps_and_stats():
          "namespaces_shared_with_host": ["time"],
          "cgroup": {"limits": {"memory.max": "536870912"},
                     "stats": {"memory": {"current": 12 << 20}, "pids": {"current": 3}, "cpu": {"usage_usec": 1},
-                              "cpu_percent": 12.5}}},
+                              "cpu_percent": 12.5}},
+         "ports": [{"protocol": "tcp", "host_ip": "0.0.0.0", "host_port": 8080, "host_port_end": 8080,
+                    "container_port": 80, "container_port_end": 80},
+                   {"protocol": "udp", "host_ip": "::", "host_port": 9000, "host_port_end": 9001,
+                    "container_port": 9000, "container_port_end": 9001}]},
         {"name": "job", "state": "exited", "running": False, "pid": None, "exit_code": 3,
          "exited_at": "2026-05-07T10:00:00+00:00"},
         {"name": "hostnet", "state": "running", "running": True, "pid": 7, "started_at": "2026-05-05T12:00:00+00:00",
@@ -211,8 +215,9 @@ def test_status_table_reads_like_podman_ps_and_stats():
         {"name": "gone", "state": "absent", "running": False},
     ]
     lines = status_table(containers, now=NOW).splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "PID", "IP", "MEM", "USAGE", "/", "LIMIT", "CPU", "PIDS"]
-    assert lines[1].split() == ["web", "Up", "5m", "4242", "10.0.0.2", "12.0MiB", "/", "512.0MiB", "12.50%", "3"]
+    assert lines[0].split() == ["NAME", "STATUS", "PID", "IP", "MEM", "USAGE", "/", "LIMIT", "CPU", "PIDS", "PORTS"]
+    assert lines[1].split() == ["web", "Up", "5m", "4242", "10.0.0.2", "12.0MiB", "/", "512.0MiB", "12.50%", "3",
+                                "0.0.0.0:8080->80/tcp,", "[::]:9000-9001->9000-9001/udp"]
     assert lines[2].split() == ["job", "Exited", "(3)", "2h", "ago", "-", "-", "-", "-", "-"]
     assert lines[3].split() == ["hostnet", "Up", "2d", "7", "host", "-", "2.50s", "2"]
     assert lines[4].split() == ["gone", "Absent", "-", "-", "-", "-", "-"]

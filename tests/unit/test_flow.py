@@ -112,3 +112,44 @@ def test_changed_keys():
 def test_step_description():
     assert flow.Step("do it", lambda: None).description == "do it"
     assert flow.Step("do it", lambda: None, "because").description == "do it (because)"
+
+
+class Batched(flow.Resource):
+    """Steps that queue into one transaction, then a plain step; the commit may fail."""
+
+    def __init__(self, commit_fails=False):
+        super().__init__({})
+        self.queued, self.committed, self.log = [], [], []
+        self.commit_fails = commit_fails
+
+    def read(self):
+        return None
+
+    def desired(self, current):
+        return {"rules": ["a", "b"]}
+
+    def _commit(self):
+        if self.commit_fails:
+            raise OSError(errno.EEXIST, "transaction refused")
+        self.committed.extend(self.queued)
+        self.log.append("commit %s" % ",".join(self.queued))
+
+    def plan(self, current, desired):
+        steps = [flow.Step("add rule %s" % rule, lambda rule=rule: self.queued.append(rule), "new", commit=self._commit)
+                 for rule in desired["rules"]]
+        return steps + [flow.Step("set sysctl", lambda: self.log.append("sysctl"), "off")]
+
+
+def test_steps_sharing_a_commit_take_effect_together_before_the_next_step():
+    resource = Batched()
+    outcome = flow.execute(resource)
+    assert not outcome.failed and outcome.actions == ["add rule a (new)", "add rule b (new)", "set sysctl (off)"]
+    assert resource.log == ["commit a,b", "sysctl"]  # one commit, after the last queued step, before the next one
+
+
+def test_a_failed_commit_reports_none_of_its_steps_as_done():
+    resource = Batched(commit_fails=True)
+    outcome = flow.execute(resource)
+    assert outcome.failed and not outcome.changed and outcome.actions == []
+    assert "transaction refused" in outcome.msg and "after:" not in outcome.msg
+    assert resource.log == [] and resource.committed == []

@@ -14,7 +14,10 @@ resource knows its kernel object; this file knows Ansible's contract:
 * ``diff`` carries ``before``/``after`` for ``--diff``;
 * ``actions`` lists each step as "what (why)", done or, in check mode, planned;
 * bad input fails before anything is read or changed, with a clear ``msg``;
-* a failing step reports which step failed and what had already been done.
+* a failing step reports which step failed and what had already been done;
+* consecutive steps that share a ``commit`` (one kernel transaction, such as an
+  nftables batch) take effect together when it runs, after the last of them: if
+  it fails, none of them is reported as done.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ __all__ = ["KernelboxError", "Outcome", "Resource", "Step", "ValidationError", "
 
 @dataclass
 class Step:
-    """One change to make: ``what`` is done because of ``why``."""
+    """One change to make: ``what`` is done because of ``why``.
+
+    With ``commit``, ``apply`` only queues the change; ``commit`` (the same
+    callable for every step of one transaction) makes the queued changes take
+    effect at once.  The flow calls it after the last consecutive step that
+    shares it.
+    """
 
     what: str
     apply: t.Callable[[], t.Any]
@@ -39,6 +48,7 @@ class Step:
     # A step that stands for several (a stage planned again just before it acts) lists what it
     # actually did here, as it goes; ``actions`` then shows those instead of ``description``.
     done_as: t.Optional[t.List[str]] = None
+    commit: t.Optional[t.Callable[[], t.Any]] = None
 
     @property
     def description(self) -> str:
@@ -150,14 +160,26 @@ def execute(resource: Resource) -> Outcome:
 
 def apply_steps(steps: t.Sequence[Step], done: t.List[str]) -> None:
     """Apply ``steps`` in order, adding what each did to ``done`` once it is done (also for a caller that
-    applies a stage of its own, such as stages.Planner)."""
-    for step in steps:
+    applies a stage of its own, such as stages.Planner); a run of steps sharing a ``commit`` counts as done
+    only once the commit has run."""
+    pending: t.List[str] = []
+    for index, step in enumerate(steps):
         try:
             step.apply()
         except BaseException:
-            done.extend(step.done_as or [])  # the parts of a composite step that did finish
+            if step.commit is None:
+                done.extend(step.done_as or [])  # the parts of a composite step that did finish
             raise
-        done.extend([step.description] if step.done_as is None else step.done_as)
+        did = [step.description] if step.done_as is None else step.done_as
+        if step.commit is None:
+            done.extend(did)
+            continue
+        pending.extend(did)
+        following = steps[index + 1] if index + 1 < len(steps) else None
+        if following is None or following.commit != step.commit:  # bound methods are equal, never identical
+            step.commit()
+            done.extend(pending)
+            pending = []
 
 
 def _describe_oserror(exc: OSError) -> str:

@@ -16,6 +16,7 @@ placeholder file and the bind mount, or a left-over after a lazy unmount) is
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -170,14 +171,18 @@ def pids_in(inode: int, nstype: str = "net") -> t.List[int]:
     return sorted(pids)
 
 
-def read_sysctl(netns: str, key: str) -> t.Optional[str]:
-    """Read a net.* sysctl as seen inside the namespace at path ``netns``; None if it does not exist.
+def _inside(netns: t.Optional[str]) -> t.ContextManager[None]:
+    return libc.entered_netns(netns) if netns is not None else contextlib.nullcontext()
+
+
+def read_sysctl(netns: t.Optional[str], key: str) -> t.Optional[str]:
+    """Read a net.* sysctl as seen inside the namespace at path ``netns`` (None: our own); None if it does not exist.
 
     /proc/sys/net resolves against the opener's network namespace, so the
     file is opened while this thread is inside it.
     """
     path = "/proc/sys/" + key.replace(".", "/")
-    with libc.entered_netns(netns):
+    with _inside(netns):
         try:
             with open(path, "r") as handle:
                 return " ".join(handle.read().split())
@@ -185,9 +190,9 @@ def read_sysctl(netns: str, key: str) -> t.Optional[str]:
             return None
 
 
-def write_sysctl(netns: str, key: str, value: str) -> None:
+def write_sysctl(netns: t.Optional[str], key: str, value: str) -> None:
     path = "/proc/sys/" + key.replace(".", "/")
-    with libc.entered_netns(netns):
+    with _inside(netns):
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             if libc.fstatfs_type(fd) != libc.PROC_SUPER_MAGIC:

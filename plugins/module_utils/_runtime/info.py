@@ -21,11 +21,11 @@ import os
 import time
 import typing as t
 
-from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, overlay
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup, nat, overlay
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel.mounts import visible_mounts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import logs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, nftables, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import path_is_within
 
@@ -44,7 +44,23 @@ class Snapshot:
         self._hierarchy: t.Any = None
         self._hierarchy_error: t.Optional[str] = None
         self._networks: t.Dict[int, t.Any] = {}
+        self._published: t.Optional[t.Dict[str, t.List[t.Dict[str, t.Any]]]] = None
+        self.published_error: t.Optional[str] = None
         self.own_ns = procscan.namespace_inodes("self", NS_FILES)
+
+    def published(self, name: str) -> t.Optional[t.List[t.Dict[str, t.Any]]]:
+        """The container's published ports, from the nat table (read once); None when it cannot be read."""
+        if self._published is None:
+            self._published = {}
+            if nftables.available():  # without libnftables no kernelbox table can exist
+                session = nat.NatSession(lock=False)
+                try:
+                    self._published = nat.published_by_owner(session.state())
+                except (KernelboxError, OSError) as exc:
+                    self.published_error = getattr(exc, "msg", None) or str(exc)
+                finally:
+                    session.close()
+        return None if self.published_error else self._published.get(name, [])
 
     @property
     def procs(self) -> t.Dict[int, procscan.ProcEntry]:
@@ -336,6 +352,7 @@ def describe(name: str, snapshot: Snapshot, layout: state.Layout = state.DEFAULT
     cgroup_path = (runtime.cgroup if runtime and runtime.cgroup else None) or (
         settings.cgroup.get("path") if settings else None)
     result["cgroup"] = cgroup_info(snapshot, cgroup_path)
+    result["ports"] = snapshot.published(name)
     root = (result["spec"] or {}).get("rootfs")
     if pid is None:
         result.update(namespaces=None, namespaces_shared_with_host=None, processes=[], network=None)

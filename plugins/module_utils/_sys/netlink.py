@@ -20,7 +20,8 @@ importlib.metadata), and it is never needed for these few messages.
 * RTM_GETNSID answers "no id" as -1.
 
 Callers get plain dataclasses.  The pure encoders and decoders (``pack_*``, ``parse_*``) are unit-tested
-on recorded kernel messages.
+on recorded kernel messages.  ``Netlink`` (request, dump) and ``open_socket(protocol)`` serve other
+netlink families too (ctnetlink in _sys/conntrack.py).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Route:
     oif: t.Optional[int]
     family: int
     extra: t.Dict[str, t.Any] = field(default_factory=dict)
+    proto: int = field(default=0, compare=False)  # RTPROT_*: 9 (RTPROT_RA) when learned from a router advertisement
 
 
 # --- encoding (pure) ---------------------------------------------------------------
@@ -228,12 +230,12 @@ def parse_address(body: bytes) -> t.Optional[Address]:
 
 def parse_route(body: bytes) -> t.Tuple[int, Route]:
     """An RTM_NEWROUTE body: (table, Route)."""
-    family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = RTMSG.unpack_from(body)
+    family, dst_len, _src, _tos, table, proto, _scope, _type, _flags = RTMSG.unpack_from(body)
     attrs = parse_attrs(body, RTMSG.size)
     table = _u32(attrs.get(RTA_TABLE)) or table
     dst = _ip(family, attrs.get(RTA_DST))
     return table, Route(dst="%s/%d" % (dst, dst_len) if dst else "default", gateway=_ip(family, attrs.get(RTA_GATEWAY)),
-                        oif=_u32(attrs.get(RTA_OIF)), family=family)
+                        oif=_u32(attrs.get(RTA_OIF)), family=family, proto=proto)
 
 
 def parse_nsid(body: bytes) -> t.Optional[int]:
@@ -269,8 +271,8 @@ def split_messages(data: bytes) -> t.Iterator[t.Tuple[int, int, int, bytes]]:
 
 # --- the handle ----------------------------------------------------------------------
 
-class Rtnl:
-    """rtnetlink in one network namespace, through one netlink socket."""
+class Netlink:
+    """One netlink socket of any protocol: a request, and its answers until the ack, the reply or the dump's end."""
 
     def __init__(self, sock: t.Any) -> None:
         self.sock = sock
@@ -311,6 +313,21 @@ class Rtnl:
 
     def _request(self, msg_type: int, flags: int, body: bytes, what: str, name: str = "") -> None:
         self._exchange(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, body, what, name)
+
+    def dump(self, msg_type: int, body: bytes, what: str, name: str = "") -> t.List[t.Tuple[int, bytes]]:
+        """The (type, body) of every message of a dump."""
+        return self._exchange(msg_type, NLM_F_REQUEST | NLM_F_DUMP, body, what, name)
+
+    def request(self, msg_type: int, flags: int, body: bytes, what: str, name: str = "") -> None:
+        """A change the kernel acknowledges (or refuses: OSError)."""
+        self._request(msg_type, flags, body, what, name)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Rtnl(Netlink):
+    """rtnetlink in one network namespace, through one netlink socket."""
 
     # --- links -------------------------------------------------------------
     def links(self) -> t.List[Link]:
@@ -403,6 +420,13 @@ class Rtnl:
         found = (parse_address(body) for kind, body in answers if kind == RTM_NEWADDR)
         return [address for address in found if address is not None and address.index == index]
 
+    def all_addresses(self) -> t.List[Address]:
+        """Every address of every link in this namespace (one dump)."""
+        answers = self._exchange(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+                                 "dump addresses")
+        found = (parse_address(body) for kind, body in answers if kind == RTM_NEWADDR)
+        return [address for address in found if address is not None]
+
     def _address(self, msg_type: int, flags: int, index: int, address: str, prefixlen: int,
                  what: str, name: str) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -461,12 +485,10 @@ class Rtnl:
                 return parse_nsid(body)
         return None
 
-    def close(self) -> None:
-        self.sock.close()
 
-
-def _socket() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+def open_socket(protocol: int = NETLINK_ROUTE) -> socket.socket:
+    """A bound netlink socket of ``protocol`` in the current namespace, with strict checks and extended acks."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
     try:
         sock.bind((0, 0))
         for option in (NETLINK_GET_STRICT_CHK, NETLINK_EXT_ACK):  # Linux 4.20 and 4.12; best effort before
@@ -486,9 +508,9 @@ def open_rtnl(netns_path: t.Optional[str] = None) -> Rtnl:
     Strict checking lets the kernel apply dump filters (see ``addresses``).
     """
     if netns_path is None:
-        return Rtnl(_socket())
+        return Rtnl(open_socket())
     with libc.entered_netns(netns_path):
-        return Rtnl(_socket())
+        return Rtnl(open_socket())
 
 
 @contextmanager
