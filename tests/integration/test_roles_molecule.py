@@ -14,7 +14,7 @@ import subprocess
 from harness.ansible_runner import REPO, collections_path, venv_bin
 
 
-def test_molecule_container_scenario(tmp_path):
+def test_molecule_container_scenario(tmp_path, cgroup_test_parent):  # the parent exists before the leak check
     env = dict(os.environ, KB_COLLECTIONS_PATH=collections_path(), KB_TARGET_PYTHON=venv_bin("python"),
                ANSIBLE_NOCOLOR="1", NO_COLOR="1", MOLECULE_NO_LOG="false",
                # A fresh state.yml every run: a stale "prepared: true" from an aborted run would skip prepare.
