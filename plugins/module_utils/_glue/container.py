@@ -131,12 +131,18 @@ class ContainerTask(Resource):
     # --- read ----------------------------------------------------------------------------------
 
     def read(self) -> t.Dict[str, t.Any]:
-        if not self.check_mode:
+        if not self.check_mode and not (self.state == "absent" and self._no_trace()):
             self.lock = kbstate.lock(self.name, self.layout).acquire()
         self.record = kbstate.load_definition(self.name, self.layout) or {}
         self.stored = dict(self.record.get("definition") or {})
         self.container = kbstate.load(self.name, self.layout)
         return {"status": self._status(), "definition": self.stored}
+
+    def _no_trace(self) -> bool:
+        """Nothing on disk under this name: absent has nothing to do and writes nothing (not even the lock's
+        directory, so a teardown on a host that never had the container changes nothing)."""
+        where = kbstate.paths(self.name, self.layout)
+        return not any(os.path.lexists(path) for path in (where.run_dir, where.lib_dir, where.lock_file, self.where))
 
     def _status(self) -> str:
         container = self.container
