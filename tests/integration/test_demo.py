@@ -56,7 +56,7 @@ def run(ansible, playbook):
 
 def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_parent):
     ansible = demo_ansible
-    kept = set(os.listdir("/var/lib/kernelbox")) - {"runtime", "containers", "layers"} \
+    kept = set(os.listdir("/var/lib/kernelbox")) - {"runtime", "containers", "layers", "rootfs", "allocations"} \
         if os.path.isdir("/var/lib/kernelbox") else set()
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
