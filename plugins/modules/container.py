@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: container
 short_description: One task per container, with the options podman and docker users know
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Converges a whole container in one call, in one process, from raw kernel primitives (no Docker or podman
     underneath) - the image's layers (M(kernelbox.containers.image_layers)) or a root filesystem directory, an
