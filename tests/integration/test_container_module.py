@@ -287,11 +287,30 @@ def test_user_by_name_volumes_env_file_and_port_80_without_root(ansible, warm_im
     assert not os.path.exists("/var/lib/kernelbox/volumes")
 
 
+def veth_ends(name):
+    return ((None, veth_of(name)), (name, "eth0"))
+
+
+def ipv6_settled(name):
+    """Both ends of the container's veth have their IPv6 link-local address, past duplicate address detection."""
+    for where, dev in veth_ends(name):
+        found = [entry for link in net.ip_json("-6", "addr", "show", "dev", dev, netns=where)
+                 for entry in link.get("addr_info", [])]
+        if not found or any(entry.get("tentative") for entry in found):
+            return False
+    return True
+
+
 def test_bad_input_fails_early_naming_the_option_and_changes_nothing(ansible, warm_image, bridge, made, host_state):
     holder = made("kbt-c4")
     held = container(ansible, name=holder, image=warm_image, command="sleep 600", network=bridge, ip="10.231.0.50",
                      stop_timeout=1)
     assert held.changed and held["ip"] == "10.231.0.50", held.result
+    # The veth ends' IPv6 link-local addresses finish DAD a moment later, and their routes come then: wait for
+    # that event before the snapshot, or a busy machine sees routes appear during the cases.
+    from harness.containers import wait_until
+    assert wait_until(lambda: ipv6_settled(holder), 120, 0.1), [
+        net.ip_json("-6", "addr", "show", "dev", dev, netns=where) for where, dev in veth_ends(holder)]
     other = made("kbt-c5")
     base = dict(name=other, image=warm_image, command="sleep 600", cgroup_parent=cgroup_parent())
     cases = [
