@@ -177,10 +177,13 @@ def test_rules_equal_to_the_default_are_dropped_as_runc_does():
     assert decide(program, "getpid", [7]) == ("ERRNO", 1)
 
 
-def test_conflicting_unconditional_rules_are_an_error():
+def test_conflicting_unconditional_rules_keep_the_first_as_libseccomp():
+    """podman's profile allows setns, then lists it again under ERRNO: libseccomp (runc, crun) keeps the first."""
     rules = [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO"}, {"names": ["getpid"], "action": "SCMP_ACT_KILL"}]
-    with pytest.raises(ValidationError, match="getpid.*conflict"):
-        seccomp.compile_profile(profile(rules))
+    program = seccomp.compile_profile(profile(rules))
+    assert decide(program, "getpid") == ("ERRNO", 1)
+    assert any("getpid (SCMP_ACT_ERRNO kept, SCMP_ACT_KILL ignored)" in note
+               for note in seccomp.compile_notes(profile(rules), "x86_64"))
 
 
 def test_same_unconditional_rule_twice_is_fine():

@@ -103,3 +103,23 @@ def test_random_argument_rules_match_libseccomp(lib, seed):
             assert got == want, (rule, [hex(v) for v in data])
             matched += got != cbpf.RET_ALLOW
     assert matched > 0
+
+
+def test_podmans_generated_profile_matches_libseccomp(lib):
+    """The profile podman 4.3 put in a container's config.json (recorded): it lists some syscalls twice with
+    different actions, and libseccomp keeps the first rule, as our compiler does."""
+    import json
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "data", "podman_runtime_config.json")) as handle:
+        oci = json.load(handle)["linux"]["seccomp"]
+    oci = dict(oci, architectures=["SCMP_ARCH_X86_64"])
+    ours = cbpf.decode(seccomp.compile_profile(seccomp.from_oci(oci), "x86_64"))
+    theirs = cbpf.decode(libseccomp.compile_oci(lib, oci))
+    unknown = set(X86_64.values()) - known_to(lib)
+    for nr in range(0, highest_named(oci) + 1):
+        if nr in unknown:
+            continue
+        for arg in (0, 16, 9, 40):
+            args = [arg, 0, 9, 0, 0, 0]
+            assert cbpf.run(ours, nr, args=args) == cbpf.run(theirs, nr, args=args), (nr, arg)
+    assert cbpf.run(ours, X86_64["setns"]) == cbpf.RET_ALLOW

@@ -327,9 +327,9 @@ def _plans(profile: Profile, arch: _Arch) -> t.Tuple[t.Dict[int, bpf.Plan], t.Op
     plans: t.Dict[int, bpf.Plan] = {nr: tuple(found) for nr, found in branches.items()}
     names = dict((nr, name) for name, nr in arch.table.items())
     for nr, outcomes in fixed.items():
-        if len(set(ret for ret, _action in outcomes)) > 1:
-            raise ValidationError("seccomp: syscall %s has rules without args that conflict: %s"
-                                  % (names[nr], ", ".join(sorted(set(a for _r, a in outcomes)))))
+        # Rules without args that disagree: the first one decides, as in libseccomp (runc's and crun's
+        # compiler), which is how the profiles clients generate are meant (podman's allows setns, then
+        # lists it again under ERRNO); compile_notes names them.
         plans[nr] = outcomes[0][0]
     if (default_ret & bpf.SECCOMP_RET_ACTION_FULL) in (bpf.SECCOMP_RET_ALLOW, bpf.SECCOMP_RET_LOG):
         highest = None
@@ -364,6 +364,20 @@ def compile_notes(profile: Profile, arch: t.Optional[str] = None) -> t.List[str]
     if compat:
         notes.append("%s not compiled: only the native %s ABI is; other ABIs kill the process"
                      % (", ".join(compat), target.scmp))
+    first: t.Dict[str, t.Tuple[int, str]] = {}
+    overridden = set()
+    default_ret = _ret(profile.default_action, profile.default_errno_ret)
+    for rule in profile.syscalls:
+        ret = _ret(rule.action, rule.errno_ret)
+        if rule.args or ret == default_ret:
+            continue
+        for name in rule.names:
+            kept = first.setdefault(name, (ret, rule.action))
+            if kept[0] != ret:
+                overridden.add("%s (%s kept, %s ignored)" % (name, kept[1], rule.action))
+    if overridden:
+        notes.append("conflicting rules without args, the first kept as libseccomp does: %s"
+                     % ", ".join(sorted(overridden)))
     if "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" in profile.flags:
         notes.append("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored: it only applies to notify listeners")
     return notes
