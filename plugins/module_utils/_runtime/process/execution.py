@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import select
@@ -65,7 +66,8 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import cgroup
-from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine, protect
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import confine, console, inroot
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import protect
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc, procfs, procscan
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 
@@ -339,8 +341,8 @@ def _groups_outside(target: Target, request: Request,
 
 
 def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[str, int], root_fd: int,
-            group: t.Any, host_groups: t.Optional[t.List[int]], stdio: t.Tuple[int, int, int],
-            report_w: int) -> t.NoReturn:
+            group: t.Any, host_groups: t.Optional[t.List[int]], stdio: t.Sequence[int], report_w: int,
+            detached: t.Optional["Detached"] = None) -> t.NoReturn:
     step = "dumpable"
     try:
         libc.set_dumpable(False)
@@ -353,6 +355,8 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
             group.write("cgroup.procs", "0")
         step = "close fds"
         keep = list(ns_fds.values()) + [root_fd, report_w] + list(stdio)
+        if detached is not None and detached.console_socket is not None:
+            keep.append(detached.console_socket)
         libc.close_fds_above(3, keep=[fd for fd in keep if fd >= 0])
         if host_groups is not None:
             step = "setgroups"
@@ -366,8 +370,11 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
         step = "fork"
         pid = os.fork()
         if pid == 0:
-            _command(request, "mnt" in joined, root_fd, stdio, report_w)
-        for fd in stdio + (root_fd,):
+            _command(request, "mnt" in joined, root_fd, stdio, report_w, detached)
+        if detached is not None:  # left to the nearest subreaper (an OCI exec's caller, or conmon)
+            _report(report_w, {"pid": pid})
+            os._exit(0)
+        for fd in list(stdio) + [root_fd]:
             if fd >= 0:
                 os.close(fd)
         try:
@@ -381,8 +388,8 @@ def _joiner(parent: int, request: Request, joined: t.List[str], ns_fds: t.Dict[s
         os._exit(1)
 
 
-def _command(request: Request, chroot: bool, root_fd: int, stdio: t.Tuple[int, int, int],
-             report_w: int) -> t.NoReturn:
+def _command(request: Request, chroot: bool, root_fd: int, stdio: t.Sequence[int], report_w: int,
+             detached: t.Optional["Detached"] = None) -> t.NoReturn:
     """The command's process: into the root and cwd, confined like the container, then execve."""
     step = "setup"
     try:
@@ -400,6 +407,14 @@ def _command(request: Request, chroot: bool, root_fd: int, stdio: t.Tuple[int, i
         protect.enter_cwd(request.cwd or "/")
         if request.hold > 0:  # tests only: the most exposed moment, inside and still fully privileged
             time.sleep(request.hold)
+        if detached is not None:
+            step = "labels"
+            if detached.labels is not None:
+                detached.labels.apply()
+            if detached.console_socket is not None:
+                step = "terminal"
+                slave = _terminal(detached)
+                stdio = [slave, slave, slave] + list(stdio[3:])
         confine.confine(request.prepared)
         if request.inside is not None:
             step = "inside"
@@ -408,6 +423,95 @@ def _command(request: Request, chroot: bool, root_fd: int, stdio: t.Tuple[int, i
     except BaseException as exc:  # the child must never unwind into the module's code
         _report_failure(failure_fd(exc, report_w), getattr(exc, "step", step), exc)
     os._exit(127)
+
+
+def _terminal(detached: "Detached") -> int:
+    """A pty from the container's devpts: master to the console socket, slave our controlling terminal."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pts = inroot.resolve(root, "/dev/pts", strict=True)
+    finally:
+        os.close(root)
+    try:
+        master, slave, name = console.open_pair("/proc/self/fd/%d/ptmx" % pts)
+    finally:
+        os.close(pts)
+    if detached.console_size is not None:
+        console.set_size(master, *detached.console_size)
+    console.send_master(detached.console_socket if detached.console_socket is not None else -1, master, name)
+    os.close(master)
+    fcntl.ioctl(slave, console.TIOCSCTTY, 0)  # a session leader already (setsid above)
+    return slave
+
+
+@dataclass
+class Detached:
+    """How ``spawn`` starts a process that outlives the call (an OCI exec): its terminal and labels."""
+
+    console_socket: t.Optional[int] = None
+    console_size: t.Optional[t.Tuple[int, int]] = None
+    labels: t.Any = None  # lsm.ExecLabels
+
+
+def spawn(target: Target, request: Request, stdio: t.Sequence[int], detached: Detached,
+          timeout: float = 60.0) -> int:
+    """Start ``request`` in ``target``'s namespaces and leave it running; its host PID once it has exec'd.
+
+    Like ``run``, but the joiner exits as soon as the process is forked, so the
+    process is re-parented to the caller's nearest subreaper (the caller
+    itself if it is one), and ``stdio`` (0, 1, 2, and more) are its own fds.
+    ``request.cgroup`` is joined directly (an OCI exec joins the container's
+    group, not a group of its own).  Raises ExecError if it did not exec.
+    """
+    joined = plan_namespaces(target, request.namespaces)
+    ns_fds: t.Dict[str, int] = {}
+    root_fd = -1
+    report_r = report_w = -1
+    try:
+        for kind in joined:
+            ns_fds[kind] = target.namespace_fd(kind)
+        if "mnt" in joined:
+            root_fd = target.root_fd()
+        if not target.alive():
+            raise TargetGone("process %d has exited" % target.pid)
+        request, host_groups = _groups_outside(target, request, joined)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        joiner = os.fork()
+        if joiner == 0:
+            _joiner(parent, request, joined, ns_fds, root_fd, request.cgroup, host_groups, list(stdio), report_w,
+                    detached)
+        os.close(report_w)
+        report_w = -1
+        raw = _read_all(report_r, time.monotonic() + timeout)
+        _reap(joiner)
+    finally:
+        for fd in list(ns_fds.values()) + [root_fd, report_r, report_w]:
+            if fd >= 0:
+                os.close(fd)
+    messages = _messages(raw)
+    failure = next((m for m in messages if "step" in m), None)
+    if failure is not None:
+        raise ExecError("could not start %s: step '%s' failed: %s%s"
+                        % (request.argv[0], failure["step"], failure["msg"],
+                           " [errno %s %s]" % (failure["errno"], errno.errorcode.get(failure["errno"], "?"))
+                           if failure.get("errno") else ""), step=failure["step"], errno=failure.get("errno"))
+    pid = next((m["pid"] for m in messages if "pid" in m), None)
+    if pid is None:
+        raise ExecError("could not start %s: the joining process died without a report" % request.argv[0])
+    return int(pid)
+
+
+def _read_all(fd: int, deadline: float) -> bytes:
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ExecError("the process did not exec in time")
+        chunk = os.read(fd, _READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def failure_fd(exc: BaseException, report_w: int) -> int:
