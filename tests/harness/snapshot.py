@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import typing as t
 
-STATE_DIRS = ("/run/kernelbox", "/var/lib/kernelbox")
+STATE_DIRS = ("/run/kernelbox", "/var/lib/kernelbox", "/run/kernelbox-runtime")
 
 
 def _run_json(argv: t.List[str]) -> t.Any:

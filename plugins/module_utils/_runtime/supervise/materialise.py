@@ -2,7 +2,7 @@
 # Copyright: kernelbox.containers contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to kernelbox.containers: a durable copy of the runtime code for the supervisor.
+"""PRIVATE to kernelbox.containers: a durable copy of the runtime code for the supervisor and the CLI.
 
 A module runs from an AnsiballZ payload that Ansible deletes when the module
 exits; the supervisor outlives it, so it must never import from there.  The
@@ -11,6 +11,7 @@ imports (found by walking the import statements) to::
 
     /var/lib/kernelbox/runtime/<digest>/kernelbox-supervisor.py     the supervisor
     /var/lib/kernelbox/runtime/<digest>/kernelbox-connection.py     the connection plugin's helper
+    /var/lib/kernelbox/runtime/<digest>/kernelbox-runtime.py        the OCI runtime command line (kernelbox-runtime)
     /var/lib/kernelbox/runtime/<digest>/ansible_collections/kernelbox/containers/plugins/module_utils/...
     /var/lib/kernelbox/runtime/current -> <digest>
 
@@ -48,9 +49,11 @@ from dataclasses import dataclass
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import supervisor
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import client  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.connect import helper  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import cli  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state
 
 PACKAGE = "ansible_collections.kernelbox.containers.plugins.module_utils"
+CLI_SCRIPT = "kernelbox-runtime.py"  # what the oci_runtime module's wrapper runs
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Entry:
 ENTRIES = (
     Entry(supervisor.ENTRY_SCRIPT, PACKAGE + "._runtime.supervise.supervisor", "serve [--detach] | boot"),
     Entry("kernelbox-connection.py", PACKAGE + "._runtime.connect.helper", "< request > reply"),
+    Entry(CLI_SCRIPT, PACKAGE + "._runtime.oci.cli", "create | start | run | state | kill | delete | exec | ..."),
 )
 ROOT_MODULES = tuple(entry.module for entry in ENTRIES) + (PACKAGE + "._runtime.supervise.client",)
 # Every module of ours that ROOT_MODULES import, at any depth, relative to PACKAGE: what closure() finds.
@@ -78,10 +82,17 @@ CLOSURE = (
     "_runtime.connect.protocol",
     "_runtime.connect.transfer",
     "_runtime.model.capabilities",
+    "_runtime.model.cgroups_path",
     "_runtime.model.mountopts",
     "_runtime.model.resources",
     "_runtime.model.spec",
     "_runtime.model.spec_checks",
+    "_runtime.oci.cli",
+    "_runtime.oci.containers",
+    "_runtime.oci.documents",
+    "_runtime.oci.execute",
+    "_runtime.oci.store",
+    "_runtime.oci.tty",
     "_runtime.process.confine",
     "_runtime.process.console",
     "_runtime.process.exec_request",
@@ -219,6 +230,21 @@ def listed_sources() -> t.Dict[str, str]:
 def code_files() -> t.Dict[str, bytes]:
     """Every file of the copy: relative path -> content."""
     return _files(listed_sources())
+
+
+def planned(layout: state.Layout = state.DEFAULT_LAYOUT) -> t.Tuple[str, t.Dict[str, bytes]]:
+    """(the directory this code's copy has, its files), without writing anything."""
+    files = code_files()
+    return os.path.join(runtime_root(layout), code_digest(files)), files
+
+
+def is_current(target: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> bool:
+    """Whether ``target`` is complete and ``current`` points at it."""
+    try:
+        return os.readlink(os.path.join(runtime_root(layout), "current")) == os.path.basename(target) and \
+            complete(target)
+    except OSError:
+        return False
 
 
 def complete(directory: str) -> bool:
