@@ -151,7 +151,7 @@ def parser() -> Parser:
     sub.add_parser("features", help="print the runtime-spec features document")
     cmd = sub.add_parser("spec", help="write a config.json to start from")
     cmd.add_argument("-b", "--bundle", default=".")
-    cmd.add_argument("--rootless", action="store_true")
+    cmd.add_argument("--rootless", dest="spec_rootless", action="store_true")
     return top
 
 
@@ -192,7 +192,7 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
     return handler(args, store, log)
 
 
-def _create(args: argparse.Namespace, store: t.Any, log: Log, gate: bool) -> t.Any:
+def _create(args: argparse.Namespace, store: t.Any, log: Log, gate: bool, console_fd: t.Optional[int] = None) -> t.Any:
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import containers
     if args.no_pivot:
         raise KernelboxError("--no-pivot: kernelbox always uses pivot_root (a chroot can be escaped); a rootfs on "
@@ -200,7 +200,8 @@ def _create(args: argparse.Namespace, store: t.Any, log: Log, gate: bool) -> t.A
     if args.preserve_fds < 0:
         raise KernelboxError("--preserve-fds must not be negative")
     options = containers.CreateOptions(bundle=args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
-                                       preserve_fds=args.preserve_fds, systemd_cgroup=args.systemd_cgroup, gate=gate)
+                                       preserve_fds=args.preserve_fds, systemd_cgroup=args.systemd_cgroup, gate=gate,
+                                       console_fd=console_fd)
     try:
         return containers.create(store, args.container_id, options)
     finally:
@@ -216,15 +217,14 @@ def cmd_create(args: argparse.Namespace, store: t.Any, log: Log) -> int:
 def cmd_run(args: argparse.Namespace, store: t.Any, log: Log) -> int:
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import containers, tty
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import console
-    ours = None
+    ours = theirs = None
     if not args.detach and not args.console_socket and _wants_terminal(args.bundle):
         ours, theirs = tty.socket_pair()  # the foreground run is its own console socket
-        args.console_socket = "/proc/self/fd/%d" % theirs
     try:
-        record = _create(args, store, log, gate=False)
+        record = _create(args, store, log, gate=False, console_fd=theirs)
     finally:
-        if ours is not None:
-            os.close(int(args.console_socket.rsplit("/", 1)[1]))
+        if theirs is not None:
+            os.close(theirs)
     try:
         containers.poststart(record)
     except KernelboxError:
@@ -406,7 +406,7 @@ def cmd_features(args: argparse.Namespace, store: t.Any, log: Log) -> int:
 
 def cmd_spec(args: argparse.Namespace, store: t.Any, log: Log) -> int:
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import documents
-    if args.rootless:
+    if args.spec_rootless:
         raise KernelboxError("spec --rootless: kernelbox-runtime runs as root only")
     path = os.path.join(args.bundle, "config.json")
     try:

@@ -54,6 +54,7 @@ class CreateOptions:
     bundle: str = "."
     pid_file: t.Optional[str] = None
     console_socket: t.Optional[str] = None
+    console_fd: t.Optional[int] = None  # a connected socket to use as the console socket (a foreground run's own)
     preserve_fds: int = 0
     systemd_cgroup: bool = False
     gate: bool = True            # False for ``run``: the process execs straight away
@@ -189,6 +190,8 @@ def _preserved(count: int) -> t.List[int]:
 
 
 def _console(spec: specs.Spec, options: CreateOptions) -> t.Optional[int]:
+    if options.console_fd is not None:
+        return os.dup(options.console_fd)
     if spec.process.terminal and not options.console_socket:
         raise KernelboxError("cannot allocate a tty: the config asks for process.terminal and no --console-socket "
                              "was given to receive it")

@@ -36,11 +36,12 @@ def socket_pair() -> t.Tuple[socket.socket, int]:
 
 
 def size_of(fd: int) -> t.Optional[t.Tuple[int, int]]:
+    """(rows, columns) of the terminal ``fd``, or None."""
     try:
-        rows, cols = os.get_terminal_size(fd)
-        return cols, rows
+        size = os.get_terminal_size(fd)
     except OSError:
         return None
+    return size.lines, size.columns
 
 
 def relay(master: int, stdin: int = 0, stdout: int = 1) -> None:
@@ -51,12 +52,12 @@ def relay(master: int, stdin: int = 0, stdout: int = 1) -> None:
         tty.setraw(stdin)
         size = size_of(stdin)
         if size is not None:
-            console.set_size(master, size[1], size[0])
+            console.set_size(master, *size)
 
     def resize(_signum: int, _frame: t.Any) -> None:
         size = size_of(stdin)
         if size is not None:
-            console.set_size(master, size[1], size[0])
+            console.set_size(master, *size)
 
     previous = signal.signal(signal.SIGWINCH, resize)
     readers = [master, stdin]
