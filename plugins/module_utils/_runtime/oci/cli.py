@@ -31,6 +31,8 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors i
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 PROG = "kernelbox-runtime"
+VERSION = "0.1.0"
+SPEC_VERSION = "1.3.0"  # spec.OCI_VERSION_MAX, spelled out so that --version imports nothing (a unit test checks)
 
 
 class Log:
@@ -159,8 +161,7 @@ def main(argv: t.Optional[t.Sequence[str]] = None) -> int:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     log = Log(args.log, args.log_format, args.debug)
     if args.version:
-        from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import documents
-        sys.stdout.write(documents.version_text())
+        sys.stdout.write("%s version %s\nspec: %s\n" % (PROG, VERSION, SPEC_VERSION))
         return 0
     if not args.command:
         parser().print_help(sys.stderr)
@@ -193,17 +194,17 @@ def dispatch(args: argparse.Namespace, log: Log) -> int:
 
 
 def _create(args: argparse.Namespace, store: t.Any, log: Log, gate: bool, console_fd: t.Optional[int] = None) -> t.Any:
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import containers
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import create
     if args.no_pivot:
         raise KernelboxError("--no-pivot: kernelbox always uses pivot_root (a chroot can be escaped); a rootfs on "
                              "a ramdisk works too")
     if args.preserve_fds < 0:
         raise KernelboxError("--preserve-fds must not be negative")
-    options = containers.CreateOptions(bundle=args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
+    options = create.CreateOptions(bundle=args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
                                        preserve_fds=args.preserve_fds, systemd_cgroup=args.systemd_cgroup, gate=gate,
                                        console_fd=console_fd)
     try:
-        return containers.create(store, args.container_id, options)
+        return create.create(store, args.container_id, options)
     finally:
         for warning in options.warnings:
             log.warning(warning)
@@ -339,9 +340,9 @@ def cmd_pause(args: argparse.Namespace, store: t.Any, log: Log) -> int:
 
 
 def cmd_update(args: argparse.Namespace, store: t.Any, log: Log) -> int:
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import containers
+    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import create
     changes = update_changes(args)
-    for name, before, after in containers.update(store, args.container_id, changes):
+    for name, before, after in create.update(store, args.container_id, changes):
         log.debug("%s: %s -> %s" % (name, before, after))
     return 0
 

@@ -20,16 +20,9 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.mode
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import mountopts
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as specs
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model.spec_checks import NAMESPACE_TYPES
+from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import cli
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import bpf as seccomp_bpf
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
-
-VERSION = "0.1.0"
-NAME = "kernelbox-runtime"
-
-
-def version_text() -> str:
-    return "%s version %s\nspec: %s\n" % (NAME, VERSION, specs.OCI_VERSION_MAX)
-
 
 def _supported_flags() -> t.List[str]:
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
@@ -70,7 +63,7 @@ def features() -> t.Dict[str, t.Any]:
             "mountExtensions": {"idmap": {"enabled": False}},
         },
         "annotations": {
-            "io.kernelbox.runtime.version": VERSION,
+            "io.kernelbox.runtime.version": cli.VERSION,
             "io.kernelbox.etc.files": ", ".join(sorted(specs.ETC_FILE_ANNOTATIONS)),
         },
     }

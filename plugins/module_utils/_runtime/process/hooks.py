@@ -56,6 +56,13 @@ def calls(hooks: t.Any, name: str) -> t.List[HookCall]:
     return [HookCall(h.path, list(h.args), list(h.env), h.timeout) for h in hooks.of(name)]
 
 
+def calls_in(config: t.Mapping[str, t.Any], name: str) -> t.List[HookCall]:
+    """The hooks of kind ``name`` from a config.json already validated (as a runtime's record keeps it)."""
+    entries = ((config.get("hooks") or {}).get(name)) or []
+    return [HookCall(str(h["path"]), list(h.get("args") or []), list(h.get("env") or []), h.get("timeout"))
+            for h in entries]
+
+
 def state_json(oci_version: str, container_id: str, status: str, pid: t.Optional[int], bundle: str,
                annotations: t.Mapping[str, str]) -> bytes:
     """The state document hooks read on stdin (and the ``state`` command prints)."""
