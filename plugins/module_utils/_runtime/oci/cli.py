@@ -28,7 +28,6 @@ import sys
 import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
-from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
 PROG = "kernelbox-runtime"
 VERSION = "0.1.0"
@@ -173,13 +172,14 @@ def main(argv: t.Optional[t.Sequence[str]] = None) -> int:
     except KernelboxError as exc:
         log.error(exc.msg)
         return 1
-    except ValidationError as exc:
-        log.error(str(exc))
-        return 1
     except OSError as exc:
         log.error("%s%s" % (exc.strerror or exc, (": %s" % exc.filename) if exc.filename else ""))
         return 1
     except Exception as exc:  # pylint: disable=broad-except  # a client reads the error, never a traceback
+        from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
+        if isinstance(exc, ValidationError):  # imported only now: it costs every call its start-up time
+            log.error(str(exc))
+            return 1
         import traceback
         log.error("internal error: %s: %s" % (type(exc).__name__, exc))
         log.debug(traceback.format_exc())
