@@ -68,8 +68,8 @@ def test_json_log_lines(tmp_path, capsys):
     log.error("container does not exist: x")
     log.warning("careful")
     lines = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
-    assert [(line["level"], line["msg"]) for line in lines] == [("error", "container does not exist: x"),
-                                                                 ("warning", "careful")]
+    assert [(line["level"], line["msg"]) for line in lines] == [
+        ("error", "container does not exist: x"), ("warning", "careful")]
     assert capsys.readouterr().err == "container does not exist: x\n"  # errors reach stderr too, plainly
     cli.Log(None, "text", debug=False).error('say "hi"')
     assert capsys.readouterr().err.endswith('level=error msg="say \\"hi\\""\n')

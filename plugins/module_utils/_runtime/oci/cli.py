@@ -78,7 +78,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> t.NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write("%s: %s\n" % (PROG, message))
-        sys.exit(2)
+        raise SystemExit(2)
 
 
 def parser() -> Parser:
@@ -201,8 +201,8 @@ def _create(args: argparse.Namespace, store: t.Any, log: Log, gate: bool, consol
     if args.preserve_fds < 0:
         raise KernelboxError("--preserve-fds must not be negative")
     options = create.CreateOptions(bundle=args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
-                                       preserve_fds=args.preserve_fds, systemd_cgroup=args.systemd_cgroup, gate=gate,
-                                       console_fd=console_fd)
+                                   preserve_fds=args.preserve_fds, systemd_cgroup=args.systemd_cgroup, gate=gate,
+                                   console_fd=console_fd)
     try:
         return create.create(store, args.container_id, options)
     finally:
@@ -385,10 +385,11 @@ def update_changes(args: argparse.Namespace) -> t.Dict[str, t.Any]:
         except ValueError:
             raise KernelboxError("--%s: %r is not a number" % (flag.replace("_", "-"), getattr(args, flag)))
 
-    for flag, section, key, parse in (("memory", "memory", "limit", size), ("memory_reservation", "memory",
-                                       "reservation", size), ("memory_swap", "memory", "swap", size),
-                                      ("cpu_period", "cpu", "period", number), ("cpu_quota", "cpu", "quota", number),
-                                      ("cpu_shares", "cpu", "shares", number), ("pids_limit", "pids", "limit", number)):
+    flags = (("memory", "memory", "limit", size), ("memory_reservation", "memory", "reservation", size),
+             ("memory_swap", "memory", "swap", size), ("cpu_period", "cpu", "period", number),
+             ("cpu_quota", "cpu", "quota", number), ("cpu_shares", "cpu", "shares", number),
+             ("pids_limit", "pids", "limit", number))
+    for flag, section, key, parse in flags:
         if getattr(args, flag) is not None:
             changes.setdefault(section, {})[key] = parse(flag)
     for flag, key in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):

@@ -46,8 +46,8 @@ def start(store: Store, container_id: str) -> Record:
         reply = _open_gate(store, container_id)
         if reply.startswith("E"):
             step, err, detail = (reply[1:].split("\x1f", 2) + ["", ""])[:3]
-            raise KernelboxError("start failed at step %s: %s%s" % (step, detail,
-                                                                   " [errno %s]" % err if err not in ("", "0") else ""))
+            suffix = " [errno %s]" % err if err not in ("", "0") else ""
+            raise KernelboxError("start failed at step %s: %s%s" % (step, detail, suffix))
         if not reply.startswith("X"):
             raise KernelboxError("the container's init exited before its process started")
         record.started = True

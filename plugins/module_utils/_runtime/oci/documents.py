@@ -24,6 +24,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import bpf as seccomp_bpf
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.seccomp import profile as seccomp
 
+
 def _supported_flags() -> t.List[str]:
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
     supported = []
