@@ -13,6 +13,8 @@ every container's cgroup below the run's test parent (``linux.cgroupsPath``).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ import typing as t
 import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.model import spec as S
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 from harness.containers import cgroup2_mount, cgroup_parent
 
 INSTALL_DIR = "/var/lib/kbt-oci/bin"
@@ -79,13 +82,31 @@ class Oci:
             self("delete", "--force", container_id)
 
 
+@contextlib.contextmanager
+def not_a_subreaper() -> t.Iterator[None]:
+    """The test process is *not* a child subreaper meanwhile.
+
+    The launcher's tests make the pytest process a subreaper (harness/launch_support.py) and leave it so; a
+    container's init, orphaned when ``create`` exits (and conmon, which daemonizes), would then be re-parented
+    to pytest, which never reaps: the sandbox init (a subreaper that reaps) must inherit them instead.
+    """
+    flag = ctypes.c_int(0)
+    libc.prctl(libc.PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag))
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
+    try:
+        yield
+    finally:
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, flag.value)
+
+
 @pytest.fixture
 def oci(runtime):
     client = Oci(runtime)
-    try:
-        yield client
-    finally:
-        client.cleanup()
+    with not_a_subreaper():
+        try:
+            yield client
+        finally:
+            client.cleanup()
 
 
 def config(rootfs: str, args: t.Sequence[str], container_id: str, **options: t.Any) -> t.Dict[str, t.Any]:

@@ -29,7 +29,7 @@ import pytest
 
 from harness.cgroup_view import in_confined_cgroup_view
 from harness.containers import busybox_rootfs, cgroup_parent  # noqa: F401  pylint: disable=unused-import
-from harness.oci_runtime import runtime  # noqa: F401  pylint: disable=unused-import
+from harness.oci_runtime import not_a_subreaper, runtime  # noqa: F401  pylint: disable=unused-import
 
 STORAGE = "/var/lib/kbt-podman"
 IMAGE = "localhost/kbt-busybox:latest"
@@ -53,7 +53,8 @@ def podman(runtime, busybox_rootfs):
         tar.add(busybox_rootfs, arcname=".")
     subprocess.run(argv + ["import", "-q", archive, IMAGE], check=True, stdout=subprocess.DEVNULL, timeout=300)
     try:
-        yield argv
+        with not_a_subreaper():
+            yield argv
     finally:
         subprocess.run(argv + ["rm", "-a", "-f", "-t", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False, timeout=300)
