@@ -89,6 +89,7 @@ CLOSURE = (
     "_runtime.model.spec_checks",
     "_runtime.oci.cli",
     "_runtime.oci.containers",
+    "_runtime.oci.create",
     "_runtime.oci.documents",
     "_runtime.oci.execute",
     "_runtime.oci.store",
