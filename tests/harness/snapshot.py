@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import typing as t
 
+# /run/kernelbox-runtime is kernelbox-runtime's default --root: any container directory inside it counts.
 STATE_DIRS = ("/run/kernelbox", "/var/lib/kernelbox", "/run/kernelbox-runtime")
 
 
