@@ -212,6 +212,11 @@ def test_check_mode_on_a_fresh_host_predicts_and_changes_nothing(ansible, bridge
     made_now = ansible.module("container", dict(args, cgroup_parent=cgroup_parent()))
     assert made_now.changed and made_now["running"], made_now.result
     assert made_now.actions == actions  # exactly what check mode said it would do
+    # Its veth ends' IPv6 routes come after DAD, a moment later: wait for that event before the snapshot, or a busy
+    # machine sees them appear during the check-mode runs (seen in a full-suite run).
+    from harness.containers import wait_until
+    assert wait_until(lambda: ipv6_settled(name), 120, 0.1), [
+        net.ip_json("-6", "addr", "show", "dev", dev, netns=where) for where, dev in veth_ends(name)]
 
     # A change to a running container, in check mode: the recreate is predicted, with the diff of what changed.
     before = host_state()
