@@ -217,7 +217,6 @@ def cmd_create(args: argparse.Namespace, store: t.Any, log: Log) -> int:
 
 def cmd_run(args: argparse.Namespace, store: t.Any, log: Log) -> int:
     from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.oci import containers, tty
-    from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.process import console
     ours = theirs = None
     if not args.detach and not args.console_socket and _wants_terminal(args.bundle):
         ours, theirs = tty.socket_pair()  # the foreground run is its own console socket
@@ -234,12 +233,7 @@ def cmd_run(args: argparse.Namespace, store: t.Any, log: Log) -> int:
     if args.detach:
         return 0
     if ours is not None:
-        master, _name = console.recv_master(ours, timeout=30)
-        ours.close()
-        try:
-            tty.relay(master)
-        finally:
-            os.close(master)
+        tty.relay_from(ours)
     status = containers.wait(record)
     if not args.keep:
         containers.delete(store, record.id, force=True, warn=log.warning)

@@ -170,12 +170,7 @@ def run(store: Store, container_id: str, options: ExecOptions) -> int:
     if options.detach:
         return 0
     if ours is not None:
-        master, _name = console.recv_master(ours, timeout=30)
-        ours.close()
-        try:
-            tty.relay(master)
-        finally:
-            os.close(master)
+        tty.relay_from(ours)
     return _wait(pid)
 
 

@@ -44,6 +44,16 @@ def size_of(fd: int) -> t.Optional[t.Tuple[int, int]]:
     return size.lines, size.columns
 
 
+def relay_from(ours: socket.socket) -> None:
+    """A foreground run's own console: take the terminal's master from our end of socket_pair(), then relay it."""
+    master, _name = console.recv_master(ours, timeout=30)
+    ours.close()
+    try:
+        relay(master)
+    finally:
+        os.close(master)
+
+
 def relay(master: int, stdin: int = 0, stdout: int = 1) -> None:
     """Copy both ways until the master reports the slave side closed (EIO or EOF)."""
     saved = None
