@@ -21,6 +21,9 @@ import typing as t
 
 from ansible.module_utils.basic import missing_required_lib
 
+# First of ours (see flow.py): each file of ours compiled once when it comes from the module's zip.
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import zipload  # noqa: F401  pylint: disable=unused-import
+
 # import name -> (distro package, pip requirement or None for a C library, url)
 TARGET_LIBRARIES = {
     "pyroute2": ("python3-pyroute2", "pyroute2>=0.7.2", "https://pypi.org/project/pyroute2/"),

@@ -25,6 +25,9 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+# First of ours: every module imports flow (or deps) before anything else, and from then on each file of
+# ours is compiled once, not twice, when it comes from the module's zip (see zipload).
+from ansible_collections.kernelbox.containers.plugins.module_utils._sys import zipload  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.errors import KernelboxError
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys.validate import ValidationError
 
