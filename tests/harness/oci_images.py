@@ -276,3 +276,27 @@ def random_layer(seed: int, size: int, prefix: str = "data") -> bytes:
     """A layer tar with one file ``PREFIX/blobSEED.bin`` of ``random_body(seed, size)`` (incompressible)."""
     body = random_body(seed, size)
     return tar_bytes([{"name": prefix + "/", "type": "dir"}, {"name": "%s/blob%d.bin" % (prefix, seed), "data": body}])
+
+
+def write_docker_archive(path: str, images: t.Mapping[str, t.Sequence[bytes]]) -> t.Dict[str, t.Dict[str, t.Any]]:
+    """A ``docker save`` tar holding several images (``{"repo:tag": [layer tars, base first]}``), layers shared by
+    content, as ``docker save`` of several images writes it.  Returns {tag: {"id": config digest, "diff_ids"}}."""
+    members: t.Dict[str, bytes] = {}
+    entries, result = [], {}
+    for tag, layers in images.items():
+        config = _platform_config("linux/amd64", layers, None)
+        config_name = sha256(config).split(":")[1] + ".json"
+        members[config_name] = config
+        names = []
+        for layer in layers:
+            names.append(sha256(layer).split(":")[1] + ".tar")
+            members[names[-1]] = layer
+        entries.append({"Config": config_name, "RepoTags": [tag], "Layers": names})
+        result[tag] = {"id": sha256(config), "diff_ids": [sha256(layer) for layer in layers]}
+    manifest = json.dumps(entries).encode()
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("manifest.json", manifest)] + sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000
+            tar.addfile(info, io.BytesIO(data))
+    return result

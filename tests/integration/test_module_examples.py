@@ -7,21 +7,36 @@ tarball, the names of the host objects they make get the test prefix, and they r
 localhost, in the order they are written.  Each task must succeed; the leak check proves the examples (and the
 cleanup after them) leave nothing behind.
 
+The image examples run against test registries and image files of their own: the registries they name
+(Docker Hub, quay.io, registry.example.com, ...) are mapped to local docker-registry instances holding the
+podman-built test image, the host paths they name (/srv, /var/lib/kernelbox, /run/containers, /etc/pki) to
+files and folders below the test's tmp_path, and every task gets a layer store of the test's own.  What an
+example states (a pulled digest, the platform picked, a tag taken off, an overlay mounted read-only, what a
+prune removes) is then checked in the registry, the store's records and /proc/self/mountinfo.
+
 Every module is either run here or listed in NOT_RUN_YET with the reason, so a new module cannot be forgotten.
 """
 
 import ast
+import base64
+import copy
 import glob
+import json
 import os
+import tarfile
 
+import pytest
 import yaml
 
-from harness import net
+from harness import net, oci_images, snapshot
 from harness.ansible_runner import collections_path
 from harness.net import play, task
+from harness.registry import PASSWORD, USER, Registry
 
 PREFIX = "kx"
 MODULES = os.path.join(collections_path(), "ansible_collections", "kernelbox", "containers", "plugins", "modules")
+
+# --- the network examples: host objects renamed with PREFIX ---------------------------------------
 
 # Module -> the options whose values name host objects (interfaces, namespaces): prefixed with PREFIX.
 RENAME = {
@@ -30,23 +45,46 @@ RENAME = {
     "veth": ("name", "peer", "netns", "bridge"),
 }
 # Examples run in this order; a module's examples may need objects made by an earlier one's (SETUP).
-RUN = ("netns", "bridge", "veth")
+NET_RUN = ("netns", "bridge", "veth")
 SETUP = {"veth": [task("example bridge for veth", "bridge", {"name": PREFIX + "br0"})]}
 CLEANUP = [
     task("remove the example veth", "veth", {"name": PREFIX + "veth-web", "state": "absent"}),
     task("remove the example netns", "netns", {"name": PREFIX + "web", "state": "absent"}),
     task("remove the example bridge", "bridge", {"name": PREFIX + "br0", "state": "absent"}),
 ]
+
+# --- the image examples: test registries, test files, a store of their own ------------------------
+
+# The first playbook runs these modules' examples (image_info's first: they need busybox:1.36, which image_layers'
+# examples take off the store again); the second, after the test pushed a new image over one tag, the prunes.
+IMAGE_RUN = ("image_info", "image_layers", "overlay_rootfs")
+PRUNE_RUN = ("image_prune",)
+IMAGE_MODULES = ("image_layers", "image_info", "image_prune")
+# Written as examples are, and rewritten as they are.
+IMAGE_SETUP = {
+    "image_info": [task("example image for image_info", "image_layers", {"name": "busybox:1.36"})],
+    "image_prune": [task("the arm64 tag moved: pull it again", "image_layers", {
+        "name": "registry.internal:5000/tools/debug:1", "platform": "linux/arm64",
+        "ca_path": "/etc/pki/internal-ca.pem", "pull": "always"})],
+}
+IMAGE_CLEANUP = [
+    task("unmount the example web rootfs", "overlay_rootfs", {
+        "merged": "/var/lib/kernelbox/rootfs/web/merged", "upper": "/var/lib/kernelbox/rootfs/web/upper",
+        "work": "/var/lib/kernelbox/rootfs/web/work", "state": "absent"}),
+    task("unmount the example app rootfs", "overlay_rootfs", {"merged": "/srv/rootfs/app", "state": "absent"}),
+]
+# The registries the examples name -> the test registry standing in for it (short names are Docker Hub's).
+REGISTRIES = {"docker.io": "plain", "quay.io": "plain", "registry.example.com": "basic",
+              "registry.internal:5000": "tls", "10.0.0.5:5000": "tls"}
+# Host paths below these are mapped into the test's folder (the files the image examples read are made there).
+HOST_DIRS = ("/srv/", "/var/lib/kernelbox/", "/run/containers/", "/etc/pki/")
+
+RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN
 NOT_RUN_YET = {
     "cgroup_v2": "its limits need pure cgroup v2 and /dev/sda (the VM stage), this host is hybrid",
     "container_exec": "needs a running container named web",
     "container_info": "asserts the memory controller, which a hybrid host lacks; restarts a container named web",
     "container_process": "needs an overlay root, a netns and /srv paths",
-    "image_prune": "prunes the whole shared layer store (all: true), taking images that earlier tests of the session "
-                   "still hold; to run once it can be pointed at a store of its own",
-    "image_info": "asserts busybox:1.36 is in the store (needs the test registry)",
-    "image_layers": "pulls from Docker Hub, quay.io and other registries (needs the test registry)",
-    "overlay_rootfs": "needs an image file and /srv layer directories",
     # Modules landing late in this session; their examples are to be wired in here.
     "container": "needs image files under /srv/images",
     "nat": "needs the kb0 bridge and a container named web; not wired in yet",
@@ -77,20 +115,218 @@ def _prefixed(tasks):
 def test_every_module_is_run_or_listed():
     modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(MODULES, "*.py"))}
     assert modules - set(RUN) - set(NOT_RUN_YET) == set(), "add the module to RUN or NOT_RUN_YET"
-    assert set(RUN) <= modules
+    assert set(RUN) <= modules and not set(RUN) & set(NOT_RUN_YET)
+
+
+def _run_examples(ansible, tasks, title, extra_vars=None):
+    """Run the tasks as one playbook; every one of them must have run and succeeded."""
+    run = ansible.playbook(play(*tasks, name=title), extra_vars=extra_vars, timeout=1200)
+    failed = [(t.task, t.msg) for t in run.tasks if t.failed]
+    assert run.rc == 0 and not failed, "failed examples: %s\n%s" % (failed, run.stdout[-4000:])
+    names = {entry["name"] for entry in tasks}
+    assert names <= {t.task for t in run.tasks}, "examples that did not run: %s" % (
+        names - {t.task for t in run.tasks})
+    return run
 
 
 def test_examples_run(ansible):
     tasks = []
-    for module in RUN:
+    for module in NET_RUN:
         tasks += SETUP.get(module, []) + _prefixed(_examples(module))
     try:
-        run = ansible.playbook(play(*tasks, name="module examples"), timeout=1200)
-        failed = [(t.task, t.msg) for t in run.tasks if t.failed]
-        assert run.rc == 0 and not failed, "failed examples: %s\n%s" % (failed, run.stdout[-4000:])
-        ran = {t.task for t in run.tasks}
-        assert {entry["name"] for entry in tasks} <= ran, "examples that did not run: %s" % (
-            {entry["name"] for entry in tasks} - ran)
+        _run_examples(ansible, tasks, "module examples")
     finally:
         ansible.playbook(play(*CLEANUP, name="cleanup"))
         net.remove_test_objects(PREFIX)
+
+
+def _marker_layer(path, text):
+    return oci_images.tar_bytes([{"name": "etc/", "type": "dir"}, {"name": path, "data": text.encode()}])
+
+
+@pytest.fixture(scope="module")
+def example_registries(tmp_path_factory, images):
+    """Docker Hub, quay.io and the rest, as the examples use them: a plain-HTTP registry, one with a login and one
+    with TLS from a test CA.  The podman-built test image is pushed under each name the examples pull; the arm64
+    example's image is a two-platform index, and a second one ("moved") is pushed over its tag later."""
+    base = _marker_layer("etc/os-release", "kx\n")
+    layouts = {}
+    for ref, version in (("multi", "1"), ("moved", "2")):
+        layout = str(tmp_path_factory.mktemp("kx-" + ref) / "oci")
+        oci_images.write_multiplatform_layout(layout, {
+            "linux/amd64": [base, _marker_layer("etc/arch", "amd64 %s\n" % version)],
+            "linux/arm64/v8": [base, _marker_layer("etc/arch", "arm64 %s\n" % version)]}, ref)
+        layouts[ref] = layout
+    started = {}
+    try:
+        for mode in ("plain", "basic", "tls"):
+            started[mode] = Registry(str(tmp_path_factory.mktemp("kx-reg-" + mode)), mode)
+        for mode, repository, tag in (("plain", "library/busybox", "1.36"), ("plain", "prometheus/node-exporter",
+                                                                             "latest"),
+                                      ("basic", "team/web", "2.4"), ("tls", "app", "dev")):
+            started[mode].push(images["oci_layout"], repository, tag, source_tag="kbt")
+        started["tls"].push(layouts["multi"], "tools/debug", "1", all_platforms=True, source_tag="multi")
+        started["moved"] = layouts["moved"]
+        yield started
+    finally:
+        for registry in started.values():
+            if isinstance(registry, Registry):
+                registry.stop()
+
+
+class ImageWorld:
+    """Where the image examples' registries, paths and pins point in the test, and the rewrite that applies it."""
+
+    def __init__(self, folder, images, registries):
+        self.root, self.store = os.path.join(folder, "host"), os.path.join(folder, "store")
+        self.registries = registries
+        self.hosts = {name: registries[mode].host for name, mode in REGISTRIES.items()}
+        self.bundle = oci_images.write_docker_archive(os.path.join(folder, "bundle.tar"), {
+            "localhost/web:latest": [_marker_layer("etc/os-release", "web\n")],
+            "registry.example.com/tools:1.4": [_marker_layer("etc/os-release", "tools\n"),
+                                               _marker_layer("etc/tool", "1.4\n")]})
+        auth = os.path.join(folder, "auth.json")
+        with open(auth, "w") as handle:  # what podman login writes
+            json.dump({"auths": {registries["basic"].host: {
+                "auth": base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()}}}, handle)
+        self.paths = {"/srv/images/web.oci.tar": images["oci_archive"], "/srv/incoming/tool.oci.tar":
+                      images["oci_archive"], "/srv/images/bundle.tar": os.path.join(folder, "bundle.tar"),
+                      "/srv/images/alpine-minirootfs.tar.gz": images["rootfs_tgz"],
+                      "/run/containers/0/auth.json": auth, "/etc/pki/internal-ca.pem": registries["tls"].ca_path}
+        with tarfile.open(images["oci_archive"]) as tar:  # the manifest digest a user pins, read with json
+            self.pins = {"/srv/images/web.oci.tar": json.load(tar.extractfile("index.json"))["manifests"][0]["digest"]}
+        for layer, files in (("app", {"etc/motd": "app\n"}), ("base", {"etc/motd": "base\n", "etc/os-release": "base\n"})):
+            for name, text in files.items():
+                os.makedirs(os.path.dirname(self.path("/srv/layers/%s/%s" % (layer, name))), exist_ok=True)
+                with open(self.path("/srv/layers/%s/%s" % (layer, name)), "w") as handle:
+                    handle.write(text)
+
+    def path(self, value):
+        return self.paths.get(value, self.root + value)
+
+    def name(self, value):
+        """An image reference, with its registry replaced by the test registry standing in for it."""
+        first, slash, rest = value.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            return self.hosts[first] + "/" + rest
+        return self.hosts["docker.io"] + "/" + (value if slash else "library/" + value)
+
+    def value(self, option, value, args):
+        if isinstance(value, list):
+            return [self.value(option, item, args) for item in value]
+        if not isinstance(value, str) or "{{" in value and option != "name":
+            return value
+        if option == "name":
+            return self.name(value)
+        if option == "username":
+            return USER  # the test registry's one user
+        if option == "digest" and args.get("src") in self.pins:
+            return self.pins[args["src"]]
+        return self.path(value) if value.startswith(HOST_DIRS) else value
+
+    def rewrite(self, tasks):
+        tasks = copy.deepcopy(tasks)
+        for entry in tasks:
+            for key in [k for k in entry if k.startswith("kernelbox.containers.")]:
+                module, args = key.rsplit(".", 1)[1], entry[key] or {}
+                entry[key] = {option: self.value(option, value, args) for option, value in args.items()}
+                if module in IMAGE_MODULES:
+                    entry[key].setdefault("store", self.store)
+        return tasks
+
+
+def _records(store):
+    """The store's image records, read with json (an independent reader): {image id: record}."""
+    folder = os.path.join(store, "images", "sha256")
+    return {"sha256:" + name[:-5]: json.load(open(os.path.join(folder, name)))
+            for name in (os.listdir(folder) if os.path.isdir(folder) else ())}
+
+
+def _stored_layers(store):
+    folder = os.path.join(store, "sha256")
+    return sorted("sha256:" + name for name in os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def _check_pulls(run, world):
+    registries = world.registries
+    pulls = {
+        "Pull an image from Docker Hub (busybox is docker.io/library/busybox:latest)": ("plain", "library/busybox",
+                                                                                        "1.36"),
+        "Pull from a private registry with a login, and pin what the tag resolved to": ("basic", "team/web", "2.4"),
+        "The same content whatever the tag does since, with the login podman login saved": ("basic", "team/web",
+                                                                                             "2.4"),
+        "Follow a moving tag (changed only when the registry's digest moved)": ("plain", "prometheus/node-exporter",
+                                                                               "latest"),
+        "An insecure (plain HTTP or self-signed) registry, only when asked": ("tls", "app", "dev"),
+    }
+    for name, (mode, repository, tag) in pulls.items():
+        result = run.named(name).result
+        assert result["digest"] == registries[mode].manifest_digest(repository, tag), (name, result)
+    assert run.named("An insecure (plain HTTP or self-signed) registry, only when asked")["image"]["source"] == \
+        "https://" + registries["tls"].host
+    arm = run.named("The arm64 image of a multi-platform index, from a registry with its own CA")
+    assert arm["image"]["platform"] == "linux/arm64/v8", arm.result
+    with open(os.path.join(arm["lower"][0], "etc", "arch")) as handle:
+        assert handle.read() == "arm64 1\n"
+    tags = [tag for record in _records(world.store).values() for tag in record["tags"]]
+    assert world.name("busybox:1.36") not in tags and world.name("registry.example.com/team/web:2.4") in tags, tags
+
+
+def _check_files(run, world):
+    bundle = run.named("One image out of a docker save archive holding several")
+    assert [layer["diff_id"] for layer in bundle["layers"]] == world.bundle["registry.example.com/tools:1.4"][
+        "diff_ids"], bundle.result
+    rootfs = run.named("A plain rootfs tarball becomes one layer")
+    assert [layer["media_type"] for layer in rootfs["layers"]] == ["rootfs-tar"], rootfs.result
+    pinned = run.named("Unpack an image saved with podman save --format oci-archive, pinned by its manifest digest")
+    assert pinned["image"]["manifest_digest"] == world.pins["/srv/images/web.oci.tar"], pinned.result
+    found = run.named("Is this image there, complete, and which digest does its tag point to?")
+    assert [image["complete"] for image in found["images"]] == [True], found.result
+
+
+def _check_mounts(world):
+    mounts = {point: (fstype, options) for point, fstype, options in snapshot.mounts()}
+    web = world.path("/var/lib/kernelbox/rootfs/web")
+    assert not any(point.startswith(web) for point in mounts) and not os.path.exists(web + "/upper"), mounts
+    app = world.path("/srv/rootfs/app")
+    assert mounts.get(app, ("", ""))[0] == "overlay" and "ro" in mounts[app][1].split(","), mounts.get(app)
+    for name, text in (("motd", "app\n"), ("os-release", "base\n")):  # app wins over base
+        with open(os.path.join(app, "etc", name)) as handle:
+            assert handle.read() == text
+    assert not os.access(os.path.join(app, "etc", "motd"), os.W_OK), "the read-only overlay is writable"
+
+
+def _check_prunes(run, world, before, old_arm):
+    """``before``: the store's images before the prune playbook, whose first task moved the arm64 tag."""
+    new_arm = run.named("the arm64 tag moved: pull it again")["image"]["id"]
+    assert new_arm != old_arm and old_arm in before, (new_arm, old_arm, before)
+    dangling = run.named("Remove dangling images and unused layers (what docker image prune does)")
+    assert dangling["images"] == [old_arm], dangling.result
+    everything = run.named("Keep only the images running containers use")
+    assert sorted(everything["images"]) == sorted(set(before) - {old_arm} | {new_arm}), everything.result
+    planned = run.named("What would go, without removing anything")
+    assert planned["images"] == [] and not planned.changed, planned.result
+    assert _records(world.store) == {} and _stored_layers(world.store) == [], os.listdir(world.store)
+
+
+def test_image_examples_run(ansible, images, example_registries, tmp_path):
+    world = ImageWorld(str(tmp_path), images, example_registries)
+    tasks, prunes = [], []
+    for module in IMAGE_RUN:
+        tasks += IMAGE_SETUP.get(module, []) + _examples(module)
+    for module in PRUNE_RUN:
+        prunes += IMAGE_SETUP.get(module, []) + _examples(module)
+    extra_vars = {"registry_password": PASSWORD}
+    try:
+        run = _run_examples(ansible, world.rewrite(tasks), "image examples", extra_vars)
+        _check_pulls(run, world)
+        _check_files(run, world)
+        _check_mounts(world)
+        arm_id = run.named("The arm64 image of a multi-platform index, from a registry with its own CA")["image"]["id"]
+        example_registries["tls"].push(example_registries["moved"], "tools/debug", "1", all_platforms=True,
+                                       source_tag="moved")
+        before = sorted(_records(world.store))
+        pruned = _run_examples(ansible, world.rewrite(prunes), "image prune examples", extra_vars)
+        _check_prunes(pruned, world, before, arm_id)
+    finally:
+        ansible.playbook(play(*world.rewrite(IMAGE_CLEANUP), name="cleanup"))
