@@ -29,6 +29,8 @@ import pytest
 import yaml
 
 from harness import net, oci_images, snapshot
+from harness.containers import containers  # noqa: F401  pylint: disable=unused-import
+from harness.containers import alive, build_busybox_rootfs, cgroup_parent, leaf_path, wait_until
 from harness.ansible_runner import collections_path
 from harness.net import play, task
 from harness.registry import PASSWORD, USER, Registry
@@ -79,12 +81,30 @@ REGISTRIES = {"docker.io": "plain", "quay.io": "plain", "registry.example.com": 
 # Host paths below these are mapped into the test's folder (the files the image examples read are made there).
 HOST_DIRS = ("/srv/", "/var/lib/kernelbox/", "/run/containers/", "/etc/pki/")
 
-RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN
+# --- the container examples: containers named with CONTAINER_PREFIX, below the test cgroup parent -------------
+
+CONTAINER_MODULES = ("container_process", "container", "container_exec", "container_info")
+CONTAINER_PREFIX = "kbt-x"  # the harness's containers fixture removes kbt-* containers a failed test left
+PROCESS_RUN = ("container_process",)
+# The root the first example runs from, the netns it joins (written as examples are, rewritten as they are).
+PROCESS_SETUP = [
+    task("example image for container_process", "image_layers", {"src": "/srv/images/busybox.tar"},
+         register="image"),
+    task("example overlay for container_process", "overlay_rootfs", {
+        "lower": "{{ image.lower }}", "upper": "/var/lib/kernelbox/rootfs/web/upper",
+        "work": "/var/lib/kernelbox/rootfs/web/work", "merged": "/var/lib/kernelbox/rootfs/web/merged"},
+        register="overlay"),
+    task("example netns for container_process", "netns", {"name": "web"}),
+]
+PROCESS_CLEANUP = [task("remove the example container %s" % name, "container_process", {"name": name, "state": "absent"})
+                   for name in ("web", "report", "bundle")] + [
+    IMAGE_CLEANUP[0], task("remove the example netns", "netns", {"name": "web", "state": "absent"})]
+
+RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN + PROCESS_RUN
 NOT_RUN_YET = {
     "cgroup_v2": "its limits need pure cgroup v2 and /dev/sda (the VM stage), this host is hybrid",
     "container_exec": "needs a running container named web",
     "container_info": "asserts the memory controller, which a hybrid host lacks; restarts a container named web",
-    "container_process": "needs an overlay root, a netns and /srv paths",
     # Modules landing late in this session; their examples are to be wired in here.
     "container": "needs image files under /srv/images",
     "nat": "needs the kb0 bridge and a container named web; not wired in yet",
@@ -161,9 +181,9 @@ def example_registries(tmp_path_factory, images):
     try:
         for mode in ("plain", "basic", "tls"):
             started[mode] = Registry(str(tmp_path_factory.mktemp("kx-reg-" + mode)), mode)
-        for mode, repository, tag in (("plain", "library/busybox", "1.36"), ("plain", "prometheus/node-exporter",
-                                                                             "latest"),
-                                      ("basic", "team/web", "2.4"), ("tls", "app", "dev")):
+        pushes = (("plain", "library/busybox", "1.36"), ("plain", "prometheus/node-exporter", "latest"),
+                  ("basic", "team/web", "2.4"), ("tls", "app", "dev"))
+        for mode, repository, tag in pushes:
             started[mode].push(images["oci_layout"], repository, tag, source_tag="kbt")
         started["tls"].push(layouts["multi"], "tools/debug", "1", all_platforms=True, source_tag="multi")
         started["moved"] = layouts["moved"]
@@ -174,32 +194,13 @@ def example_registries(tmp_path_factory, images):
                 registry.stop()
 
 
-class ImageWorld:
-    """Where the image examples' registries, paths and pins point in the test, and the rewrite that applies it."""
+class World:
+    """Where the examples' registries, host paths, names and pins point in the test, and the rewrite applying it."""
 
-    def __init__(self, folder, images, registries):
+    def __init__(self, folder):
         self.root, self.store = os.path.join(folder, "host"), os.path.join(folder, "store")
-        self.registries = registries
-        self.hosts = {name: registries[mode].host for name, mode in REGISTRIES.items()}
-        self.bundle = oci_images.write_docker_archive(os.path.join(folder, "bundle.tar"), {
-            "localhost/web:latest": [_marker_layer("etc/os-release", "web\n")],
-            "registry.example.com/tools:1.4": [_marker_layer("etc/os-release", "tools\n"),
-                                               _marker_layer("etc/tool", "1.4\n")]})
-        auth = os.path.join(folder, "auth.json")
-        with open(auth, "w") as handle:  # what podman login writes
-            json.dump({"auths": {registries["basic"].host: {
-                "auth": base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()}}}, handle)
-        self.paths = {"/srv/images/web.oci.tar": images["oci_archive"], "/srv/incoming/tool.oci.tar":
-                      images["oci_archive"], "/srv/images/bundle.tar": os.path.join(folder, "bundle.tar"),
-                      "/srv/images/alpine-minirootfs.tar.gz": images["rootfs_tgz"],
-                      "/run/containers/0/auth.json": auth, "/etc/pki/internal-ca.pem": registries["tls"].ca_path}
-        with tarfile.open(images["oci_archive"]) as tar:  # the manifest digest a user pins, read with json
-            self.pins = {"/srv/images/web.oci.tar": json.load(tar.extractfile("index.json"))["manifests"][0]["digest"]}
-        for layer, files in (("app", {"etc/motd": "app\n"}), ("base", {"etc/motd": "base\n", "etc/os-release": "base\n"})):
-            for name, text in files.items():
-                os.makedirs(os.path.dirname(self.path("/srv/layers/%s/%s" % (layer, name))), exist_ok=True)
-                with open(self.path("/srv/layers/%s/%s" % (layer, name)), "w") as handle:
-                    handle.write(text)
+        self.hosts, self.paths, self.pins = {}, {}, {}
+        self.limits = False  # whether the examples' cgroup limits are kept (a host with the controllers)
 
     def path(self, value):
         return self.paths.get(value, self.root + value)
@@ -211,13 +212,19 @@ class ImageWorld:
             return self.hosts[first] + "/" + rest
         return self.hosts["docker.io"] + "/" + (value if slash else "library/" + value)
 
-    def value(self, option, value, args):
+    def value(self, module, option, value, args):
         if isinstance(value, list):
-            return [self.value(option, item, args) for item in value]
+            return [self.value(module, option, item, args) for item in value]
+        if isinstance(value, dict) and option == "namespaces" and "netns" in value:
+            return dict(value, netns=PREFIX + value["netns"])
+        if isinstance(value, dict) and option != "cgroup":  # a mount, say: its paths
+            return {key: self.value(module, key, item, args) for key, item in value.items()}
         if not isinstance(value, str) or "{{" in value and option != "name":
             return value
         if option == "name":
-            return self.name(value)
+            if module in CONTAINER_MODULES:
+                return CONTAINER_PREFIX + value
+            return PREFIX + value if module == "netns" else self.name(value)
         if option == "username":
             return USER  # the test registry's one user
         if option == "digest" and args.get("src") in self.pins:
@@ -229,10 +236,42 @@ class ImageWorld:
         for entry in tasks:
             for key in [k for k in entry if k.startswith("kernelbox.containers.")]:
                 module, args = key.rsplit(".", 1)[1], entry[key] or {}
-                entry[key] = {option: self.value(option, value, args) for option, value in args.items()}
+                entry[key] = {option: self.value(module, option, value, args) for option, value in args.items()}
                 if module in IMAGE_MODULES:
                     entry[key].setdefault("store", self.store)
+                if module == "container_process":  # init ignores SIGTERM as PID 1: no 10 s wait on each stop
+                    entry[key].setdefault("stop_timeout", 1)
+                if module == "container_process" and {"rootfs", "command", "oci_config"} & set(args):
+                    limits = entry[key].get("cgroup", {}) if self.limits else {}
+                    entry[key]["cgroup"] = dict(limits, parent=cgroup_parent())
         return tasks
+
+
+def image_world(folder, images, registries):
+    world = World(folder)
+    world.registries = registries
+    world.hosts = {name: registries[mode].host for name, mode in REGISTRIES.items()}
+    world.bundle = oci_images.write_docker_archive(os.path.join(folder, "bundle.tar"), {
+        "localhost/web:latest": [_marker_layer("etc/os-release", "web\n")],
+        "registry.example.com/tools:1.4": [_marker_layer("etc/os-release", "tools\n"),
+                                           _marker_layer("etc/tool", "1.4\n")]})
+    auth = os.path.join(folder, "auth.json")
+    with open(auth, "w") as handle:  # what podman login writes
+        json.dump({"auths": {registries["basic"].host: {
+            "auth": base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()}}}, handle)
+    world.paths = {"/srv/images/web.oci.tar": images["oci_archive"], "/srv/incoming/tool.oci.tar":
+                   images["oci_archive"], "/srv/images/bundle.tar": os.path.join(folder, "bundle.tar"),
+                   "/srv/images/alpine-minirootfs.tar.gz": images["rootfs_tgz"],
+                   "/run/containers/0/auth.json": auth, "/etc/pki/internal-ca.pem": registries["tls"].ca_path}
+    with tarfile.open(images["oci_archive"]) as tar:  # the manifest digest a user pins, read with json
+        world.pins = {"/srv/images/web.oci.tar": json.load(tar.extractfile("index.json"))["manifests"][0]["digest"]}
+    layers = {"app": {"etc/motd": "app\n"}, "base": {"etc/motd": "base\n", "etc/os-release": "base\n"}}
+    for layer, files in layers.items():
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(world.path("/srv/layers/%s/%s" % (layer, name))), exist_ok=True)
+            with open(world.path("/srv/layers/%s/%s" % (layer, name)), "w") as handle:
+                handle.write(text)
+    return world
 
 
 def _records(store):
@@ -249,14 +288,12 @@ def _stored_layers(store):
 
 def _check_pulls(run, world):
     registries = world.registries
+    hub, exporter = ("plain", "library/busybox", "1.36"), ("plain", "prometheus/node-exporter", "latest")
     pulls = {
-        "Pull an image from Docker Hub (busybox is docker.io/library/busybox:latest)": ("plain", "library/busybox",
-                                                                                        "1.36"),
+        "Pull an image from Docker Hub (busybox is docker.io/library/busybox:latest)": hub,
         "Pull from a private registry with a login, and pin what the tag resolved to": ("basic", "team/web", "2.4"),
-        "The same content whatever the tag does since, with the login podman login saved": ("basic", "team/web",
-                                                                                             "2.4"),
-        "Follow a moving tag (changed only when the registry's digest moved)": ("plain", "prometheus/node-exporter",
-                                                                               "latest"),
+        "The same content whatever the tag does since, with the login podman login saved": ("basic", "team/web", "2.4"),
+        "Follow a moving tag (changed only when the registry's digest moved)": exporter,
         "An insecure (plain HTTP or self-signed) registry, only when asked": ("tls", "app", "dev"),
     }
     for name, (mode, repository, tag) in pulls.items():
@@ -310,13 +347,14 @@ def _check_prunes(run, world, before, old_arm):
 
 
 def test_image_examples_run(ansible, images, example_registries, tmp_path):
-    world = ImageWorld(str(tmp_path), images, example_registries)
+    world = image_world(str(tmp_path), images, example_registries)
     tasks, prunes = [], []
     for module in IMAGE_RUN:
         tasks += IMAGE_SETUP.get(module, []) + _examples(module)
     for module in PRUNE_RUN:
         prunes += IMAGE_SETUP.get(module, []) + _examples(module)
     extra_vars = {"registry_password": PASSWORD}
+    cleaned = False
     try:
         run = _run_examples(ansible, world.rewrite(tasks), "image examples", extra_vars)
         _check_pulls(run, world)
@@ -326,7 +364,102 @@ def test_image_examples_run(ansible, images, example_registries, tmp_path):
         example_registries["tls"].push(example_registries["moved"], "tools/debug", "1", all_platforms=True,
                                        source_tag="moved")
         before = sorted(_records(world.store))
-        pruned = _run_examples(ansible, world.rewrite(prunes), "image prune examples", extra_vars)
-        _check_prunes(pruned, world, before, arm_id)
+        # The prunes, then the cleanup (one Ansible run less)
+        cleaned = _run_examples(ansible, world.rewrite(prunes + IMAGE_CLEANUP), "image prune examples", extra_vars)
+        _check_prunes(cleaned, world, before, arm_id)
     finally:
-        ansible.playbook(play(*world.rewrite(IMAGE_CLEANUP), name="cleanup"))
+        if not cleaned:
+            ansible.playbook(play(*world.rewrite(IMAGE_CLEANUP), name="cleanup"))
+
+
+def _controllers():
+    with open(os.path.join(snapshot.cgroup2_root(), cgroup_parent(), "cgroup.controllers")) as handle:
+        return handle.read().split()
+
+
+def process_world(folder):
+    """The busybox image, the batch job's read-only root with its report tool, the folder it writes and a bundle."""
+    world = World(folder)
+    world.limits = {"memory", "pids"} <= set(_controllers())
+    root = build_busybox_rootfs(os.path.join(folder, "busybox"))
+    world.paths["/srv/images/busybox.tar"] = os.path.join(folder, "busybox.tar")
+    with tarfile.open(world.paths["/srv/images/busybox.tar"], "w") as tar:
+        tar.add(root, arcname=".")
+    tools = build_busybox_rootfs(world.path("/srv/images/tools"))
+    os.makedirs(os.path.join(tools, "out"))
+    with open(os.path.join(tools, "bin", "make-report"), "w") as handle:
+        handle.write("#!/bin/sh\necho \"report by $(id -u):$(id -g)\"\n")
+    os.chmod(os.path.join(tools, "bin", "make-report"), 0o755)
+    os.makedirs(world.path("/srv/reports"))
+    os.chown(world.path("/srv/reports"), 101000, 101000)  # uid 1000 of the default user namespace (100000 + 1000)
+    bundle = world.path("/srv/bundles/app")
+    build_busybox_rootfs(os.path.join(bundle, "rootfs"))
+    with open(os.path.join(bundle, "config.json"), "w") as handle:
+        json.dump({"ociVersion": "1.0.2", "hostname": "app", "root": {"path": "rootfs", "readonly": True},
+                   "process": {"args": ["/bin/sleep", "600"], "cwd": "/", "env": ["PATH=/bin"],
+                               "user": {"uid": 0, "gid": 0}},
+                   "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+                   "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]}},
+                  handle)
+    for path in (folder, os.path.dirname(world.root)):
+        os.chmod(path, 0o755)
+    return world
+
+
+def _until_removals(tasks):
+    """The examples, and the removals they end with (run after the test looked at what the others made)."""
+    cut = len(tasks)
+    while cut and next(iter(v for k, v in tasks[cut - 1].items() if k.startswith("kernelbox.")), {}).get(
+            "state") == "absent":
+        cut -= 1
+    return tasks[:cut], tasks[cut:]
+
+
+def _listening(pid, port):
+    """Whether the process's network namespace has a TCP socket listening on the port (/proc/PID/net/tcp, tcp6)."""
+    lines = []
+    for table in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as handle:
+            lines += [line.split() for line in handle]
+    return any(f[1].endswith(":%04X" % port) and f[3] == "0A" for f in lines)
+
+
+def _check_processes(run, world):
+    web = run.named("A web server from an overlay root, limited, restarted on failure, ready when it listens")
+    pid = web["pid"]
+    assert alive(pid) and _listening(pid, 8080), web.result
+    with open("/proc/%d/environ" % pid, "rb") as handle:
+        assert b"APP_ENV=production" in handle.read().split(b"\0")
+    assert os.stat("/proc/%d/ns/net" % pid).st_ino == os.stat("/run/netns/" + PREFIX + "web").st_ino
+    bigger = run.named("The same container with a bigger memory limit (applied in place, no restart)")
+    assert bigger["pid"] == pid, bigger.result
+    if world.limits:
+        with open(os.path.join(leaf_path(CONTAINER_PREFIX + "web"), "memory.max")) as handle:
+            assert handle.read().strip() == str(512 << 20)
+    report = os.path.join(world.path("/srv/reports"), "report.txt")
+    assert wait_until(lambda: os.path.exists(report) and os.path.getsize(report), 120), "no report"
+    with open(report) as handle:
+        assert handle.read() == "report by 1000:1000\n"
+    bundle = run.named("Run a bundle's config.json as it is")
+    assert alive(bundle["pid"]) and bundle["config"]["hostname"] == "app", bundle.result
+    return pid
+
+
+def test_container_process_examples_run(ansible, containers, cgroup_test_parent, tmp_path):  # noqa: F811
+    world = process_world(str(tmp_path))
+    for name in ("web", "report", "bundle"):
+        containers(CONTAINER_PREFIX + name)
+    tasks = []
+    for module in PROCESS_RUN:
+        tasks += PROCESS_SETUP + _examples(module)
+    tasks, removals = _until_removals(tasks)
+    cleaned = False
+    try:
+        run = _run_examples(ansible, world.rewrite(tasks), "container_process examples")
+        web = _check_processes(run, world)
+        # The removal examples, then the cleanup (one Ansible run less)
+        cleaned = _run_examples(ansible, world.rewrite(removals + PROCESS_CLEANUP), "removal examples, cleanup")
+        assert not alive(web) and not os.path.exists(leaf_path(CONTAINER_PREFIX + "web")), "web was not removed"
+    finally:
+        if not cleaned:
+            ansible.playbook(play(*world.rewrite(PROCESS_CLEANUP), name="cleanup"))
