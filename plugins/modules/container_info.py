@@ -67,10 +67,15 @@ EXAMPLES = r"""
   kernelbox.containers.container_info:
   register: kb
 
-- name: Stop early on hosts without cgroup v2 memory control
+- name: Stop early on hosts that cannot run containers at all
   ansible.builtin.assert:
-    that: "'cgroup-controller:memory' not in kb.features.missing"
+    that: kb.features.missing | intersect(['cgroup:v2', 'overlay', 'user-namespaces', 'seccomp']) == []
     fail_msg: "this host's kernel lacks: {{ kb.features.missing | join(', ') }}"
+
+- name: Say so when memory limits would fail (a hybrid host keeps the memory controller in cgroup v1)
+  ansible.builtin.debug:
+    msg: "no cgroup v2 memory control on this {{ kb.features.cgroup.mode }} cgroup host: leave memory limits out"
+  when: "'cgroup-controller:memory' in kb.features.missing"
 
 - name: One container, with a CPU sample and more log
   kernelbox.containers.container_info:

@@ -85,7 +85,13 @@ HOST_DIRS = ("/srv/", "/var/lib/kernelbox/", "/run/containers/", "/etc/pki/")
 
 CONTAINER_MODULES = ("container_process", "container", "container_exec", "container_info")
 CONTAINER_PREFIX = "kbt-x"  # the harness's containers fixture removes kbt-* containers a failed test left
-PROCESS_RUN = ("container_process",)
+# container_exec's and container_info's examples use the web server container_process's examples start, before
+# those remove it.
+PROCESS_RUN = ("container_process", "container_exec", "container_info")
+# "Join any process by PID" is for processes kernelbox did not start (a container's seccomp filter cannot be
+# copied): the bundle's init stands in, its config.json has no seccomp section.
+EXEC_SETUP = [task("the bundle container's pid, for container_exec", "container_info", {"name": "bundle"},
+                   register="kx_bundle")]
 # The root the first example runs from, the netns it joins (written as examples are, rewritten as they are).
 PROCESS_SETUP = [
     task("example image for container_process", "image_layers", {"src": "/srv/images/busybox.tar"},
@@ -103,8 +109,6 @@ PROCESS_CLEANUP = [task("remove the example container %s" % name, "container_pro
 RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN + PROCESS_RUN
 NOT_RUN_YET = {
     "cgroup_v2": "its limits need pure cgroup v2 and /dev/sda (the VM stage), this host is hybrid",
-    "container_exec": "needs a running container named web",
-    "container_info": "asserts the memory controller, which a hybrid host lacks; restarts a container named web",
     # Modules landing late in this session; their examples are to be wired in here.
     "container": "needs image files under /srv/images",
     "nat": "needs the kb0 bridge and a container named web; not wired in yet",
@@ -219,6 +223,8 @@ class World:
             return dict(value, netns=PREFIX + value["netns"])
         if isinstance(value, dict) and option != "cgroup":  # a mount, say: its paths
             return {key: self.value(module, key, item, args) for key, item in value.items()}
+        if option == "pid" and module == "container_exec":
+            return "{{ kx_bundle.containers[0].pid }}"  # see EXEC_SETUP
         if not isinstance(value, str) or "{{" in value and option != "name":
             return value
         if option == "name":
@@ -382,6 +388,9 @@ def process_world(folder):
     world = World(folder)
     world.limits = {"memory", "pids"} <= set(_controllers())
     root = build_busybox_rootfs(os.path.join(folder, "busybox"))
+    os.makedirs(os.path.join(root, "var", "log"), exist_ok=True)
+    with open(os.path.join(root, "var", "log", "app.log"), "w") as handle:
+        handle.write(APP_LOG)
     world.paths["/srv/images/busybox.tar"] = os.path.join(folder, "busybox.tar")
     with tarfile.open(world.paths["/srv/images/busybox.tar"], "w") as tar:
         tar.add(root, arcname=".")
@@ -404,6 +413,24 @@ def process_world(folder):
     for path in (folder, os.path.dirname(world.root)):
         os.chmod(path, 0o755)
     return world
+
+
+APP_LOG = "".join("line %d of the app's log\n" % n for n in range(200))
+
+
+def _check_exec_info(run, web):
+    stdout = {name: run.named(name)["stdout"] for name in (
+        "Read the container's hostname", "Run a script with input, as an unprivileged user, with a deadline",
+        "Use the host's tools on the container's network only", "Join any process by PID (nsenter -t PID -a)")}
+    assert list(stdout.values())[:2] == [CONTAINER_PREFIX + "web", "got hello"], stdout  # stripped, as command's
+    assert "127.0.0.1/8" in stdout["Use the host's tools on the container's network only"], stdout
+    assert "/bin/sleep 600" in stdout["Join any process by PID (nsenter -t PID -a)"], stdout
+    log = run.named("Dump a large file, keeping at most 16 MiB of it in the result (stdout_dropped counts the rest)")
+    assert log["stdout"] == APP_LOG.rstrip("\n") and log["stdout_dropped"] == 0, log.result
+    one = run.named("One container, with a CPU sample and more log")["containers"]
+    assert [(c["name"], c["state"], c["pid"]) for c in one] == [(CONTAINER_PREFIX + "web", "running", web)], one
+    every = {c["name"] for c in run.named("Everything about every container, and the host's features")["containers"]}
+    assert {CONTAINER_PREFIX + name for name in ("web", "report", "bundle")} <= every, every
 
 
 def _until_removals(tasks):
@@ -449,14 +476,13 @@ def test_container_process_examples_run(ansible, containers, cgroup_test_parent,
     world = process_world(str(tmp_path))
     for name in ("web", "report", "bundle"):
         containers(CONTAINER_PREFIX + name)
-    tasks = []
-    for module in PROCESS_RUN:
-        tasks += PROCESS_SETUP + _examples(module)
-    tasks, removals = _until_removals(tasks)
+    tasks, removals = _until_removals(PROCESS_SETUP + _examples("container_process"))
+    tasks += EXEC_SETUP + _examples("container_exec") + _examples("container_info")
     cleaned = False
     try:
         run = _run_examples(ansible, world.rewrite(tasks), "container_process examples")
         web = _check_processes(run, world)
+        _check_exec_info(run, web)
         # The removal examples, then the cleanup (one Ansible run less)
         cleaned = _run_examples(ansible, world.rewrite(removals + PROCESS_CLEANUP), "removal examples, cleanup")
         assert not alive(web) and not os.path.exists(leaf_path(CONTAINER_PREFIX + "web")), "web was not removed"
