@@ -17,7 +17,9 @@ export ANSIBLE_NOCOLOR := 1
 .PHONY: demo teardown status test deps demo-venv install python-rootfs unit sanity docs-lint docs integration vm bench clean
 
 ## make demo: venv + collection from its tarball + playbooks/demo.yml against localhost
+## (its Python container needs the Python rootfs, built once here; without it that part skips, saying why)
 demo: install
+	-tools/build-python-rootfs
 	$(VENV)/bin/ansible-playbook -i playbooks/inventory.ini playbooks/demo.yml
 
 teardown: install
@@ -51,7 +53,8 @@ install: deps
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"
 
-## the Debian rootfs with Python for the connection plugin's tests and benchmark, built once (.build/rootfs)
+## the Debian rootfs with Python for the demo's Python container, the connection plugin's tests and benchmark,
+## built once (.build/rootfs)
 python-rootfs:
 	tools/build-python-rootfs
 

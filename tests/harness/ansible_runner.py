@@ -114,7 +114,7 @@ class PlaybookRun:
 class Ansible:
     """Runs ansible / ansible-playbook against localhost with a chosen target interpreter."""
 
-    def __init__(self, python: str, extra_env: t.Optional[t.Dict[str, str]] = None,
+    def __init__(self, python: t.Optional[str], extra_env: t.Optional[t.Dict[str, str]] = None,
                  wrapper: t.Sequence[str] = (), venv: t.Optional[str] = None) -> None:
         """``wrapper``: a command that runs ansible as its arguments (a mount namespace set up first, say);
         ``venv``: the virtualenv whose ansible runs (default: the project's)."""
@@ -190,15 +190,17 @@ class Ansible:
 
     def playbook(self, playbook: str, extra_vars: t.Optional[t.Dict[str, t.Any]] = None, check: bool = False,
                  diff: bool = False, timeout: t.Optional[float] = None, tags: t.Optional[str] = None,
-                 inventory: t.Optional[str] = None) -> PlaybookRun:
-        """Run a playbook given as a path or as YAML text, against localhost (or ``inventory``)."""
+                 inventory: t.Optional[str] = None, start_at_task: t.Optional[str] = None) -> PlaybookRun:
+        """Run a playbook given as a path or as YAML text, against localhost (or ``inventory``).  With ``python``
+        None, each host's interpreter is the inventory's (as make demo runs it)."""
         cleanup = None
         if "\n" in playbook:
             with tempfile.NamedTemporaryFile("w", prefix="kb-play-", suffix=".yml", delete=False) as handle:
                 handle.write(playbook)
                 cleanup = playbook = handle.name
-        argv = [venv_bin("ansible-playbook", self.venv), "-i", inventory or "localhost,", "-c", "local",
-                "-e", "ansible_python_interpreter=%s" % self.python]
+        argv = [venv_bin("ansible-playbook", self.venv), "-i", inventory or "localhost,", "-c", "local"]
+        if self.python is not None:  # None: each host's interpreter from the inventory (as make demo runs)
+            argv += ["-e", "ansible_python_interpreter=%s" % self.python]
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]
         if check:
@@ -207,6 +209,8 @@ class Ansible:
             argv.append("--diff")
         if tags:
             argv += ["--tags", tags]
+        if start_at_task:
+            argv += ["--start-at-task", start_at_task]
         argv.append(playbook)
         try:
             proc, tasks = self._run(argv, timeout)
@@ -216,4 +220,4 @@ class Ansible:
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, tasks)
 
     def __repr__(self) -> str:
-        return "Ansible(python=%s)" % shlex.quote(self.python)
+        return "Ansible(python=%s)" % shlex.quote(str(self.python))
