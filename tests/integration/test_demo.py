@@ -44,11 +44,11 @@ def demo_ansible():
 @pytest.fixture(autouse=True)
 def clean_network(demo_ansible):
     yield
-    if any(os.path.exists(path % PREFIX) for path in ("/var/lib/%s", "/run/kernelbox/containers/%s-web",
-                                                       "/run/kernelbox/containers/%s-site")):
+    made = ["/var/lib/" + PREFIX] + ["/run/kernelbox/containers/%s-%s" % (PREFIX, name) for name in ("web", "site")]
+    if any(os.path.exists(path) for path in made):
         # A test that failed half-way: what it made goes as make teardown removes it.
         demo_ansible.playbook(os.path.join(PLAYBOOKS, "teardown.yml"), inventory=INVENTORY, timeout=600,
-                      extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent()})
+                              extra_vars={"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent()})
     net.remove_test_objects(PREFIX)
 
 
