@@ -98,8 +98,10 @@ def podman_round(work: str, tar: str, collections: str, first: bool) -> float:
     """One podman measurement, in the confined cgroup view: image (once), container, two playbooks, removal."""
     if first:
         subprocess.run(PODMAN + ["import", tar, PODMAN_IMAGE], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(PODMAN + ["run", "-d", "--name", PODMAN_CONTAINER, "--network", "none", "--ulimit",
-                             "nofile=1024:1024", "--ulimit", "nproc=4096:4096", PODMAN_IMAGE, "/bin/sleep", "infinity"],
+    # No pids limit: podman sets pids.max by default, and a hybrid host has no pids controller in cgroup v2.
+    subprocess.run(PODMAN + ["run", "-d", "--name", PODMAN_CONTAINER, "--network", "none", "--pids-limit", "0",
+                             "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", PODMAN_IMAGE,
+                             "/bin/sleep", "infinity"],
                    check=True, stdout=subprocess.DEVNULL)
     try:
         variables = {"ansible_connection": "containers.podman.podman",
