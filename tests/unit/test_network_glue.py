@@ -141,6 +141,20 @@ def test_veth_changes_in_place():
     ]
 
 
+def test_a_new_peer_address_keeps_the_default_route_the_old_one_takes_with_it():
+    # The kernel flushes a device's IPv4 routes when its last IPv4 address goes (the container module's ip change).
+    resource = veth_resource(peer_addresses=["10.0.0.3/24"], gateway=["10.0.0.1"])
+    resource.pair = pair(links.IN_PLACE)
+    resource.routes = [links.DefaultRoute(socket.AF_INET, "10.0.0.1", 2)]
+    current = current_state()
+    steps = [s.description for s in resource.plan(current, resource.desired(current))]
+    assert steps[-3:] == [
+        "remove address 10.0.0.2/24 from eth0 in netns web (not listed)",
+        "add address 10.0.0.3/24 to eth0 in netns web (missing)",
+        "set default route via 10.0.0.1 dev eth0 in netns web (the kernel may drop it with address 10.0.0.2/24)",
+    ], steps
+
+
 def test_veth_unmanaged_options_keep_current_values():
     resource = veth_resource()
     resource.pair = pair(links.IN_PLACE)

@@ -267,7 +267,7 @@ class VethResource(Resource):
             steps += self._address_steps(spec.peer_name, ns, [] if peer_fresh else current.get("peer_addresses", []),
                                          self.peer_addresses, peer_fresh)
         if self.gateway is not None:
-            steps += self._route_steps(peer_fresh)
+            steps += self._route_steps(peer_fresh, current.get("peer_addresses", []))
         return steps
 
     def _address_steps(self, ifname: str, where: t.Optional[str], current: t.List[str], wanted: t.List[str],
@@ -275,11 +275,18 @@ class VethResource(Resource):
         label = "%s in netns %s" % (ifname, where) if where else ifname
         return address_steps(self.session, ifname, label, current, wanted, "new pair" if fresh else "missing", where)
 
-    def _route_steps(self, peer_fresh: bool) -> t.List[Step]:
+    def _route_steps(self, peer_fresh: bool, peer_addresses: t.List[str]) -> t.List[Step]:
         spec, ns = self.spec, self.spec.netns
         routes = [] if peer_fresh else self.routes
         oif = -1 if peer_fresh or self.pair is None else self.pair.peer.index
-        to_set, to_delete = links.route_changes(routes, oif, self.gateway or [])
+        _to_set, to_delete = links.route_changes(routes, oif, self.gateway or [])
+        # Removing an address of the peer can take its default route of that family with it (the kernel flushes
+        # a device's routes when its last address of the family goes), so such a route is set again after.
+        removed = [] if peer_fresh or self.peer_addresses is None else links.address_changes(
+            peer_addresses, self.peer_addresses)[1]
+        lost = {links.family_of(cidr.split("/")[0]): cidr for cidr in removed}
+        kept = [route for route in routes if not (route.oif == oif and route.family in lost)]
+        to_set = links.route_changes(kept, oif, self.gateway or [])[0]
         names = {oif: spec.peer_name}
         steps = [Step("delete default route %s in netns %s" % (route.describe(names), ns),
                       functools.partial(links.delete_default_route, self.session, route, ns), "not in gateway")
@@ -287,6 +294,8 @@ class VethResource(Resource):
         for gateway in to_set:
             others = [r for r in routes if r.family == links.family_of(gateway) and r.oif != oif]
             why = ("replaces default route %s" % others[0].describe(names) if others
+                   else "the kernel may drop it with address %s" % lost[links.family_of(gateway)]
+                   if any(r.gateway == gateway and r.oif == oif for r in routes)
                    else "no default route via %s" % spec.peer_name)
             steps.append(Step("set default route via %s dev %s in netns %s" % (gateway, spec.peer_name, ns),
                               functools.partial(links.set_default_route, self.session, spec.peer_name, gateway, ns),
