@@ -34,7 +34,8 @@ description:
     a job that failed runs again."
   - B(The no-change path.) A task whose options match the stored definition reads that definition, the state files
     and a few kernel facts (the process by PID and start time, the overlay mount, the network namespace's inode and
-    the veth's ifindex) and returns, without loading the image or any netlink library.
+    the veth's ifindex, and with O(ports) the table's published ports) and returns, without loading the image or
+    any netlink library.
 author:
   - kernelbox.containers contributors (@kernelbox)
 extends_documentation_fragment:
@@ -154,9 +155,16 @@ options:
     type: str
   ports:
     description:
-      - Published ports, C([HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTOCOL]).
-      - Not supported yet in this version (the task fails with a clear message); reach the container at its bridge
-        address.
+      - "Published ports, as C(podman run -p) takes them: C([HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTOCOL]), such as
+        C(8080:80), C(127.0.0.1:8080:80), C(5353:53/udp), or ranges of one length C(9000-9005:9000-9005)."
+      - Published in the host's table C(inet kernelbox) by the same code as M(kernelbox.containers.nat) (see there),
+        once the container runs and its address is known; they follow its address, are unpublished while it is
+        stopped, and go with O(state=absent) (with their conntrack flows). The complete list; ports left out are
+        unpublished, and V([]) unpublishes all.
+      - A host port another container holds is refused before anything changes, naming the holder.
+      - Needs O(network) (a bridge) and libnftables on the host. Reaching them from C(127.0.0.1) and from the same
+        bridge also needs the network's rules (M(kernelbox.containers.nat) with O(kernelbox.containers.nat#module:bridge),
+        which the C(host) role makes); the module warns when they are missing.
     type: list
     elements: str
   memory:
@@ -315,6 +323,14 @@ EXAMPLES = r"""
     memory: 256M
     cpus: 0.5
     restart_policy: unless-stopped
+
+- name: Publish its ports, as podman run -p does (the host role's NAT makes them answer on 127.0.0.1 too)
+  kernelbox.containers.container:
+    name: web
+    ports:
+      - "8080:80"
+      - "127.0.0.1:8443:443"
+      - "5353:53/udp"
 
 - name: Busybox from a rootfs tarball; the command is split like a shell would
   kernelbox.containers.container:

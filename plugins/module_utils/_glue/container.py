@@ -29,6 +29,7 @@ from ansible_collections.kernelbox.containers.plugins.module_utils._glue import 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_facts, stages
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import (
     KernelboxError, Resource, Step, ValidationError)
+from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import ports
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import validate
 
@@ -120,12 +121,12 @@ class ContainerTask(Resource):
         self.process: t.Any = None
         self.image_resource: t.Any = None
         self.session: t.Any = None
+        self.nat_session: t.Any = None  # table inet kernelbox, for the published ports (container_parts)
         self.fast = False
         self.changed_options: t.List[str] = []
         self.given = {} if self.state == "absent" else defn.normalise(p)
         if self.given.get("ports"):
-            raise ValidationError("ports: publishing ports needs the collection's NAT support, which this version "
-                                  "does not have yet; reach the container at its bridge address instead")
+            ports.parse_ports(self.given["ports"])  # a bad entry fails here, before anything is read
         self.where = defn.storage_dir(self.storage_root, self.name)
 
     # --- read ----------------------------------------------------------------------------------
@@ -170,10 +171,26 @@ class ContainerTask(Resource):
             if clash or self.state == "healthy":
                 raise ValidationError("detach=false: a job runs once to completion, so it takes no %s"
                                       % (clash[0] if clash else "state=healthy"))
+        self._check_ports(merged)
         self.changed_options = defn.changed_options(self.stored, merged)
         container_facts.read_inputs(self)
         self.fast = self._unchanged(current["status"])
         return {"status": self._wanted_status(current["status"]), "definition": merged}
+
+    def _check_ports(self, merged: t.Mapping[str, t.Any]) -> None:
+        """Ports need a network to reach the container through, a container that keeps running, and libnftables."""
+        asked = defn.value(merged, "ports")
+        if not asked:
+            return
+        if defn.value(merged, "network") == defn.NO_NETWORK:
+            raise ValidationError("ports: container %s has no network (network: none), so there is no address to "
+                                  "publish %s to; give network: BRIDGE" % (self.name, ", ".join(asked)))
+        if not defn.value(merged, "detach"):
+            raise ValidationError("detach=false: a job runs once to completion, so it takes no ports")
+        from ansible_collections.kernelbox.containers.plugins.module_utils._glue import deps
+        if deps.missing_libraries(["libnftables"]):
+            raise ValidationError("ports: publishing ports needs libnftables, which this host lacks: install the "
+                                  "distro package %s" % deps.TARGET_LIBRARIES["libnftables"][0])
 
     def _wanted_status(self, now: str) -> str:
         if self.state in ("started", "healthy"):
@@ -194,11 +211,11 @@ class ContainerTask(Resource):
             for stage in self._removal_stages():
                 planner.add(stage)
         else:
-            for stage in self._converge_stages():
+            for stage in self._converge_stages(planner):
                 planner.add(stage)
         return planner.steps
 
-    def _converge_stages(self) -> t.Iterator[stages.Stage]:
+    def _converge_stages(self, planner: stages.Planner) -> t.Iterator[stages.Stage]:
         from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_parts as parts
         yield stages.Stage("image", functools.partial(parts.image_steps, self))
         yield stages.Stage("identity", functools.partial(parts.identity_steps, self), after=("image",),
@@ -221,11 +238,17 @@ class ContainerTask(Resource):
         yield stages.Stage("container", functools.partial(parts.process_steps, self),
                            after=("image", "quiesce", "overlay", "userns", "address", "volumes"),
                            predict=functools.partial(parts.process_prediction, self))
+        # The published ports once the container is up and its address known; planned now (without the lock)
+        # so that a port another container holds fails the task before anything changes.
+        after = ("container", "address", "netns", "veth")
+        deferred = any(label in planner.pending for label in after)
+        yield stages.Stage("ports", functools.partial(parts.ports_steps, self, deferred), after=after)
         yield stages.Stage("release", functools.partial(parts.release_steps, self, keep_current=True))
         yield stages.Stage("record", functools.partial(parts.record_steps, self))
 
     def _removal_stages(self) -> t.Iterator[stages.Stage]:
         from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_parts as parts
+        yield stages.Stage("ports", functools.partial(parts.ports_removal_steps, self))
         yield stages.Stage("container", functools.partial(parts.process_removal_steps, self))
         yield stages.Stage("veth", functools.partial(parts.veth_steps, self, "absent"))
         yield stages.Stage("netns", functools.partial(parts.netns_steps, self, "absent"))
@@ -310,6 +333,9 @@ class ContainerTask(Resource):
         if found is not None:
             found.close()
         self.image_resource = None
+        if getattr(self, "nat_session", None) is not None:
+            self.nat_session.close()
+            self.nat_session = None
         if self.session is not None:
             self.session.close()
             self.session = None

@@ -18,7 +18,7 @@ import typing as t
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_definition as defn
 from ansible_collections.kernelbox.containers.plugins.module_utils._glue import container_report
-from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import ValidationError
+from ansible_collections.kernelbox.containers.plugins.module_utils._glue.flow import KernelboxError, ValidationError
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import state as kbstate
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime import volumes
 from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
@@ -119,7 +119,41 @@ def facts_hold(task: "ContainerTask", recorded: t.Mapping[str, t.Any]) -> bool:
             return False
         if not network or entry.inode != network.get("netns") or index != network.get("ifindex"):
             return False
+    if defn.value(merged, "ports") and not ports_hold(task):
+        return False
     return True
+
+
+# --- published ports ----------------------------------------------------------------------------
+
+def wanted_ports(task: "ContainerTask") -> t.List[t.Any]:
+    """The port specs to publish now: the definition's while the container runs (or is to run), else none."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import ports
+    merged = task.merged
+    if defn.value(merged, "network") == defn.NO_NETWORK or not defn.value(merged, "detach"):
+        return []
+    running = task.state in ("started", "healthy") or (task.state == "present" and task.container.is_running())
+    return ports.parse_ports(defn.value(merged, "ports")) if running else []
+
+
+def ports_hold(task: "ContainerTask") -> bool:
+    """The no-change path: the table holds exactly the ports the definition asks for now (read without the lock)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import nat, ports
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import nftables
+    address = ((task.record.get("summary") or {}).get("network") or {}).get("ip")
+    try:
+        specs = wanted_ports(task)
+        if specs and not address:
+            return False
+        wanted = ports.expand(specs, ports.container_addresses([address] if specs else []), task.name)
+        session = nat.NatSession(lock=False)
+        try:
+            held = session.state().mappings_of(task.name)
+        finally:
+            session.close()
+    except (ValidationError, KernelboxError, nftables.NftUnavailable, OSError):
+        return False  # the full path says why
+    return set(held) == set(wanted)
 
 
 def summary(task: "ContainerTask") -> t.Dict[str, t.Any]:

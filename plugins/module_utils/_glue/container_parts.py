@@ -519,6 +519,56 @@ def process_removal_steps(task: "ContainerTask") -> t.List[Step]:
     return steps
 
 
+# --- published ports ------------------------------------------------------------------------------
+
+def _publisher(task: "ContainerTask", lock: bool, only_removes: bool = False) -> t.Any:
+    """A PortPublisher for the container over a session of its own (closed by ContainerTask.close)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._glue import published_ports
+    from ansible_collections.kernelbox.containers.plugins.module_utils._kernel import nat
+    if task.nat_session is not None:
+        task.nat_session.close()
+    task.nat_session = nat.NatSession(lock=lock and not task.check_mode, only_removes=only_removes)
+    return published_ports.PortPublisher(task.name, task.check_mode, task.nat_session)
+
+
+def ports_steps(task: "ContainerTask", deferred: bool) -> t.List[Step]:
+    """Publish the definition's ports at the container's address (unpublish the rest), through PortPublisher.
+
+    A deferred stage is planned twice: first, before anything changes, without the table's lock (a port another
+    container holds fails the task there); then just before it acts, under the lock, with the address made.
+    """
+    specs = container_facts.wanted_ports(task)
+    if not specs and not defn.value(task.stored, "ports"):
+        return []  # never had ports: the table is not read (nor libnftables loaded)
+    first_look = deferred and not task.ctx.get("ports_planned")
+    task.ctx["ports_planned"] = True
+    address = task.ctx.get("address")
+    if specs and address is None:  # check mode, before the bridge exists: no address to check the ports against
+        return [Step("publish %s for %s" % (spec.text(), task.name), _noop, "ports; at the address it is given")
+                for spec in specs]
+    publisher = _publisher(task, lock=not first_look)
+    publisher.desired(specs, [address] if specs else [])
+    why_remove = "no longer in ports" if defn.value(task.merged, "ports") else "ports is empty"
+    if not specs and defn.value(task.merged, "ports"):
+        why_remove = "the container is %s" % ("not running" if task.state == "present" else task.state)
+    steps = publisher.plan(why_add="ports", why_remove=why_remove)
+    if not first_look or task.check_mode:  # check mode plans a deferred stage once: this is its only look
+        task.warnings += publisher.warnings
+    return steps
+
+
+def ports_removal_steps(task: "ContainerTask") -> t.List[Step]:
+    """state=absent: every port published under the container's name goes, first (before the process)."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import nftables
+    try:
+        nftables.load_library()
+    except nftables.NftUnavailable:
+        return []  # without libnftables no kernelbox table can exist
+    publisher = _publisher(task, lock=True, only_removes=True)
+    publisher.desired([], [])
+    return publisher.plan(why_remove="state=absent")
+
+
 # --- bookkeeping --------------------------------------------------------------------------------
 
 def _describe_pool(pool_name: str, value: int) -> str:
