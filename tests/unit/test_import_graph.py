@@ -44,6 +44,8 @@ def imported_by(name):
     (MODULES + "bridge", ["pyroute2"]),
     # psutil only where processes are listed (a busy mount), not to load the module
     (MODULES + "overlay_rootfs", ["psutil"]),
+    # the container module loads the nftables code only for a container with ports, when it runs
+    (MU + "_glue.container", [MU + "_kernel.nat", MU + "_sys.nftables", MU + "_sys.conntrack"]),
     # an image from a file never loads the registry client
     (MU + "_glue.image_layers", REGISTRY_CLIENT),
     (MU + "_glue.image_pull", REGISTRY_CLIENT),
