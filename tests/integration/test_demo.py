@@ -9,6 +9,7 @@ tooling), which `make test` prepares at .build/demo-venv: the demo must work wit
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -65,10 +66,16 @@ def demo_parent():
     return os.environ["KB_TEST_CGROUP_PARENT"] + "/" + PREFIX
 
 
+def nft(*args):
+    return subprocess.run(["nft"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False).stdout
+
+
 def run(ansible, playbook, **extra_vars):
+    # The internet stand-in only here, inside the sandbox (make demo on a real host makes none).
     result = ansible.playbook(os.path.join(PLAYBOOKS, playbook),
-                              extra_vars=dict({"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent()},
-                                              **extra_vars),
+                              extra_vars=dict({"kbdemo_prefix": PREFIX, "kbdemo_cgroup_parent": demo_parent(),
+                                               "kbdemo_internet": True}, **extra_vars),
                               inventory=INVENTORY)
     assert result.rc == 0 and not result.failed_tasks, result.stdout + result.stderr
     return result
@@ -80,6 +87,7 @@ def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_p
     kept = set(os.listdir("/var/lib/kernelbox")) - {"runtime", "containers", "layers", "rootfs", "allocations"} \
         if os.path.isdir("/var/lib/kernelbox") else set()
     others_layers = layers_in_store()  # a session fixture's image may hold layers there: teardown must keep them
+    sysctls_before = snapshot.host_state(detailed=False)["forwarding_sysctls"]
     first = run(ansible, "demo.yml")
     for task in ("The bridge, with the namespaces' gateway address", "The network namespaces",
                  "A veth pair per namespace, eth0 inside, the host end on the bridge", "The container"):
@@ -95,6 +103,15 @@ def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_p
     assert first.named("Prove it - a plain namespace fetches the same page")["stdout"] == page
     table = str(first.named("Containers")["msg"])
     assert PREFIX + "-web" in table and PREFIX + "-client" in table
+    # NAT (the host role's, and the web container's published port): the host reaches the web container on
+    # 127.0.0.1, and the client container reaches "the internet" (a namespace behind the uplink veth, with no route
+    # back to the containers' subnet), which sees the host's address, not the container's.
+    assert first.named("Prove it - the host fetches the web container's page from 127.0.0.1, through its published "
+                       "port")["content"] == page + "\n"
+    assert first.named("Prove it - the client container reaches the internet, which sees the host's address, not the "
+                       "container's")["stdout"] == "198.51.100.1"
+    assert "127.0.0.1:18080->8080/tcp" in table, table
+    assert "table inet kernelbox" in nft("list", "tables")
     pings = first.named(PING_TASK)["results"]
     assert len(pings) == 2 and all("1 packets received" in ping["stdout"] for ping in pings), pings
     for side, address in (("a", "10.254.77.2/24"), ("b", "10.254.77.3/24")):
@@ -109,6 +126,9 @@ def test_demo_converges_proves_a_ping_and_tears_down(demo_ansible, cgroup_test_p
     parent = os.path.join(snapshot.cgroup2_root(), demo_parent())
     assert os.path.isdir(parent) and all(os.path.exists(path) for path in SHARED)
     run(ansible, "teardown.yml")
+    # No table of kernelbox's, and the forwarding sysctls as they were before the demo.
+    assert "kernelbox" not in nft("list", "tables")
+    assert snapshot.host_state(detailed=False)["forwarding_sysctls"] == sysctls_before
     assert not os.path.exists("/var/lib/%s" % PREFIX)
     assert not [n for n in net.link_names() if n.startswith(PREFIX)]
     assert not [n for n in net.netns_names() if n.startswith(PREFIX)]
