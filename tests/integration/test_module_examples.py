@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import urllib.request
 
@@ -35,6 +36,10 @@ import yaml
 from harness import net, oci_images, snapshot
 from harness.containers import containers  # noqa: F401  pylint: disable=unused-import
 from harness.containers import alive, build_busybox_rootfs, cgroup_parent, leaf_path, wait_until
+from harness.containers import busybox_rootfs  # noqa: F401  pylint: disable=unused-import
+from harness.cgroup_view import in_confined_cgroup_view
+from harness.oci_runtime import not_a_subreaper
+from harness.ansible_runner import PlaybookRun, TaskResult
 from harness.ansible_runner import collections_path
 from harness.net import play, task
 from harness.registry import PASSWORD, USER, Registry
@@ -129,14 +134,12 @@ CONTAINER_CLEANUP = [task("remove the example container %s" % name, "container",
     for image in ("nginx.oci.tar", "busybox.tar", "api.oci.tar")] + [
     task("remove the example bridge", "bridge", {"name": "kb0", "state": "absent"})]
 
-RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN + PROCESS_RUN + CONTAINER_RUN
+RUN = NET_RUN + IMAGE_RUN + PRUNE_RUN + PROCESS_RUN + CONTAINER_RUN + ("oci_runtime",)
 # Modules whose examples the VM stage runs (pure cgroup v2; this host is hybrid): module -> the VM test file.
 RUN_IN_VM = {
     "cgroup_v2": "tests/vm/test_cgroup_v2_examples.py",
 }
 NOT_RUN_YET = {
-    # Modules landing late in this session; their examples are to be wired in here.
-    "oci_runtime": "writes /usr/local/bin/kernelbox-runtime (outside the sandbox's /run and /var/lib); uses podman",
 }
 
 
@@ -626,3 +629,95 @@ def test_container_examples_run(ansible, containers, cgroup_test_parent, tmp_pat
         if not had_volumes and os.path.isdir("/var/lib/kernelbox/volumes") and not os.listdir(
                 "/var/lib/kernelbox/volumes"):
             os.rmdir("/var/lib/kernelbox/volumes")
+
+
+# --- the oci_runtime examples: install the command, run podman with it, remove it ---------------------------------
+
+OCI_COMMAND = "/usr/local/bin/kernelbox-runtime"
+# What this host needs of podman beyond the example's command line, given as podman's own configuration files
+# (the example runs as written): no pids limit (a hybrid host has no pids controller in cgroup v2, and the runtime
+# refuses a limit it cannot apply), ulimits root may set without CAP_SYS_RESOURCE, no network (netavark's bridge
+# would outlive the test), no events journal; its storage in the test's folder.
+OCI_CONTAINERS_CONF = """[containers]
+pids_limit = 0
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+netns = "none"
+[engine]
+events_logger = "none"
+"""
+OCI_STORAGE_CONF = """[storage]
+driver = "overlay"
+graphroot = "{folder}/root"
+runroot = "{folder}/runroot"
+"""
+
+
+def _oci_examples(folder):
+    """The examples, with checks of the command between them and a second install (changed=false expected)."""
+    install, use, remove = _examples("oci_runtime")
+    use["environment"] = {"CONTAINERS_CONF": os.path.join(folder, "containers.conf"),
+                          "CONTAINERS_STORAGE_CONF": os.path.join(folder, "storage.conf")}
+    return [install, task("install again", "oci_runtime", {}),
+            task("the command after the install", "ansible.builtin.slurp", {"src": OCI_COMMAND}),
+            task("its mode", "ansible.builtin.stat", {"path": OCI_COMMAND}),
+            use, remove, task("the command after the removal", "ansible.builtin.stat", {"path": OCI_COMMAND})]
+
+
+def _oci_run(ansible, folder, archive):
+    """In a forked child: a private mount namespace with a tmpfs on /usr/local/bin (gone with the child: the host's
+    /usr/local/bin is never written), a cgroup namespace below the test parent (podman's cgroupfs groups land there
+    and are removed after), busybox imported as docker.io/library/busybox (nothing is pulled), the examples run."""
+    from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
+
+    def child():
+        libc.mount("kbt-oci-bin", "/usr/local/bin", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
+        with open("/proc/self/mountinfo") as handle:  # private: nothing mounted on it propagates to the host
+            tags = [line.split(" - ")[0].split()[6:] for line in handle if line.split()[4] == "/usr/local/bin"]
+        assert len(tags) == 1 and not any(tag.startswith(("shared:", "master:")) for tag in tags[0]), tags
+        env = dict(os.environ, CONTAINERS_CONF=os.path.join(folder, "containers.conf"),
+                   CONTAINERS_STORAGE_CONF=os.path.join(folder, "storage.conf"))
+        imported = subprocess.run(["podman", "import", "-q", archive, "docker.io/library/busybox:latest"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+                                  check=False)
+        assert imported.returncode == 0, imported.stdout
+        run = ansible.playbook(play(*_oci_examples(folder), name="oci_runtime examples"), timeout=600)
+        return {"rc": run.rc, "stdout": run.stdout, "stderr": run.stderr,
+                "tasks": [[t.task, t.status, t.result, t.host] for t in run.tasks]}
+
+    with not_a_subreaper():
+        got = in_confined_cgroup_view(cgroup_parent(), child)
+    return PlaybookRun(got["rc"], got["stdout"], got["stderr"], [TaskResult(*entry) for entry in got["tasks"]])
+
+
+def test_oci_runtime_examples_run(ansible, busybox_rootfs, tmp_path):  # noqa: F811
+    folder = str(tmp_path / "podman")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "containers.conf"), "w") as handle:
+        handle.write(OCI_CONTAINERS_CONF)
+    with open(os.path.join(folder, "storage.conf"), "w") as handle:
+        handle.write(OCI_STORAGE_CONF.format(folder=folder))
+    archive = os.path.join(folder, "busybox.tar")
+    with tarfile.open(archive, "w") as tar:
+        tar.add(busybox_rootfs, arcname=".")
+    host_had = os.path.lexists(OCI_COMMAND)
+    try:
+        run = _oci_run(ansible, folder, archive)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    failed = [(t.task, t.msg) for t in run.tasks if t.failed]
+    assert run.rc == 0 and not failed, "failed examples: %s\n%s" % (failed, run.stdout[-4000:])
+    install, again = run.named("Install kernelbox-runtime"), run.named("install again")
+    assert install["installed"] and install["path"] == OCI_COMMAND and install.changed, install.result
+    assert again["installed"] and not again.changed, again.result
+    wrapper = base64.b64decode(run.named("the command after the install")["content"]).decode()
+    assert wrapper.startswith("#!") and "kernelbox-runtime" in wrapper, wrapper
+    mode = run.named("its mode")["stat"]
+    assert mode["exists"] and mode["isreg"] and mode["xusr"] and mode["xoth"], mode
+    used = run.named("Use it from podman")
+    assert used["rc"] == 0, used.result
+    removed = run.named("Remove the command (the code copy stays for the supervisor)")
+    assert removed.changed and not removed["installed"], removed.result
+    assert not run.named("the command after the removal")["stat"]["exists"]
+    # The tmpfs was the child's: the sandbox's /usr/local/bin (the host's) is as it was, with no mount left on it.
+    assert os.path.lexists(OCI_COMMAND) == host_had
+    assert "/usr/local/bin" not in [point for point, _type, _options in snapshot.mounts()]
