@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 import urllib.request
 
 import pytest
@@ -663,6 +664,37 @@ def _oci_examples(folder):
             use, remove, task("the command after the removal", "ansible.builtin.stat", {"path": OCI_COMMAND})]
 
 
+def _reap_all(timeout):
+    """Wait until every process re-parented to this subreaper has exited (the event, not a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid and time.monotonic() > deadline:
+            left = [entry for entry in os.listdir("/proc") if entry.isdigit() and _ppid(entry) == os.getpid()]
+            raise AssertionError("still running after %ds: %s" % (timeout, [_cmdline(pid) for pid in left]))
+        if not pid:
+            time.sleep(0.1)
+
+
+def _ppid(pid):
+    try:
+        with open("/proc/%s/stat" % pid) as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return pid
+
+
 def _oci_run(ansible, folder, archive):
     """In a forked child: a private mount namespace with a tmpfs on /usr/local/bin (gone with the child: the host's
     /usr/local/bin is never written), a cgroup namespace below the test parent (podman's cgroupfs groups land there
@@ -670,6 +702,8 @@ def _oci_run(ansible, folder, archive):
     from ansible_collections.kernelbox.containers.plugins.module_utils._sys import libc
 
     def child():
+        # conmon and its exit command (podman container cleanup) outlive podman run: they are re-parented here
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         libc.mount("kbt-oci-bin", "/usr/local/bin", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
         with open("/proc/self/mountinfo") as handle:  # private: nothing mounted on it propagates to the host
             tags = [line.split(" - ")[0].split()[6:] for line in handle if line.split()[4] == "/usr/local/bin"]
@@ -681,6 +715,7 @@ def _oci_run(ansible, folder, archive):
                                   check=False)
         assert imported.returncode == 0, imported.stdout
         run = ansible.playbook(play(*_oci_examples(folder), name="oci_runtime examples"), timeout=600)
+        _reap_all(600)
         return {"rc": run.rc, "stdout": run.stdout, "stderr": run.stderr,
                 "tasks": [[t.task, t.status, t.result, t.host] for t in run.tasks]}
 
