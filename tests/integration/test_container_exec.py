@@ -297,31 +297,54 @@ def test_exec_refuses_stopped_and_missing_containers_and_joins_any_pid(ansible, 
     assert not os.path.exists(leaf_path(name))
 
 
-def test_an_exec_into_a_container_that_exits_mid_exec_returns(ansible, busybox_rootfs, containers):
-    """The container's init dies while a command runs inside: the kernel ends its PID namespace, so the
-    command dies too, and the exec returns at once with what it knows (never waits for its timeout)."""
-    name = containers("kbt-exec-exit")
-    started = ansible.module("container_process", container(name, busybox_rootfs))
-    init = started["pid"]
+def exec_ended_by(ansible, name, end_it, sleeper):
+    """Run ``sleep SLEEPER`` in container ``name`` (timeout 600 s), call ``end_it()`` once it runs, and return
+    the exec's result: it must come back at once, not after its timeout."""
     outcome = {}
 
     def run_exec():
-        outcome["result"] = ansible.module("container_exec", {"name": name, "command": ["sleep", "301"],
+        outcome["result"] = ansible.module("container_exec", {"name": name, "command": ["sleep", sleeper],
                                                               "timeout": 600})
     worker = threading.Thread(target=run_exec)
     worker.start()
     try:
-        assert wait_until(lambda: processes_named(b"sleep 301"), 120), "the exec never started"
+        assert wait_until(lambda: processes_named(b"sleep " + sleeper.encode()), 120), "the exec never started"
         began = time.monotonic()
-        os.kill(init, 9)
+        end_it()
         worker.join(180)
         assert not worker.is_alive(), "the exec is still waiting after its container exited"
-        result = outcome["result"]
         assert time.monotonic() - began < 120, "the exec waited far longer than the exit"
-        assert result.failed and result["rc"] == -9 and result["timed_out"] is False, result.result
-        assert not processes_named(b"sleep 301") and exec_groups(leaf_path(name)) == []
+        return outcome["result"]
     finally:
         worker.join(300)
+
+
+def test_an_exec_into_a_container_that_exits_mid_exec_returns(ansible, busybox_rootfs, containers):
+    """The container's init dies while a command runs inside: the kernel ends its PID namespace, so the
+    command dies too, and the exec returns at once with what it knows (never waits for its timeout)."""
+    name = containers("kbt-exec-exit")
+    init = ansible.module("container_process", container(name, busybox_rootfs))["pid"]
+    result = exec_ended_by(ansible, name, lambda: os.kill(init, 9), "301")
+    assert result.failed and result["rc"] == -9 and result["timed_out"] is False, result.result
+    assert not processes_named(b"sleep 301") and exec_groups(leaf_path(name)) == []
+    assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
+
+
+def test_an_exec_whose_container_group_is_killed_reports_sigkill(ansible, busybox_rootfs, containers):
+    """What the supervisor does when a container's init is gone: cgroup.kill on the container's leaf.  The
+    exec's own joiner is in that subtree and dies with the command, before it can report the command's status;
+    the exec still reports the kill (rc -9), not an unknown rc."""
+    name = containers("kbt-exec-groupkill")
+    ansible.module("container_process", container(name, busybox_rootfs))
+    leaf = leaf_path(name)
+
+    def kill_the_leaf():
+        with open(os.path.join(leaf, "cgroup.kill"), "w") as handle:
+            handle.write("1")
+    result = exec_ended_by(ansible, name, kill_the_leaf, "303")
+    assert result.failed and result["rc"] == -9 and result["timed_out"] is False, result.result
+    assert result["msg"] == "non-zero return code", result.result
+    assert not processes_named(b"sleep 303") and exec_groups(leaf) == []
     assert ansible.module("container_process", {"name": name, "state": "absent"}).changed
 
 

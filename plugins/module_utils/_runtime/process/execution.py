@@ -596,7 +596,7 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int],
             selector.unregister(key.fd)
             os.close(key.fd)
     pipes[:] = []
-    _reap(pid)
+    joiner_status = _reap(pid)
     messages = _messages(captured[report_r].data)
     failure = next((m for m in messages if "step" in m), None)
     if failure is not None and not timed_out:
@@ -606,6 +606,11 @@ def _supervise(pid: int, request: Request, group: t.Any, pipes: t.List[int],
                            if failure.get("errno") else ""),
                         step=failure["step"], errno=failure.get("errno"))
     status = next((m["status"] for m in messages if "status" in m), None)
+    if (status is None and joiner_status is not None and os.WIFSIGNALED(joiner_status)
+            and os.WTERMSIG(joiner_status) == signal.SIGKILL):
+        # The joiner shares the command's cgroup: a kill of that group (our timeout, or the container's
+        # supervisor clearing its leaf after the init died) took both before the joiner could report.
+        status = joiner_status
     if status is None or status < 0:
         rc = -int(signal.SIGKILL) if timed_out else None
     elif os.WIFSIGNALED(status):
@@ -627,11 +632,12 @@ def _messages(raw: bytes) -> t.List[t.Dict[str, t.Any]]:
     return found
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int) -> t.Optional[int]:
+    """Wait for our child ``pid``; its wait status (None if it was reaped already)."""
     try:
-        os.waitpid(pid, 0)
+        return os.waitpid(pid, 0)[1]
     except ChildProcessError:
-        pass
+        return None
 
 
 # --- the exec's own cgroup, and killing -----------------------------------------------
