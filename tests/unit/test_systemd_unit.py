@@ -3,6 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The systemd unit a container gets (pure rendering), and launch error messages."""
+import os
+import time
+
 import pytest
 
 from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import lifecycle, systemd
@@ -62,3 +65,37 @@ def test_a_health_check_is_a_timer_bound_to_the_container_unit():
         in service.splitlines() and "Type=oneshot" in service.splitlines()
     lines = timer.splitlines()
     assert "PartOf=kernelbox-web.service" in lines and "OnUnitActiveSec=5s" in lines and "OnActiveSec=5s" in lines
+
+
+def test_record_exit_keeps_the_code_or_the_signal_or_a_note():
+    runtime = state.Runtime("c")
+    runtime.exit_note = "old"
+    systemd.record_exit(runtime, 4, None, "")
+    assert (runtime.status, runtime.exit_code, runtime.exit_signal, runtime.exit_note) == (state.EXITED, 4, None, None)
+    assert runtime.exited_at
+    systemd.record_exit(runtime, None, 9, "")
+    assert (runtime.exit_code, runtime.exit_signal) == (137, "SIGKILL")
+    systemd.record_exit(runtime, None, None, "systemd reported no exit status (none)")
+    assert runtime.exit_code is None and runtime.exit_signal is None
+    assert runtime.exit_note == "systemd reported no exit status (none)"
+
+
+def test_launch_identity_tells_a_new_launch_from_the_last_one():
+    runtime = state.Runtime("c")
+    assert systemd.launch_identity(None) is None and systemd.launch_identity(runtime) is None
+    runtime.pid, runtime.starttime = 42, 1000
+    assert systemd.launch_identity(runtime) == (42, 1000)
+
+
+def test_an_ended_child_is_seen_without_being_reaped():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(4)
+    try:
+        deadline = time.monotonic() + 60
+        while systemd._ended_child(pid) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert systemd._ended_child(pid) == (4, None, "")  # still there: WNOWAIT left it to its reaper
+    finally:
+        assert os.waitpid(pid, 0)[1] >> 8 == 4
+    assert systemd._ended_child(pid) is None  # reaped: not our child any more

@@ -151,7 +151,7 @@ def _sh(label, command):
 
 def test_systemd_units_supervise_containers(systemd_pid1, busybox_rootfs):
     ansible = NsAnsible(venv_bin("python"), systemd_pid1)
-    web, crash = "kbt-sd-web", "kbt-sd-crash"
+    web, crash, instant = "kbt-sd-web", "kbt-sd-crash", "kbt-sd-instant"
     trapping = ["/bin/sh", "-c", "echo hello from $$; trap 'echo bye; exit 3' TERM; while :; do sleep 0.1; done"]
     # A stop returns as soon as the container exits: a long stop_timeout costs nothing, and a busy host never turns
     # the trap's clean exit 3 into a SIGKILL.
@@ -176,6 +176,15 @@ def test_systemd_units_supervise_containers(systemd_pid1, busybox_rootfs):
                           "[ \"$s\" = failed ] && break; sleep 0.1; done; "
                           "systemctl show kernelbox-%s.service -p NRestarts,ActiveState,Result" % (crash, crash)),
         _cp("crash status", name=crash, state="stopped"),
+        # An init that ends at once is gone before systemd reads the PID file ("protocol" to systemd): the
+        # container did start, and its restart policy applies as with an init that ends later.
+        _cp("instant", name=instant, command=["/bin/sh", "-c", "echo at once; exit 5"], restart_policy="on-failure:2",
+            **common),
+        _sh("instant loop", "for i in $(seq 6000); do s=$(systemctl show kernelbox-%s.service -p ActiveState --value); "
+                            "[ \"$s\" = failed ] && break; sleep 0.1; done; "
+                            "systemctl show kernelbox-%s.service -p NRestarts,ActiveState" % (instant, instant)),
+        _cp("instant status", name=instant, state="stopped"),
+        _cp("absent instant", name=instant, state="absent"),
         _cp("absent web", name=web, state="absent"),
         _cp("absent crash", name=crash, state="absent"),
         _sh("units gone", "ls /etc/systemd/system; systemctl list-units --all --no-legend 'kernelbox-*'"),
@@ -207,13 +216,25 @@ def test_systemd_units_supervise_containers(systemd_pid1, busybox_rootfs):
     crash_loop = dict(line.split("=", 1) for line in run.named("crash loop")["stdout"].splitlines())
     assert crash_loop["NRestarts"] == "2" and crash_loop["ActiveState"] == "failed", crash_loop
     status = run.named("crash status")
-    assert status["exit_code"] == 4 and status["restart_count"] == 2, status.result
+    assert status["restart_count"] == 2, status.result
+    # The last start's init ended after the launcher looked and before systemd adopted it (a few ms, wider on a
+    # busy host): nobody saw its status, and the result says so instead of guessing (docs/runtime.md).
+    assert status["exit_code"] == 4 or (status["exit_code"] is None and status["exit_note"].startswith(
+        "systemd reported no exit status")), status.result
+    assert run.named("instant").changed, run.named("instant").result
+    instant_loop = dict(line.split("=", 1) for line in run.named("instant loop")["stdout"].splitlines())
+    assert instant_loop["NRestarts"] == "2" and instant_loop["ActiveState"] == "failed", instant_loop
+    instant_status = run.named("instant status")
+    assert instant_status["restart_count"] == 2, instant_status.result
+    assert instant_status["exit_code"] == 5 or (instant_status["exit_code"] is None and instant_status[
+        "exit_note"].startswith("systemd reported no exit status")), instant_status.result
+    assert run.named("absent instant").changed
     assert run.named("absent web").changed and run.named("absent crash").changed
     assert "kernelbox" not in run.named("units gone")["stdout"]
     # Only the test's own unit files loaded (units merely referenced show as not-found and never run):
     # no tmpfiles, udev, sysctl or swap unit of the distribution.
     allowed = set(UNITS) | {"init.scope", "-.slice", "-.mount", "kernelbox-%s.service" % web,
-                            "kernelbox-%s.service" % crash}
+                            "kernelbox-%s.service" % crash, "kernelbox-%s.service" % instant}
     loaded = set(run.named("loaded")["stdout"].split())
     foreign = sorted(u for u in loaded - allowed if not u.endswith((".mount", ".device", ".swap")))
     assert not foreign, foreign

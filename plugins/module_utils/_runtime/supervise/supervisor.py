@@ -752,7 +752,14 @@ def main(argv: t.Optional[t.List[str]] = None) -> int:
         return serve(args[1:])
     if len(args) == 2 and args[0] in ("systemd-start", "systemd-stopped"):
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import systemd
-        return systemd.unit_start(args[1]) if args[0] == "systemd-start" else systemd.unit_stopped(args[1])
+        if args[0] == "systemd-stopped":
+            return systemd.unit_stopped(args[1])
+        code = systemd.unit_start(args[1])
+        # systemd reads the PID file once we exit: no interpreter shutdown, so that the window in which a
+        # short-lived init ends unseen by both of us (its exit status then unknown) stays as small as it can.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if len(args) == 2 and args[0] == "health":
         from ansible_collections.kernelbox.containers.plugins.module_utils._runtime.supervise import health
         return health.check(args[1])

@@ -166,6 +166,7 @@ class SystemdBackend:
 
     def start(self, name: str) -> state.Runtime:
         self._require()
+        before = launch_identity(state.load(name, self.layout).runtime)
         _systemctl(["reset-failed", unit_name(name)], check=False)
         try:
             _systemctl(["start", unit_name(name)])
@@ -176,6 +177,11 @@ class SystemdBackend:
             if error:
                 raise lifecycle.LaunchFailed(lifecycle.describe_error(name, error), step=error.get("step"),
                                              errno=error.get("errno"))
+            if launch_identity(runtime) not in (None, before):
+                # The launcher started the init, which ended before systemd read the PID file: systemd calls
+                # that a failed start ("protocol"), but the container did start and its restart policy applies,
+                # as with the kernelbox supervisor.
+                return runtime
             raise lifecycle.LaunchFailed("container %s: %s" % (name, exc.msg), step="systemd", errno=None)
         return state.load(name, self.layout).runtime or state.Runtime(name)
 
@@ -301,27 +307,61 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     runtime.supervisor = {"kind": "systemd", "unit": unit_name(name), "pid": 1}
     state.save_runtime(runtime, layout)
     state.write_bytes_atomic(pid_file(name, layout), b"%d\n" % launched["pid"], mode=0o644)
+    # An init that ended already (a crash at start) is gone before systemd reads the PID file, and systemd then
+    # knows no exit status for ExecStopPost: record it now, while the init is our (subreaper's) zombie.  Not
+    # reaped (WNOWAIT): systemd reaps it once we exit.
+    ended = _ended_child(launched["pid"])
+    if ended is not None:
+        record_exit(runtime, *ended)
+        state.save_runtime(runtime, layout)
     return 0
+
+
+def launch_identity(runtime: t.Optional[state.Runtime]) -> t.Optional[t.Tuple[int, int]]:
+    """(pid, starttime) of the runtime's last launch, or None if it never launched."""
+    if runtime is None or not runtime.pid:
+        return None
+    return int(runtime.pid), int(runtime.starttime or 0)
+
+
+def _ended_child(pid: int) -> t.Optional[t.Tuple[t.Optional[int], t.Optional[int], str]]:
+    """How our child ``pid`` ended, if it has (exit code, signal, ""), without reaping it; None if it runs."""
+    try:
+        ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None  # not (yet) our child: it runs, or its exit goes to systemd
+    if ended is None or ended.si_pid == 0:
+        return None
+    if ended.si_code == os.CLD_EXITED:
+        return ended.si_status, None, ""
+    return None, ended.si_status, ""
+
+
+def record_exit(runtime: state.Runtime, exit_code: t.Optional[int], signum: t.Optional[int], note: str) -> None:
+    """The init's end in ``runtime``: exit code, or 128+N and the signal's name, or only a note (pure)."""
+    runtime.status = state.EXITED
+    runtime.exited_at = state.now_iso()
+    runtime.exit_code, runtime.exit_signal, runtime.exit_note = exit_code, None, None
+    if signum is not None:
+        runtime.exit_code, runtime.exit_signal = 128 + signum, state.signal_name(signum)
+    elif exit_code is None:
+        runtime.exit_note = note
 
 
 def unit_stopped(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     """ExecStopPost: record how the init ended, from what systemd passes in the environment."""
     current = state.load(name, layout)
     runtime = current.runtime
-    if runtime is None or runtime.status not in (state.RUNNING, state.STOPPING):
-        return 0
-    how = os.environ.get("EXIT_CODE", "")       # exited | killed | dumped
-    status = os.environ.get("EXIT_STATUS", "")  # a number, or a signal name such as TERM
-    runtime.status = state.EXITED
-    runtime.exited_at = state.now_iso()
-    if how == "exited" and status.isdigit():
-        runtime.exit_code, runtime.exit_signal = int(status), None
-    elif how in ("killed", "dumped") and status:
-        signum = state.signal_number(status)
-        runtime.exit_code, runtime.exit_signal = 128 + signum, state.signal_name(signum)
-    else:
-        runtime.exit_code, runtime.exit_note = None, "systemd reported no exit status (%s)" % (how or "none")
-    state.save_runtime(runtime, layout)
+    if runtime is not None and runtime.status in (state.RUNNING, state.STOPPING):  # EXITED: the launcher saw it
+        how = os.environ.get("EXIT_CODE", "")       # exited | killed | dumped
+        status = os.environ.get("EXIT_STATUS", "")  # a number, or a signal name such as TERM
+        if how == "exited" and status.isdigit():
+            record_exit(runtime, int(status), None, "")
+        elif how in ("killed", "dumped") and status:
+            record_exit(runtime, None, state.signal_number(status), "")
+        else:
+            record_exit(runtime, None, None, "systemd reported no exit status (%s)" % (how or "none"))
+        state.save_runtime(runtime, layout)
     try:
         os.unlink(pid_file(name, layout))
     except FileNotFoundError:
