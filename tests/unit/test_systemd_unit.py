@@ -70,12 +70,12 @@ def test_a_health_check_is_a_timer_bound_to_the_container_unit():
 def test_record_exit_keeps_the_code_or_the_signal_or_a_note():
     runtime = state.Runtime("c")
     runtime.exit_note = "old"
-    systemd.record_exit(runtime, 4, None, "")
+    runtime.record_exit(4, None)
     assert (runtime.status, runtime.exit_code, runtime.exit_signal, runtime.exit_note) == (state.EXITED, 4, None, None)
     assert runtime.exited_at
-    systemd.record_exit(runtime, None, 9, "")
+    runtime.record_exit(None, 9)
     assert (runtime.exit_code, runtime.exit_signal) == (137, "SIGKILL")
-    systemd.record_exit(runtime, None, None, "systemd reported no exit status (none)")
+    runtime.record_exit(None, None, "systemd reported no exit status (none)")
     assert runtime.exit_code is None and runtime.exit_signal is None
     assert runtime.exit_note == "systemd reported no exit status (none)"
 
@@ -95,7 +95,7 @@ def test_an_ended_child_is_seen_without_being_reaped():
         deadline = time.monotonic() + 60
         while systemd._ended_child(pid) is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert systemd._ended_child(pid) == (4, None, "")  # still there: WNOWAIT left it to its reaper
+        assert systemd._ended_child(pid) == (4, None)  # still there: WNOWAIT left it to its reaper
     finally:
         assert os.waitpid(pid, 0)[1] >> 8 == 4
     assert systemd._ended_child(pid) is None  # reaped: not our child any more

@@ -440,6 +440,14 @@ class Runtime:
     error: t.Optional[t.Dict[str, t.Any]] = None  # the last launch failure: {"step", "errno", "msg"}
     format: int = FORMAT
 
+    def record_exit(self, code: t.Optional[int], signum: t.Optional[int], note: t.Optional[str] = None) -> None:
+        """The init ended: with exit ``code``, or by signal ``signum`` (exit code 128+N), or unknown (``note``)."""
+        self.status = EXITED
+        self.exited_at = now_iso()
+        self.exit_code = 128 + signum if signum is not None else code
+        self.exit_signal = signal_name(signum) if signum is not None else None
+        self.exit_note = note
+
     def process(self) -> t.Optional[ProcessId]:
         if self.pid is None or self.starttime is None:
             return None

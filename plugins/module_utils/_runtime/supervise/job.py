@@ -161,12 +161,10 @@ class JobBackend:
         return rt
 
     def _record(self, rt: state.Runtime, status: int, timed_out: bool, streams: t.List["_Stream"]) -> None:
-        if os.WIFSIGNALED(status):
-            rt.exit_code, rt.exit_signal = 128 + os.WTERMSIG(status), state.signal_name(os.WTERMSIG(status))
-        else:
-            rt.exit_code, rt.exit_signal = os.WEXITSTATUS(status), None
-        rt.exit_note = "killed after the %gs timeout (wait_timeout)" % self.timeout if timed_out else None
-        rt.status, rt.exited_at, rt.pid, rt.starttime = state.EXITED, state.now_iso(), None, None
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        rt.record_exit(os.WEXITSTATUS(status) if signum is None else None, signum,
+                       "killed after the %gs timeout (wait_timeout)" % self.timeout if timed_out else None)
+        rt.pid, rt.starttime = None, None
         out, err = streams
         rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)  # as command reports it
         self.output = {"rc": rc, "stdout": out.text(), "stderr": err.text(),

@@ -300,11 +300,7 @@ class Supervisor:
         entry.started_mono = None
         self.close_sink(entry, drain=True)
         if launch_error is None:
-            rt.status = state.EXITED
-            rt.exit_code = 128 + sig if sig is not None else code
-            rt.exit_signal = state.signal_name(sig) if sig is not None else None
-            rt.exit_note = note
-            rt.exited_at = state.now_iso()
+            rt.record_exit(code, sig, note)
             self._kill_leftovers(entry)
             how = ("killed by %s" % rt.exit_signal if sig is not None
                    else "exit code %s" % code if code is not None else "unknown exit status (%s)" % note)

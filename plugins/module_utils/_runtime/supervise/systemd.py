@@ -312,7 +312,7 @@ def unit_start(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
     # reaped (WNOWAIT): systemd reaps it once we exit.
     ended = _ended_child(launched["pid"])
     if ended is not None:
-        record_exit(runtime, *ended)
+        runtime.record_exit(*ended)
         state.save_runtime(runtime, layout)
     return 0
 
@@ -324,8 +324,8 @@ def launch_identity(runtime: t.Optional[state.Runtime]) -> t.Optional[t.Tuple[in
     return int(runtime.pid), int(runtime.starttime or 0)
 
 
-def _ended_child(pid: int) -> t.Optional[t.Tuple[t.Optional[int], t.Optional[int], str]]:
-    """How our child ``pid`` ended, if it has (exit code, signal, ""), without reaping it; None if it runs."""
+def _ended_child(pid: int) -> t.Optional[t.Tuple[t.Optional[int], t.Optional[int]]]:
+    """How our child ``pid`` ended, if it has (exit code, signal), without reaping it; None if it runs."""
     try:
         ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
@@ -333,19 +333,8 @@ def _ended_child(pid: int) -> t.Optional[t.Tuple[t.Optional[int], t.Optional[int
     if ended is None or ended.si_pid == 0:
         return None
     if ended.si_code == os.CLD_EXITED:
-        return ended.si_status, None, ""
-    return None, ended.si_status, ""
-
-
-def record_exit(runtime: state.Runtime, exit_code: t.Optional[int], signum: t.Optional[int], note: str) -> None:
-    """The init's end in ``runtime``: exit code, or 128+N and the signal's name, or only a note (pure)."""
-    runtime.status = state.EXITED
-    runtime.exited_at = state.now_iso()
-    runtime.exit_code, runtime.exit_signal, runtime.exit_note = exit_code, None, None
-    if signum is not None:
-        runtime.exit_code, runtime.exit_signal = 128 + signum, state.signal_name(signum)
-    elif exit_code is None:
-        runtime.exit_note = note
+        return ended.si_status, None
+    return None, ended.si_status
 
 
 def unit_stopped(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
@@ -356,11 +345,11 @@ def unit_stopped(name: str, layout: state.Layout = state.DEFAULT_LAYOUT) -> int:
         how = os.environ.get("EXIT_CODE", "")       # exited | killed | dumped
         status = os.environ.get("EXIT_STATUS", "")  # a number, or a signal name such as TERM
         if how == "exited" and status.isdigit():
-            record_exit(runtime, int(status), None, "")
+            runtime.record_exit(int(status), None)
         elif how in ("killed", "dumped") and status:
-            record_exit(runtime, None, state.signal_number(status), "")
+            runtime.record_exit(None, state.signal_number(status))
         else:
-            record_exit(runtime, None, None, "systemd reported no exit status (%s)" % (how or "none"))
+            runtime.record_exit(None, None, "systemd reported no exit status (%s)" % (how or "none"))
         state.save_runtime(runtime, layout)
     try:
         os.unlink(pid_file(name, layout))
